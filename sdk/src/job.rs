@@ -1,0 +1,751 @@
+//! Background jobs: spawning, cancellation, progress, results and main-thread continuations.
+
+use std::borrow::Cow;
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::main_thread::{Main, MainTask};
+use crate::runtime::{Handle, Shared};
+use crate::sync::lock;
+
+/// Which queue a CPU job waits in. Workers always take the highest non-empty lane first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(u8)]
+pub enum Priority {
+    /// Interactive work the user is waiting for (a preview, a pick).
+    High = 0,
+    /// The default.
+    #[default]
+    Normal = 1,
+    /// Work that may wait behind normal jobs (cache warming).
+    Low = 2,
+    /// Runs only when nothing else is queued (indexing, prefetch).
+    Background = 3,
+}
+
+impl Priority {
+    pub(crate) const ALL: [Priority; 4] = [
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+        Priority::Background,
+    ];
+}
+
+/// Where a job runs: on the CPU pool at a priority, or on the IO lane (blocking work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Cpu(Priority),
+    Io,
+}
+
+/// A snapshot of a job's progress: the latest fraction and message its job reported.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// From 0.0 to 1.0 (clamped).
+    pub fraction: f32,
+    /// The latest message, if the job reported one.
+    pub message: Option<String>,
+}
+
+/// The coalescing progress slot of one job: each report overwrites the last, and a listener on
+/// the main thread is scheduled at most once per read.
+#[derive(Debug, Default)]
+pub(crate) struct ProgressSlot {
+    fraction: AtomicU32,
+    message: Mutex<Option<String>>,
+    /// A main-thread delivery is queued and has not yet read the slot.
+    queued: AtomicBool,
+    /// An `on_progress` listener is registered.
+    listened: AtomicBool,
+}
+
+impl ProgressSlot {
+    fn read(&self) -> Progress {
+        Progress {
+            fraction: f32::from_bits(self.fraction.load(Ordering::Acquire)),
+            message: lock(&self.message).clone(),
+        }
+    }
+}
+
+/// The type-independent part of a job, shared by the queues, the runtime and its handle.
+pub(crate) struct JobHeader {
+    pub(crate) id: u64,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) lane: Lane,
+    cancelled: AtomicBool,
+    /// Replaced by a newer `spawn_latest` job with the same key: its continuation never runs.
+    superseded: AtomicBool,
+    finished: AtomicBool,
+    group: Option<Arc<GroupInner>>,
+    latest_key: Option<String>,
+    progress: ProgressSlot,
+}
+
+impl fmt::Debug for JobHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobHeader")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("lane", &self.lane)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobHeader {
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+            || self
+                .group
+                .as_ref()
+                .is_some_and(|g| g.cancelled.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn supersede(&self) {
+        self.superseded.store(true, Ordering::Release);
+        self.cancel();
+    }
+}
+
+/// A job as the queues and the main thread see it, with its result type erased.
+pub(crate) trait JobCore: Send + Sync {
+    fn header(&self) -> &JobHeader;
+    /// Runs the closure (or resolves the job as cancelled without running it). Called once.
+    fn run(self: Arc<Self>, shared: &Arc<Shared>);
+    /// Resolves a job that will never run (shutdown) as cancelled, dropping its closure.
+    fn abandon(self: Arc<Self>, shared: &Arc<Shared>);
+    /// Main thread: runs the `on_main` continuation with the result.
+    fn deliver(self: Arc<Self>, main: &mut Main<'_>);
+    /// Main thread: runs the `on_progress` listener with the latest progress.
+    fn deliver_progress(self: Arc<Self>, main: &mut Main<'_>);
+}
+
+pub(crate) type JobRef = Arc<dyn JobCore>;
+
+type Continuation<T> = Box<dyn FnOnce(Result<T>, &mut Main<'_>) + Send>;
+type ProgressListener = Box<dyn FnMut(&Progress, &mut Main<'_>) + Send>;
+
+enum Outcome<T> {
+    Pending,
+    Done(Result<T>),
+    Taken,
+}
+
+struct Slot<T> {
+    outcome: Outcome<T>,
+    continuation: Option<Continuation<T>>,
+    on_progress: Option<ProgressListener>,
+}
+
+/// The typed part of a job that its [`Job`] handle reads.
+struct JobState<T> {
+    header: JobHeader,
+    slot: Mutex<Slot<T>>,
+    done: Condvar,
+}
+
+/// One allocation per job: header, result slot and the closure itself.
+struct JobInner<T, F> {
+    state: JobState<T>,
+    /// Taken exactly once, by `run` or `abandon`.
+    func: UnsafeCell<Option<F>>,
+}
+
+// SAFETY: `func` is only touched by `run`/`abandon`, and the scheduler calls exactly one of them
+// exactly once per job (each `JobRef` is popped from exactly one queue once), so there is never
+// concurrent access to it; `F: Send` lets it move to the thread that runs it. Every other field
+// is `Sync` on its own.
+unsafe impl<T: Send, F: Send> Sync for JobInner<T, F> {}
+
+/// Gives a [`Job<T>`] its typed view without knowing the closure type.
+trait TypedJob<T>: Send + Sync {
+    fn state(&self) -> &JobState<T>;
+    fn core(self: Arc<Self>) -> JobRef;
+}
+
+impl<T, F> TypedJob<T> for JobInner<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+{
+    fn state(&self) -> &JobState<T> {
+        &self.state
+    }
+    fn core(self: Arc<Self>) -> JobRef {
+        self
+    }
+}
+
+impl<T, F> JobInner<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+{
+    fn take_func(&self) -> Option<F> {
+        // SAFETY: see the `Sync` impl: only `run`/`abandon` call this, once per job.
+        unsafe { (*self.func.get()).take() }
+    }
+
+    fn finish(self: Arc<Self>, shared: &Arc<Shared>, result: Result<T>) {
+        let state = &self.state;
+        let outcome_kind = match &result {
+            Ok(_) => crate::stats::Outcome::Finished,
+            Err(Error::Cancelled) => crate::stats::Outcome::Cancelled,
+            Err(Error::Panicked(_)) => crate::stats::Outcome::Panicked,
+            Err(_) => crate::stats::Outcome::Failed,
+        };
+        let deliver = {
+            let mut slot = lock(&state.slot);
+            slot.outcome = Outcome::Done(result);
+            slot.continuation.is_some()
+        };
+        state.header.finished.store(true, Ordering::Release);
+        state.done.notify_all();
+        shared.stats.record_outcome(outcome_kind);
+        if let Some(key) = &state.header.latest_key {
+            shared.forget_latest(key, &state.header);
+        }
+        let group = state.header.group.clone();
+        if deliver {
+            // A continuation of a superseded job would be dropped on the main thread anyway.
+            if !state.header.superseded.load(Ordering::Acquire) {
+                let _ = shared.post_task(MainTask::Deliver(self));
+            }
+        }
+        if let Some(group) = group {
+            group.job_done(shared);
+        }
+    }
+}
+
+impl<T, F> JobCore for JobInner<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+{
+    fn header(&self) -> &JobHeader {
+        &self.state.header
+    }
+
+    fn run(self: Arc<Self>, shared: &Arc<Shared>) {
+        let Some(func) = self.take_func() else {
+            return;
+        };
+        let result = if self.state.header.is_cancelled() || shared.is_shutting_down() {
+            drop(func);
+            Err(Error::Cancelled)
+        } else {
+            let ctx = JobContext {
+                header: &self.state.header,
+                shared,
+                progress_target: &self,
+            };
+            match catch_unwind(AssertUnwindSafe(|| func(&ctx))) {
+                Ok(r) => r,
+                Err(payload) => Err(Error::from_panic(payload)),
+            }
+        };
+        self.finish(shared, result);
+    }
+
+    fn abandon(self: Arc<Self>, shared: &Arc<Shared>) {
+        let Some(func) = self.take_func() else {
+            return;
+        };
+        // The closure's captures may panic in `Drop`; that must not stop the shutdown.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(func)));
+        self.finish(shared, Err(Error::Cancelled));
+    }
+
+    fn deliver(self: Arc<Self>, main: &mut Main<'_>) {
+        let header = &self.state.header;
+        if header.superseded.load(Ordering::Acquire) {
+            return;
+        }
+        let taken = {
+            let mut slot = lock(&self.state.slot);
+            match (
+                slot.continuation.take(),
+                std::mem::replace(&mut slot.outcome, Outcome::Taken),
+            ) {
+                (Some(cont), Outcome::Done(result)) => Some((cont, result)),
+                (cont, outcome) => {
+                    slot.continuation = cont;
+                    slot.outcome = outcome;
+                    None
+                }
+            }
+        };
+        if let Some((cont, mut result)) = taken {
+            if result.is_ok() && header.is_cancelled() {
+                result = Err(Error::Cancelled);
+            }
+            cont(result, main);
+        }
+    }
+
+    fn deliver_progress(self: Arc<Self>, main: &mut Main<'_>) {
+        let progress = &self.state.header.progress;
+        progress.queued.store(false, Ordering::Release);
+        let latest = progress.read();
+        // Take the listener out while it runs, so it may call back into this job freely.
+        let listener = lock(&self.state.slot).on_progress.take();
+        if let Some(mut listener) = listener {
+            listener(&latest, main);
+            let mut slot = lock(&self.state.slot);
+            if slot.on_progress.is_none() {
+                slot.on_progress = Some(listener);
+            }
+        }
+    }
+}
+
+/// Posts a progress delivery for a job, at most one queued at a time.
+trait ProgressTarget {
+    fn progress_changed(&self, shared: &Shared);
+}
+
+impl<T, F> ProgressTarget for Arc<JobInner<T, F>>
+where
+    T: Send + 'static,
+    F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+{
+    fn progress_changed(&self, shared: &Shared) {
+        let slot = &self.state.header.progress;
+        if slot.listened.load(Ordering::Acquire) && !slot.queued.swap(true, Ordering::AcqRel) {
+            let _ = shared.post_task(MainTask::Progress(self.clone()));
+        }
+    }
+}
+
+/// What a running job sees: its cancel token, its progress reporter and the runtime.
+pub struct JobContext<'a> {
+    header: &'a JobHeader,
+    shared: &'a Arc<Shared>,
+    progress_target: &'a dyn ProgressTarget,
+}
+
+impl fmt::Debug for JobContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("id", &self.header.id)
+            .field("name", &self.header.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobContext<'_> {
+    /// Whether the job was cancelled (directly, through its group, by a newer `spawn_latest`, or
+    /// by shutdown). Cheap enough to call per item of a loop.
+    pub fn is_cancelled(&self) -> bool {
+        self.header.is_cancelled() || self.shared.is_shutting_down()
+    }
+
+    /// `Err(Error::Cancelled)` if the job was cancelled: `ctx.check()?` in a loop.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`] once the job is cancelled.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reports progress (clamped to 0..=1). Overwrites the previous report: calling this millions
+    /// of times costs the main thread one read of the latest value.
+    pub fn progress(&self, fraction: f32) {
+        let slot = &self.header.progress;
+        slot.fraction
+            .store(fraction.clamp(0.0, 1.0).to_bits(), Ordering::Release);
+        self.progress_target.progress_changed(self.shared);
+    }
+
+    /// Reports progress with a short message (kept until replaced).
+    pub fn progress_with(&self, fraction: f32, message: &str) {
+        {
+            let mut m = lock(&self.header.progress.message);
+            let m = m.get_or_insert_with(String::new);
+            m.clear();
+            m.push_str(message);
+        }
+        self.progress(fraction);
+    }
+
+    /// The job's id (unique within its runtime).
+    pub fn id(&self) -> u64 {
+        self.header.id
+    }
+
+    /// The job's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.header.name.as_deref()
+    }
+
+    /// The runtime, to spawn follow-up jobs or post to the main thread.
+    pub fn handle(&self) -> Handle {
+        Handle::from_shared(self.shared.clone())
+    }
+}
+
+/// A handle to a spawned job. Dropping it detaches the job (it keeps running).
+///
+/// # Thread safety
+///
+/// `Job<T>` is `Send + Sync`: any thread may cancel it or read its progress. Its continuation
+/// ([`Job::on_main`]) always runs on the main thread.
+pub struct Job<T> {
+    inner: Arc<dyn TypedJob<T>>,
+    handle: Handle,
+}
+
+impl<T> fmt::Debug for Job<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = &self.inner.state().header;
+        f.debug_struct("Job")
+            .field("id", &h.id)
+            .field("name", &h.name)
+            .field("finished", &h.finished.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Job<T> {
+    fn header(&self) -> &JobHeader {
+        &self.inner.state().header
+    }
+
+    /// The job's id (unique within its runtime).
+    pub fn id(&self) -> u64 {
+        self.header().id
+    }
+
+    /// The job's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.header().name.as_deref()
+    }
+
+    /// Asks the job to stop. A job that has not started never runs; a running one sees
+    /// `ctx.is_cancelled()`. A continuation that has not run yet receives
+    /// `Err(Error::Cancelled)`, never an `Ok` result.
+    pub fn cancel(&self) {
+        self.header().cancel();
+    }
+
+    /// Whether [`Job::cancel`] (or the job's group) cancelled it.
+    pub fn is_cancelled(&self) -> bool {
+        self.header().is_cancelled()
+    }
+
+    /// Whether the job has resolved (value, error, panic or cancellation).
+    pub fn is_finished(&self) -> bool {
+        self.header().finished.load(Ordering::Acquire)
+    }
+
+    /// The latest reported progress.
+    pub fn progress(&self) -> Progress {
+        self.header().progress.read()
+    }
+
+    /// Takes the result if the job has finished. Returns `None` while it runs, and after the
+    /// result was taken (by an earlier call or by the [`Job::on_main`] continuation).
+    pub fn try_result(&self) -> Option<Result<T>> {
+        let mut slot = lock(&self.inner.state().slot);
+        match std::mem::replace(&mut slot.outcome, Outcome::Taken) {
+            Outcome::Done(result) => Some(result),
+            other => {
+                slot.outcome = other;
+                None
+            }
+        }
+    }
+
+    /// Blocks until the job finishes or `timeout` passes, and takes its result.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongThread`] on the main thread (which must never block on a job),
+    /// [`Error::Timeout`] if the job did not finish in time, [`Error::ResultTaken`] if the result
+    /// was already taken, or the job's own error.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<T> {
+        if self.handle.is_main_thread() {
+            return Err(Error::WrongThread);
+        }
+        let state = self.inner.state();
+        let deadline = Instant::now() + timeout;
+        let mut slot = lock(&state.slot);
+        loop {
+            match std::mem::replace(&mut slot.outcome, Outcome::Taken) {
+                Outcome::Done(result) => return result,
+                Outcome::Taken => return Err(Error::ResultTaken),
+                Outcome::Pending => slot.outcome = Outcome::Pending,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout);
+            }
+            slot = match state.done.wait_timeout(slot, deadline - now) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Runs `f(result, main)` on the main thread, at the first `pump` after the job finishes.
+    ///
+    /// The continuation receives `Err(Error::Cancelled)` if the job was cancelled before the
+    /// continuation ran, and never runs at all for a job superseded by
+    /// [`Handle::spawn_latest`]. Registering a second continuation replaces the first.
+    pub fn on_main<F>(self, f: F) -> Self
+    where
+        F: FnOnce(Result<T>, &mut Main<'_>) + Send + 'static,
+    {
+        let ready = {
+            let mut slot = lock(&self.inner.state().slot);
+            slot.continuation = Some(Box::new(f));
+            matches!(slot.outcome, Outcome::Done(_))
+        };
+        if ready {
+            let core = self.inner.clone().core();
+            let _ = self.handle.shared().post_task(MainTask::Deliver(core));
+        }
+        self
+    }
+
+    /// Runs `f(progress, main)` on the main thread when the job reports progress, coalesced:
+    /// however often the job reports between two pumps, `f` runs at most once per pump with the
+    /// latest value.
+    pub fn on_progress<F>(self, f: F) -> Self
+    where
+        F: FnMut(&Progress, &mut Main<'_>) + Send + 'static,
+    {
+        lock(&self.inner.state().slot).on_progress = Some(Box::new(f));
+        self.header()
+            .progress
+            .listened
+            .store(true, Ordering::Release);
+        self
+    }
+}
+
+/// Options for one job: name, priority, lane, group, supersession key. Made by
+/// [`Handle::job`](crate::Handle::job).
+#[derive(Debug)]
+#[must_use = "a JobBuilder does nothing until `spawn` is called"]
+pub struct JobBuilder<'h> {
+    handle: &'h Handle,
+    name: Option<Cow<'static, str>>,
+    lane: Lane,
+    group: Option<Arc<GroupInner>>,
+    latest_key: Option<String>,
+}
+
+impl<'h> JobBuilder<'h> {
+    pub(crate) fn new(handle: &'h Handle) -> Self {
+        JobBuilder {
+            handle,
+            name: None,
+            lane: Lane::Cpu(Priority::Normal),
+            group: None,
+            latest_key: None,
+        }
+    }
+
+    /// A name shown in shutdown reports and stats.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The CPU lane to queue in (default [`Priority::Normal`]).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.lane = Lane::Cpu(priority);
+        self
+    }
+
+    /// Runs on the IO lane: threads meant for blocking work (file reads, downloads) that never
+    /// take a CPU worker.
+    pub fn io(mut self) -> Self {
+        self.lane = Lane::Io;
+        self
+    }
+
+    /// Makes the job a member of `group`.
+    pub fn group(mut self, group: &JobGroup) -> Self {
+        self.group = Some(group.inner.clone());
+        self
+    }
+
+    /// Supersedes (cancels, and suppresses the continuation of) any earlier job spawned with the
+    /// same key that has not finished yet.
+    pub fn latest(mut self, key: impl Into<String>) -> Self {
+        self.latest_key = Some(key.into());
+        self
+    }
+
+    /// Spawns the job.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn<T, F>(self, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        let shared = self.handle.shared();
+        if shared.is_shutting_down() {
+            return Err(Error::ShutDown);
+        }
+        if let Some(group) = &self.group {
+            group.pending.fetch_add(1, Ordering::AcqRel);
+        }
+        let inner = Arc::new(JobInner {
+            state: JobState {
+                header: JobHeader {
+                    id: shared.stats.next_job_id(),
+                    name: self.name,
+                    lane: self.lane,
+                    cancelled: AtomicBool::new(false),
+                    superseded: AtomicBool::new(false),
+                    finished: AtomicBool::new(false),
+                    group: self.group,
+                    latest_key: self.latest_key,
+                    progress: ProgressSlot::default(),
+                },
+                slot: Mutex::new(Slot {
+                    outcome: Outcome::Pending,
+                    continuation: None,
+                    on_progress: None,
+                }),
+                done: Condvar::new(),
+            },
+            func: UnsafeCell::new(Some(f)),
+        });
+        let core: JobRef = inner.clone();
+        if let Some(key) = &core.header().latest_key {
+            shared.register_latest(key.clone(), core.clone());
+        }
+        shared.submit(core);
+        Ok(Job {
+            inner,
+            handle: self.handle.clone(),
+        })
+    }
+}
+
+pub(crate) struct GroupInner {
+    cancelled: AtomicBool,
+    pending: AtomicUsize,
+    on_done: Mutex<Option<crate::main_thread::OnceItem>>,
+}
+
+impl fmt::Debug for GroupInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupInner")
+            .field("pending", &self.pending.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupInner {
+    fn job_done(&self, shared: &Shared) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.fire_if_done(shared);
+        }
+    }
+
+    fn fire_if_done(&self, shared: &Shared) {
+        let f = {
+            let mut on_done = lock(&self.on_done);
+            if self.pending.load(Ordering::Acquire) != 0 {
+                return;
+            }
+            on_done.take()
+        };
+        if let Some(f) = f {
+            let _ = shared.post_task(MainTask::Once(f));
+        }
+    }
+}
+
+/// A set of jobs that can be cancelled together and reports when all have finished.
+///
+/// Jobs join a group through [`JobGroup::spawn`] or [`JobBuilder::group`].
+#[derive(Clone)]
+pub struct JobGroup {
+    inner: Arc<GroupInner>,
+    handle: Handle,
+}
+
+impl fmt::Debug for JobGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobGroup")
+            .field("pending", &self.pending())
+            .field("cancelled", &self.inner.cancelled.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl JobGroup {
+    pub(crate) fn new(handle: Handle) -> Self {
+        JobGroup {
+            inner: Arc::new(GroupInner {
+                cancelled: AtomicBool::new(false),
+                pending: AtomicUsize::new(0),
+                on_done: Mutex::new(None),
+            }),
+            handle,
+        }
+    }
+
+    /// Spawns a normal-priority job in this group.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn<T, F>(&self, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        self.handle.job().group(self).spawn(f)
+    }
+
+    /// Cancels every job of the group, present and future.
+    pub fn cancel_all(&self) {
+        self.inner.cancelled.store(true, Ordering::Release);
+    }
+
+    /// Number of member jobs that have not finished.
+    pub fn pending(&self) -> usize {
+        self.inner.pending.load(Ordering::Acquire)
+    }
+
+    /// Whether every member job has finished.
+    pub fn is_done(&self) -> bool {
+        self.pending() == 0
+    }
+
+    /// Runs `f` on the main thread once every member has finished (at once, at the next pump,
+    /// if they already have).
+    pub fn on_done<F>(&self, f: F)
+    where
+        F: FnOnce(&mut Main<'_>) + Send + 'static,
+    {
+        *lock(&self.inner.on_done) = Some(Box::new(f));
+        self.inner.fire_if_done(self.handle.shared());
+    }
+}

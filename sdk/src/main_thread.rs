@@ -1,0 +1,302 @@
+//! The main-thread side: the queue of main-thread work, `pump`, and what main-thread items see.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::job::JobRef;
+use crate::runtime::Handle;
+
+/// What a chunked main-thread item tells `pump` after each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The item is finished; `pump` drops it.
+    Done,
+    /// The item has more to do: `pump` calls it again while budget remains, otherwise on the
+    /// next pump, before any item queued after it (FIFO order holds).
+    Continue,
+}
+
+/// What one call to [`Handle::pump`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PumpReport {
+    /// Main-thread items run (each call of a chunked item counts once).
+    pub ran: usize,
+    /// Items still queued when the pump returned (the doorbell stays rung while this is > 0).
+    pub remaining: usize,
+    /// Wall-clock time the pump took.
+    pub elapsed: Duration,
+    /// How far past the budget the pump ran (zero when within budget).
+    pub overrun: Duration,
+}
+
+/// The main thread's view while it runs queued work: given to `on_main` continuations, posted
+/// items and stream handlers.
+pub struct Main<'a> {
+    handle: &'a Handle,
+    deadline: Instant,
+}
+
+impl fmt::Debug for Main<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Main")
+            .field("time_left", &self.time_left())
+            .finish()
+    }
+}
+
+impl<'a> Main<'a> {
+    pub(crate) fn new(handle: &'a Handle, deadline: Instant) -> Self {
+        Main { handle, deadline }
+    }
+
+    /// The runtime: spawn follow-up jobs, post more main-thread work.
+    pub fn handle(&self) -> &'a Handle {
+        self.handle
+    }
+
+    /// Budget left in the current pump (zero outside a pump or once spent). Chunked items use
+    /// it to size their next slice.
+    pub fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+pub(crate) type OnceItem = Box<dyn FnOnce(&mut Main<'_>) + Send>;
+type ChunkedItem = Box<dyn FnMut(&mut Main<'_>) -> Step + Send>;
+
+/// One unit of main-thread work.
+pub(crate) enum MainTask {
+    Once(OnceItem),
+    Chunked(ChunkedItem),
+    /// A finished job's `on_main` continuation.
+    Deliver(JobRef),
+    /// A job's `on_progress` listener.
+    Progress(JobRef),
+}
+
+impl MainTask {
+    /// Runs the task; returns it back if it asked to continue.
+    fn run(self, main: &mut Main<'_>) -> Option<MainTask> {
+        match self {
+            MainTask::Once(f) => f(main),
+            MainTask::Chunked(mut f) => {
+                if f(main) == Step::Continue {
+                    return Some(MainTask::Chunked(f));
+                }
+            }
+            MainTask::Deliver(job) => job.deliver(main),
+            MainTask::Progress(job) => job.deliver_progress(main),
+        }
+        None
+    }
+}
+
+/// Main-thread-only state kept across pumps.
+#[derive(Default)]
+pub(crate) struct PumpState {
+    /// A chunked item that asked to continue.
+    pub(crate) carry: Option<MainTask>,
+    /// Items run between two clock reads, adapted to the items' cost.
+    batch: usize,
+}
+
+/// A batch of items shorter than this doubles the batch; longer halves it.
+const BATCH_FAST: Duration = Duration::from_micros(8);
+const BATCH_SLOW: Duration = Duration::from_micros(32);
+const MAX_BATCH: usize = 1024;
+
+impl Handle {
+    /// Runs queued main-thread work in FIFO order until the queue is empty or `budget` is spent,
+    /// and reports what it did. Call it from the host's idle callback or when
+    /// [`doorbell_fd`](Handle::doorbell_fd) is readable.
+    ///
+    /// At least one item runs per call (so a zero budget still makes progress). The clock is read
+    /// after each batch of items, and the batch adapts so that cheap items are not dominated by
+    /// clock reads while a slow item is never followed by another once the budget is spent.
+    /// Panics in items are caught and counted in [`Stats::main_items_panicked`](crate::Stats).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongThread`] off the main thread, [`Error::Reentrant`] from inside an item this
+    /// pump runs, [`Error::ShutDown`] after shutdown.
+    pub fn pump(&self, budget: Duration) -> Result<PumpReport> {
+        let shared = self.shared();
+        if !self.is_main_thread() {
+            return Err(Error::WrongThread);
+        }
+        if shared.is_shutting_down() {
+            return Err(Error::ShutDown);
+        }
+        if shared.in_pump.swap(true, Ordering::Acquire) {
+            return Err(Error::Reentrant);
+        }
+        struct Reset<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _reset = Reset(&shared.in_pump);
+
+        let start = Instant::now();
+        let deadline = start + budget;
+        shared.doorbell.acknowledge();
+        let (mut carry, mut batch) = {
+            let mut st = crate::sync::lock(&shared.pump_state);
+            (st.carry.take(), st.batch.max(1))
+        };
+        let mut ran = 0usize;
+        let mut panicked = 0u64;
+        let mut batch_start = start;
+        let mut now;
+        'pump: loop {
+            let mut empty = false;
+            for _ in 0..batch {
+                let Some(task) = carry.take().or_else(|| shared.main_rx.try_recv().ok()) else {
+                    empty = true;
+                    break;
+                };
+                let mut main = Main::new(self, deadline);
+                match catch_unwind(AssertUnwindSafe(|| task.run(&mut main))) {
+                    Ok(next) => carry = next,
+                    Err(_) => panicked += 1,
+                }
+                ran += 1;
+                if carry.is_some() {
+                    // A chunked item decides its own slice: read the clock after it.
+                    break;
+                }
+            }
+            now = Instant::now();
+            if empty || now >= deadline {
+                break 'pump;
+            }
+            let took = now - batch_start;
+            if took < BATCH_FAST {
+                batch = (batch * 2).min(MAX_BATCH);
+            } else if took > BATCH_SLOW {
+                batch = (batch / 2).max(1);
+            }
+            batch_start = now;
+        }
+        let remaining = shared.main_rx.len() + usize::from(carry.is_some());
+        {
+            let mut st = crate::sync::lock(&shared.pump_state);
+            st.carry = carry;
+            st.batch = batch;
+        }
+        if remaining > 0 {
+            // Budget spent with work left: keep the doorbell rung so the host comes back.
+            shared.doorbell.notify();
+        }
+        let elapsed = now - start;
+        let overrun = elapsed.saturating_sub(budget);
+        shared
+            .stats
+            .record_pump(elapsed, overrun, ran as u64, panicked);
+        Ok(PumpReport {
+            ran,
+            remaining,
+            elapsed,
+            overrun,
+        })
+    }
+
+    /// Queues `f` to run once on the main thread, at a later pump.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] after shutdown.
+    pub fn post<F>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce(&mut Main<'_>) + Send + 'static,
+    {
+        self.shared().post_task(MainTask::Once(Box::new(f)))
+    }
+
+    /// Queues chunked main-thread work: `f` is called, at later pumps, until it returns
+    /// [`Step::Done`]. Use it for main-thread work too big for one frame (applying 1M results to
+    /// a scene); size each slice with [`Main::time_left`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] after shutdown.
+    pub fn post_chunked<F>(&self, f: F) -> Result<()>
+    where
+        F: FnMut(&mut Main<'_>) -> Step + Send + 'static,
+    {
+        self.shared().post_task(MainTask::Chunked(Box::new(f)))
+    }
+
+    /// Runs `f` on the main thread and returns its result, waiting at most the runtime's
+    /// default timeout (see [`Builder::call_on_main_timeout`](crate::Builder::call_on_main_timeout)).
+    ///
+    /// See [`Handle::call_on_main_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::call_on_main_timeout`].
+    pub fn call_on_main<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Main<'_>) -> R + Send + 'static,
+    {
+        self.call_on_main_timeout(self.shared().call_timeout, f)
+    }
+
+    /// Runs `f` on the main thread and returns its result.
+    ///
+    /// On the main thread `f` runs inline, at once. From any other thread the call is queued and
+    /// waits until a pump runs it, or `timeout` passes — then it returns [`Error::HostBusy`] and
+    /// `f` is guaranteed never to run. It never deadlocks: a host that does not pump costs the
+    /// caller `timeout`, no more (once `f` has started, the caller waits for it to finish).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HostBusy`] if the host did not pump in time, [`Error::Panicked`] if `f`
+    /// panicked, [`Error::ShutDown`] if the runtime shut down first.
+    pub fn call_on_main_timeout<R, F>(&self, timeout: Duration, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Main<'_>) -> R + Send + 'static,
+    {
+        if self.is_main_thread() {
+            let mut main = Main::new(self, Instant::now());
+            return catch_unwind(AssertUnwindSafe(|| f(&mut main))).map_err(Error::from_panic);
+        }
+        const PENDING: u8 = 0;
+        const STARTED: u8 = 1;
+        const ABANDONED: u8 = 2;
+        let state = Arc::new(AtomicU8::new(PENDING));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let task_state = state.clone();
+        self.post(move |main| {
+            if task_state
+                .compare_exchange(PENDING, STARTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let r = catch_unwind(AssertUnwindSafe(|| f(main))).map_err(Error::from_panic);
+                let _ = tx.send(r);
+            }
+        })?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::ShutDown),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if state
+                    .compare_exchange(PENDING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    Err(Error::HostBusy)
+                } else {
+                    // `f` is running on the main thread right now: its result is moments away.
+                    rx.recv().unwrap_or(Err(Error::ShutDown))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! The runtime: its builder, the shared state, the cloneable [`Handle`], and shutdown.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::doorbell::Doorbell;
+use crate::error::{Error, Result};
+use crate::job::{Job, JobBuilder, JobContext, JobGroup, JobHeader, JobRef, Priority};
+use crate::main_thread::{Main, MainTask, PumpState};
+use crate::scheduler::{self, Scheduler};
+use crate::stats::{QueueDepths, Stats, StatsCore, WorkerStats};
+use crate::stream::StreamSender;
+use crate::sync::lock;
+
+/// Configures and builds a [`Runtime`].
+///
+/// # Examples
+///
+/// ```
+/// let rt = hostloop::Runtime::builder().workers(2).io_threads(1).build()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "a Builder does nothing until `build` is called"]
+pub struct Builder {
+    workers: Option<usize>,
+    io_threads: usize,
+    thread_name: String,
+    stack_size: Option<usize>,
+    call_timeout: Duration,
+    drop_deadline: Duration,
+    request_pump: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("workers", &self.workers)
+            .field("io_threads", &self.io_threads)
+            .field("thread_name", &self.thread_name)
+            .field("stack_size", &self.stack_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            workers: None,
+            io_threads: 2,
+            thread_name: "hostloop".to_owned(),
+            stack_size: None,
+            call_timeout: Duration::from_secs(2),
+            drop_deadline: Duration::from_secs(2),
+            request_pump: None,
+        }
+    }
+}
+
+impl Builder {
+    /// CPU worker threads. Default: available cores − 1 (the main thread keeps a core), at least
+    /// 1. Hosts pass their own thread setting here (Maya `threadCount`, `HOUDINI_MAX_THREADS`).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// Threads of the IO lane, for blocking work (default 2, at least 1).
+    pub fn io_threads(mut self, n: usize) -> Self {
+        self.io_threads = n.max(1);
+        self
+    }
+
+    /// Prefix of thread names: `<prefix>-worker-<i>`, `<prefix>-io-<i>` (default `hostloop`).
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// Stack size of every runtime thread, in bytes (default: the platform's).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// How long [`Handle::call_on_main`] waits for a pump before [`Error::HostBusy`]
+    /// (default 2 s).
+    pub fn call_on_main_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The deadline `Drop` gives [`Runtime::shutdown`] (default 2 s).
+    pub fn drop_deadline(mut self, deadline: Duration) -> Self {
+        self.drop_deadline = deadline;
+        self
+    }
+
+    /// A callback asked to schedule a pump, for host loops without fd watching (Windows message
+    /// loops, Blender timers). Called from any thread, coalesced exactly like the doorbell fd:
+    /// once per empty → non-empty transition of the main queue.
+    pub fn request_pump<F>(mut self, f: F) -> Self
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        self.request_pump = Some(Arc::new(f));
+        self
+    }
+
+    /// Starts the worker and IO threads. The calling thread becomes the runtime's main thread.
+    ///
+    /// # Errors
+    ///
+    /// The OS error if the doorbell cannot be created or a thread cannot be spawned.
+    pub fn build(self) -> std::io::Result<Runtime> {
+        let workers = self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get().saturating_sub(1))
+                .unwrap_or(1)
+                .max(1)
+        });
+        let io_threads = self.io_threads;
+        let (scheduler, deques) = Scheduler::new(workers, io_threads);
+        let doorbell = Doorbell::new()?;
+        doorbell.set_request_pump(self.request_pump.clone());
+        let (main_tx, main_rx) = crossbeam_channel::unbounded();
+        let (shutdown_tx, shutdown_signal) = crossbeam_channel::bounded(0);
+        let shared = Arc::new(Shared {
+            scheduler,
+            main_tx,
+            main_rx,
+            doorbell,
+            main_thread: std::thread::current().id(),
+            in_pump: AtomicBool::new(false),
+            pump_state: Mutex::new(PumpState::default()),
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx: Mutex::new(Some(shutdown_tx)),
+            shutdown_signal,
+            latest: Mutex::new(HashMap::new()),
+            stats: StatsCore::new(),
+            exited: Mutex::new(0),
+            exited_cv: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+            io_threads,
+            call_timeout: self.call_timeout,
+        });
+        let runtime = Runtime {
+            handle: Handle {
+                shared: shared.clone(),
+            },
+            drop_deadline: self.drop_deadline,
+            report: Mutex::new(None),
+        };
+        let spawn = |name: String, body: Box<dyn FnOnce() + Send>| {
+            let mut b = std::thread::Builder::new().name(name);
+            if let Some(size) = self.stack_size {
+                b = b.stack_size(size);
+            }
+            b.spawn(body)
+        };
+        for (index, deque) in deques.into_iter().enumerate() {
+            let s = shared.clone();
+            let h = spawn(
+                format!("{}-worker-{index}", self.thread_name),
+                Box::new(move || scheduler::worker_main(s, index, deque)),
+            )?;
+            lock(&shared.threads).push(h);
+        }
+        for i in 0..io_threads {
+            let s = shared.clone();
+            let index = workers + i;
+            let h = spawn(
+                format!("{}-io-{i}", self.thread_name),
+                Box::new(move || scheduler::io_main(s, index)),
+            )?;
+            lock(&shared.threads).push(h);
+        }
+        // If a spawn above failed, dropping `runtime` shuts down the threads already started.
+        Ok(runtime)
+    }
+}
+
+/// State shared by the runtime, its handles, its threads and its jobs.
+pub(crate) struct Shared {
+    pub(crate) scheduler: Scheduler,
+    main_tx: Sender<MainTask>,
+    pub(crate) main_rx: Receiver<MainTask>,
+    pub(crate) doorbell: Doorbell,
+    main_thread: ThreadId,
+    pub(crate) in_pump: AtomicBool,
+    pub(crate) pump_state: Mutex<PumpState>,
+    shutting_down: AtomicBool,
+    /// Dropped at shutdown, which disconnects `shutdown_signal` and wakes blocked senders.
+    shutdown_tx: Mutex<Option<Sender<()>>>,
+    pub(crate) shutdown_signal: Receiver<()>,
+    latest: Mutex<HashMap<String, JobRef>>,
+    pub(crate) stats: StatsCore,
+    exited: Mutex<usize>,
+    exited_cv: Condvar,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    io_threads: usize,
+    pub(crate) call_timeout: Duration,
+}
+
+impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_main_thread(&self) -> bool {
+        std::thread::current().id() == self.main_thread
+    }
+
+    pub(crate) fn submit(&self, job: JobRef) {
+        self.scheduler.submit(job);
+    }
+
+    /// Queues main-thread work and rings the doorbell on the empty → non-empty transition.
+    pub(crate) fn post_task(&self, task: MainTask) -> Result<()> {
+        if self.is_shutting_down() {
+            return Err(Error::ShutDown);
+        }
+        self.main_tx.send(task).map_err(|_| Error::ShutDown)?;
+        self.doorbell.notify();
+        Ok(())
+    }
+
+    pub(crate) fn register_latest(&self, key: String, job: JobRef) {
+        let old = lock(&self.latest).insert(key, job);
+        if let Some(old) = old {
+            old.header().supersede();
+        }
+    }
+
+    pub(crate) fn forget_latest(&self, key: &str, header: &JobHeader) {
+        let mut map = lock(&self.latest);
+        if map
+            .get(key)
+            .is_some_and(|j| std::ptr::eq(j.header(), header))
+        {
+            map.remove(key);
+        }
+    }
+
+    pub(crate) fn thread_exited(&self, index: usize) {
+        self.scheduler.slots[index]
+            .exited
+            .store(true, Ordering::Release);
+        *lock(&self.exited) += 1;
+        self.exited_cv.notify_all();
+    }
+
+    fn total_threads(&self) -> usize {
+        self.scheduler.workers + self.io_threads
+    }
+}
+
+/// A cheap, cloneable, `Send + Sync` reference to a runtime: spawn jobs, post to the main thread
+/// and read stats from anywhere. Main-thread-only calls ([`pump`](Handle::pump)) check the
+/// calling thread and return [`Error::WrongThread`] elsewhere.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("workers", &self.shared.scheduler.workers)
+            .field("shut_down", &self.shared.is_shutting_down())
+            .finish()
+    }
+}
+
+impl Handle {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Handle { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Spawns a normal-priority CPU job.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let rt = hostloop::Runtime::builder().workers(1).build()?;
+    /// let job = rt.spawn(|ctx| {
+    ///     let mut sum = 0u64;
+    ///     for i in 0..1_000u64 {
+    ///         ctx.check()?; // stops early once cancelled
+    ///         sum += i;
+    ///     }
+    ///     Ok(sum)
+    /// })?;
+    /// job.on_main(|sum, _main| println!("sum = {sum:?}"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn<T, F>(&self, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job().spawn(f)
+    }
+
+    /// Spawns a CPU job at `priority`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn_with<T, F>(&self, priority: Priority, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job().priority(priority).spawn(f)
+    }
+
+    /// Spawns a job on the IO lane (blocking work that must not take a CPU worker).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn_io<T, F>(&self, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job().io().spawn(f)
+    }
+
+    /// Spawns a job that supersedes the previous job spawned with the same `key`: the previous
+    /// one is cancelled and its `on_main` continuation never runs, so a stale result never
+    /// lands. Re-evaluate on every edit with the node's path as the key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn_latest<T, F>(&self, key: impl Into<String>, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job().latest(key).spawn(f)
+    }
+
+    /// A builder for a job with options (name, priority, IO lane, group, key).
+    pub fn job(&self) -> JobBuilder<'_> {
+        JobBuilder::new(self)
+    }
+
+    /// A new, empty job group.
+    pub fn group(&self) -> JobGroup {
+        JobGroup::new(self.clone())
+    }
+
+    /// A bounded stream of `T` handled on the main thread by `handler`, in send order, at most
+    /// `capacity` waiting. See [`StreamSender`].
+    pub fn stream<T, F>(&self, capacity: usize, handler: F) -> StreamSender<T>
+    where
+        T: Send + 'static,
+        F: FnMut(T, &mut Main<'_>) + Send + 'static,
+    {
+        StreamSender::new(self.shared.clone(), capacity, handler)
+    }
+
+    /// Whether the calling thread is the runtime's main thread (the one that built it).
+    pub fn is_main_thread(&self) -> bool {
+        self.shared.is_main_thread()
+    }
+
+    /// Whether [`Runtime::shutdown`] has begun.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.is_shutting_down()
+    }
+
+    /// Number of CPU workers.
+    pub fn workers(&self) -> usize {
+        self.shared.scheduler.workers
+    }
+
+    /// The doorbell fd: watch it for readability (`QSocketNotifier`, `g_unix_fd_add`, `poll`)
+    /// and call [`pump`](Handle::pump) when it is readable. `pump` clears it. Do not read from
+    /// or close it; it lives as long as the runtime's shared state.
+    #[cfg(unix)]
+    pub fn doorbell_fd(&self) -> std::os::unix::io::RawFd {
+        self.shared.doorbell.fd()
+    }
+
+    /// Sets (or with `None`, removes) the `request_pump` callback; see
+    /// [`Builder::request_pump`].
+    pub fn set_request_pump(&self, f: Option<Arc<dyn Fn() + Send + Sync>>) {
+        self.shared.doorbell.set_request_pump(f);
+    }
+
+    /// A snapshot of the runtime's counters.
+    pub fn stats(&self) -> Stats {
+        let shared = &self.shared;
+        let mut s = Stats::default();
+        shared.stats.fill(&mut s);
+        let (d, io) = shared.scheduler.depths();
+        s.queued = QueueDepths {
+            high: d[0],
+            normal: d[1],
+            low: d[2],
+            background: d[3],
+            io,
+            main: shared.main_rx.len(),
+        };
+        s.doorbell_rings = shared.doorbell.rings();
+        s.sleeping_workers = shared.scheduler.sleep.sleeping();
+        let busy = |i: usize| WorkerStats {
+            busy: Duration::from_nanos(shared.scheduler.slots[i].busy_ns.load(Ordering::Relaxed)),
+        };
+        let w = shared.scheduler.workers;
+        s.workers = (0..w).map(busy).collect();
+        s.io_threads = (w..w + shared.io_threads).map(busy).collect();
+        s
+    }
+}
+
+/// A job still running when the shutdown deadline passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Straggler {
+    pub id: u64,
+    pub name: Option<String>,
+    /// How long it had been running at the deadline.
+    pub age: Duration,
+}
+
+/// What [`Runtime::shutdown`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Queued jobs that were cancelled without running.
+    pub cancelled_queued: usize,
+    /// Jobs that were running when shutdown began (asked to cancel).
+    pub cancelled_running: usize,
+    /// Jobs still running at the deadline. Their threads are detached, not joined.
+    pub stragglers: Vec<Straggler>,
+    /// Runtime threads that exited and were joined.
+    pub threads_joined: usize,
+    /// Main-thread items dropped without running.
+    pub main_items_dropped: usize,
+    /// How long shutdown took.
+    pub elapsed: Duration,
+}
+
+/// The hostloop runtime: a worker pool, an IO lane, and a main-thread queue drained by `pump`.
+///
+/// The thread that builds it is the main thread. A `Runtime` does everything a [`Handle`] does
+/// (it dereferences to one) and also owns shutdown: dropping it shuts down with the builder's
+/// drop deadline.
+pub struct Runtime {
+    handle: Handle,
+    drop_deadline: Duration,
+    report: Mutex<Option<ShutdownReport>>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Runtime {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Runtime {
+    /// A [`Builder`] with default settings.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A runtime with default settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`Builder::build`].
+    pub fn new() -> std::io::Result<Runtime> {
+        Builder::default().build()
+    }
+
+    /// A cloneable handle to this runtime.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Shuts down within `deadline`: stops intake (later spawns and posts return
+    /// [`Error::ShutDown`]), cancels every job (queued ones never run), drops queued main-thread
+    /// items, and joins the runtime's threads. Threads still running a job at the deadline — a
+    /// job that ignores cancellation — are detached and reported as stragglers, so shutdown
+    /// never hangs the host.
+    ///
+    /// Calling it again returns the first call's report.
+    pub fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let mut done = lock(&self.report);
+        if let Some(report) = &*done {
+            return report.clone();
+        }
+        let report = shutdown(&self.handle.shared, deadline);
+        *done = Some(report.clone());
+        report
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown(self.drop_deadline);
+    }
+}
+
+fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
+    let start = Instant::now();
+    let until = start + deadline;
+    shared.shutting_down.store(true, Ordering::Release);
+    drop(lock(&shared.shutdown_tx).take());
+    let sched = &shared.scheduler;
+    let mut report = ShutdownReport {
+        cancelled_running: sched
+            .slots
+            .iter()
+            .filter(|s| lock(&s.current).is_some())
+            .count(),
+        ..ShutdownReport::default()
+    };
+    // Cancel what never ran, on this thread, while the workers do the same.
+    while let Some(job) = sched.steal_any().or_else(|| sched.steal_io()) {
+        job.abandon(shared);
+        report.cancelled_queued += 1;
+    }
+    sched.terminate(shared.io_threads);
+    {
+        let mut exited = lock(&shared.exited);
+        while *exited < shared.total_threads() {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            exited = match shared.exited_cv.wait_timeout(exited, until - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+    let threads = std::mem::take(&mut *lock(&shared.threads));
+    for (i, h) in threads.into_iter().enumerate() {
+        if sched.slots[i].exited.load(Ordering::Acquire) {
+            if h.join().is_ok() {
+                report.threads_joined += 1;
+            }
+        } else {
+            let current = lock(&sched.slots[i].current);
+            if let Some((job, started)) = &*current {
+                let h = job.header();
+                report.stragglers.push(Straggler {
+                    id: h.id,
+                    name: h.name.as_deref().map(str::to_owned),
+                    age: started.elapsed(),
+                });
+            }
+            // Dropping the JoinHandle detaches the thread; it exits when its job returns.
+        }
+    }
+    let carry = lock(&shared.pump_state).carry.take();
+    for task in carry.into_iter().chain(shared.main_rx.try_iter()) {
+        // A captured value's `Drop` may panic; the host must still get its report.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(task)));
+        report.main_items_dropped += 1;
+    }
+    lock(&shared.latest).clear();
+    report.elapsed = start.elapsed();
+    report
+}
