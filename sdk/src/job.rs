@@ -212,9 +212,6 @@ where
         state.header.finished.store(true, Ordering::Release);
         state.done.notify_all();
         shared.stats.record_outcome(outcome_kind);
-        if let Some(key) = &state.header.latest_key {
-            shared.forget_latest(key, &state.header);
-        }
         let group = state.header.group.clone();
         if deliver {
             // A continuation of a superseded job would be dropped on the main thread anyway.
@@ -286,6 +283,9 @@ where
                 }
             }
         };
+        if let Some(key) = &header.latest_key {
+            main.handle().shared().forget_latest(key, header);
+        }
         if let Some((cont, mut result)) = taken {
             if result.is_ok() && header.is_cancelled() {
                 result = Err(Error::Cancelled);
@@ -323,7 +323,7 @@ where
     fn progress_changed(&self, shared: &Shared) {
         let slot = &self.state.header.progress;
         if slot.listened.load(Ordering::Acquire) && !slot.queued.swap(true, Ordering::AcqRel) {
-            let _ = shared.post_task(MainTask::Progress(self.clone()));
+            let _ = shared.post_progress(self.clone());
         }
     }
 }
@@ -636,7 +636,7 @@ impl<'h> JobBuilder<'h> {
         });
         let core: JobRef = inner.clone();
         if let Some(key) = &core.header().latest_key {
-            shared.register_latest(key.clone(), core.clone());
+            shared.register_latest(key.clone(), &core);
         }
         shared.submit(core);
         Ok(Job {

@@ -88,3 +88,8 @@ pub mod loom_models {
     pub use crate::doorbell::Coalescer;
     pub use crate::scheduler::sleep::{Sleep, Sleepy};
 }
+
+/// The README's Rust example is compiled as a doctest, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -74,8 +74,6 @@ pub(crate) enum MainTask {
     Chunked(ChunkedItem),
     /// A finished job's `on_main` continuation.
     Deliver(JobRef),
-    /// A job's `on_progress` listener.
-    Progress(JobRef),
 }
 
 impl MainTask {
@@ -89,7 +87,6 @@ impl MainTask {
                 }
             }
             MainTask::Deliver(job) => job.deliver(main),
-            MainTask::Progress(job) => job.deliver_progress(main),
         }
         None
     }
@@ -151,6 +148,15 @@ impl Handle {
         };
         let mut ran = 0usize;
         let mut panicked = 0u64;
+        // Progress slots first, each at most once per pump: only those queued before this pump
+        // started, so a job reporting non-stop cannot keep the pump busy.
+        for job in shared.progress_rx.try_iter().take(shared.progress_rx.len()) {
+            let mut main = Main::new(self, deadline);
+            if catch_unwind(AssertUnwindSafe(|| job.deliver_progress(&mut main))).is_err() {
+                panicked += 1;
+            }
+            ran += 1;
+        }
         let mut batch_start = start;
         let mut now;
         'pump: loop {
@@ -183,7 +189,8 @@ impl Handle {
             }
             batch_start = now;
         }
-        let remaining = shared.main_rx.len() + usize::from(carry.is_some());
+        let remaining =
+            shared.main_rx.len() + shared.progress_rx.len() + usize::from(carry.is_some());
         {
             let mut st = crate::sync::lock(&shared.pump_state);
             st.carry = carry;

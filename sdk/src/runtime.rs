@@ -131,11 +131,14 @@ impl Builder {
         let doorbell = Doorbell::new()?;
         doorbell.set_request_pump(self.request_pump.clone());
         let (main_tx, main_rx) = crossbeam_channel::unbounded();
+        let (progress_tx, progress_rx) = crossbeam_channel::unbounded();
         let (shutdown_tx, shutdown_signal) = crossbeam_channel::bounded(0);
         let shared = Arc::new(Shared {
             scheduler,
             main_tx,
             main_rx,
+            progress_tx,
+            progress_rx,
             doorbell,
             main_thread: std::thread::current().id(),
             in_pump: AtomicBool::new(false),
@@ -150,6 +153,7 @@ impl Builder {
             threads: Mutex::new(Vec::new()),
             io_threads,
             call_timeout: self.call_timeout,
+            epoch: Instant::now(),
         });
         let runtime = Runtime {
             handle: Handle {
@@ -192,6 +196,8 @@ pub(crate) struct Shared {
     pub(crate) scheduler: Scheduler,
     main_tx: Sender<MainTask>,
     pub(crate) main_rx: Receiver<MainTask>,
+    progress_tx: Sender<JobRef>,
+    pub(crate) progress_rx: Receiver<JobRef>,
     pub(crate) doorbell: Doorbell,
     main_thread: ThreadId,
     pub(crate) in_pump: AtomicBool,
@@ -200,13 +206,15 @@ pub(crate) struct Shared {
     /// Dropped at shutdown, which disconnects `shutdown_signal` and wakes blocked senders.
     shutdown_tx: Mutex<Option<Sender<()>>>,
     pub(crate) shutdown_signal: Receiver<()>,
-    latest: Mutex<HashMap<String, JobRef>>,
+    latest: Mutex<HashMap<String, std::sync::Weak<dyn crate::job::JobCore>>>,
     pub(crate) stats: StatsCore,
     exited: Mutex<usize>,
     exited_cv: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
     io_threads: usize,
     pub(crate) call_timeout: Duration,
+    /// When the runtime was built: the zero of the threads' busy-time clocks.
+    pub(crate) epoch: Instant,
 }
 
 impl Shared {
@@ -232,19 +240,39 @@ impl Shared {
         Ok(())
     }
 
-    pub(crate) fn register_latest(&self, key: String, job: JobRef) {
-        let old = lock(&self.latest).insert(key, job);
-        if let Some(old) = old {
+    /// Queues a job whose progress listener must run at the next pump (once per pump at most:
+    /// the job's slot holds at most one entry here at a time).
+    pub(crate) fn post_progress(&self, job: JobRef) -> Result<()> {
+        if self.is_shutting_down() {
+            return Err(Error::ShutDown);
+        }
+        self.progress_tx.send(job).map_err(|_| Error::ShutDown)?;
+        self.doorbell.notify();
+        Ok(())
+    }
+
+    /// Makes `job` the current job for `key`, superseding the previous one. The map holds weak
+    /// references: a job that finished and was delivered (or dropped) costs nothing here.
+    pub(crate) fn register_latest(&self, key: String, job: &JobRef) {
+        let mut map = lock(&self.latest);
+        if let Some(old) = map
+            .insert(key, Arc::downgrade(job))
+            .and_then(|w| w.upgrade())
+        {
             old.header().supersede();
+        }
+        // Keys that are never reused would otherwise pile up as dead entries.
+        if map.len() >= 64 && map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
         }
     }
 
+    /// Main thread, after delivering `header`'s continuation: drops the key if it still names
+    /// that job.
     pub(crate) fn forget_latest(&self, key: &str, header: &JobHeader) {
         let mut map = lock(&self.latest);
-        if map
-            .get(key)
-            .is_some_and(|j| std::ptr::eq(j.header(), header))
-        {
+        let current = map.get(key).and_then(std::sync::Weak::upgrade);
+        if current.is_some_and(|j| std::ptr::eq(j.header(), header)) {
             map.remove(key);
         }
     }
@@ -419,12 +447,12 @@ impl Handle {
             low: d[2],
             background: d[3],
             io,
-            main: shared.main_rx.len(),
+            main: shared.main_rx.len() + shared.progress_rx.len(),
         };
         s.doorbell_rings = shared.doorbell.rings();
         s.sleeping_workers = shared.scheduler.sleep.sleeping();
         let busy = |i: usize| WorkerStats {
-            busy: Duration::from_nanos(shared.scheduler.slots[i].busy_ns.load(Ordering::Relaxed)),
+            busy: shared.scheduler.slots[i].busy(shared.epoch),
         };
         let w = shared.scheduler.workers;
         s.workers = (0..w).map(busy).collect();
@@ -588,6 +616,7 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
         let _ = catch_unwind(AssertUnwindSafe(|| drop(task)));
         report.main_items_dropped += 1;
     }
+    report.main_items_dropped += shared.progress_rx.try_iter().count();
     lock(&shared.latest).clear();
     report.elapsed = start.elapsed();
     report

@@ -31,9 +31,37 @@ use sleep::Sleep;
 #[derive(Default)]
 pub(crate) struct ThreadSlot {
     pub(crate) current: Mutex<Option<(JobRef, Instant)>>,
-    /// Nanoseconds spent not parked.
+    /// Nanoseconds spent not parked, up to the last time the thread parked.
     pub(crate) busy_ns: AtomicU64,
+    /// When the current awake stretch began (ns since the runtime started, +1), 0 while parked.
+    awake_since: AtomicU64,
     pub(crate) exited: AtomicBool,
+}
+
+impl ThreadSlot {
+    fn wake(&self, epoch: Instant) {
+        self.awake_since
+            .store(epoch.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+    }
+
+    fn park(&self, epoch: Instant) {
+        let since = self.awake_since.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            let now = epoch.elapsed().as_nanos() as u64 + 1;
+            self.busy_ns
+                .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+        }
+    }
+
+    /// Busy time so far, including the current awake stretch.
+    pub(crate) fn busy(&self, epoch: Instant) -> std::time::Duration {
+        let mut ns = self.busy_ns.load(Ordering::Relaxed);
+        let since = self.awake_since.load(Ordering::Relaxed);
+        if since != 0 {
+            ns += (epoch.elapsed().as_nanos() as u64 + 1).saturating_sub(since);
+        }
+        std::time::Duration::from_nanos(ns)
+    }
 }
 
 impl std::fmt::Debug for ThreadSlot {
@@ -237,7 +265,8 @@ pub(crate) fn worker_main(shared: Arc<Shared>, index: usize, deque: Worker<JobRe
         })
     });
     let slot = &sched.slots[index];
-    let mut busy_since = Instant::now();
+    let epoch = shared.epoch;
+    slot.wake(epoch);
     'outer: loop {
         let job = LOCAL.with(|l| {
             let l = l.borrow();
@@ -262,13 +291,9 @@ pub(crate) fn worker_main(shared: Arc<Shared>, index: usize, deque: Worker<JobRe
                 if let Some(job) = sched.find(l.index, &l.deque) {
                     return Some(job);
                 }
-                let now = Instant::now();
-                slot.busy_ns.fetch_add(
-                    now.duration_since(busy_since).as_nanos() as u64,
-                    Ordering::Relaxed,
-                );
+                slot.park(epoch);
                 let alive = sched.sleep.sleep(index, sleepy);
-                busy_since = Instant::now();
+                slot.wake(epoch);
                 if !alive {
                     return None;
                 }
@@ -280,8 +305,7 @@ pub(crate) fn worker_main(shared: Arc<Shared>, index: usize, deque: Worker<JobRe
             None => break 'outer,
         }
     }
-    slot.busy_ns
-        .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    slot.park(epoch);
     LOCAL.with(|l| l.borrow_mut().take());
     shared.thread_exited(index);
 }
@@ -293,10 +317,9 @@ pub(crate) fn io_main(shared: Arc<Shared>, index: usize) {
     // `recv` parks in the channel (no spinning once idle); `None` is the exit token.
     while let Ok(Some(job)) = sched.io_rx.recv() {
         sched.io_queued.fetch_sub(1, Ordering::Relaxed);
-        let start = Instant::now();
+        slot.wake(shared.epoch);
         run_job(&shared, slot, job);
-        slot.busy_ns
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        slot.park(shared.epoch);
     }
     shared.thread_exited(index);
 }

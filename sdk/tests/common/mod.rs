@@ -1,0 +1,73 @@
+//! Helpers shared by the integration tests: a host loop that waits on the doorbell fd.
+#![allow(dead_code)]
+
+use std::os::unix::io::RawFd;
+use std::time::{Duration, Instant};
+
+use hostloop::{Handle, Runtime};
+
+/// A bound that only a hang reaches: tests wait on events, never on the clock.
+pub const HANG: Duration = Duration::from_secs(20);
+
+/// A runtime with `workers` CPU workers and the given thread-name prefix.
+pub fn runtime(workers: usize) -> Runtime {
+    Runtime::builder()
+        .workers(workers)
+        .io_threads(1)
+        .build()
+        .expect("runtime builds")
+}
+
+/// Whether `fd` is readable right now, as `poll(2)` would say (a fresh registration reports the
+/// current state even though mio registers edge-triggered).
+pub fn is_readable(fd: RawFd) -> bool {
+    let mut poll = mio::Poll::new().unwrap();
+    poll.registry()
+        .register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(1),
+            mio::Interest::READABLE,
+        )
+        .unwrap();
+    let mut events = mio::Events::with_capacity(1);
+    poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+    !events.is_empty()
+}
+
+/// Blocks until `fd` is readable or `timeout` passes; returns whether it became readable.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
+    let mut poll = mio::Poll::new().unwrap();
+    poll.registry()
+        .register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(1),
+            mio::Interest::READABLE,
+        )
+        .unwrap();
+    let mut events = mio::Events::with_capacity(1);
+    let _ = poll.poll(&mut events, Some(timeout));
+    !events.is_empty()
+}
+
+/// A host loop: waits on the doorbell, pumps with a 2 ms budget, until `done()` or a hang.
+pub fn pump_until(rt: &Handle, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        rt.pump(Duration::from_millis(2)).expect("pump");
+        if done() {
+            return;
+        }
+        assert!(start.elapsed() < HANG, "host loop waited {HANG:?}: hang");
+        wait_readable(rt.doorbell_fd(), Duration::from_millis(50));
+    }
+}
+
+/// Spins (yielding) until `cond()` holds; panics after [`HANG`]. For waiting on a state another
+/// thread reaches, where no event is available to block on.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < HANG, "waited {HANG:?} for {what}: hang");
+        std::thread::yield_now();
+    }
+}
