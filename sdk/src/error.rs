@@ -28,6 +28,8 @@ pub enum Error {
     ShutDown,
     /// A wait ran out of time before the awaited value was ready.
     Timeout,
+    /// An argument was out of range or inconsistent; the text says which.
+    InvalidArgument(&'static str),
     /// The job's result was already taken (by `try_result`, `wait_timeout` or an `on_main`
     /// continuation).
     ResultTaken,
@@ -74,6 +76,7 @@ impl fmt::Display for Error {
             Error::HostBusy => f.write_str("the host did not pump within the timeout"),
             Error::ShutDown => f.write_str("the runtime is shut down"),
             Error::Timeout => f.write_str("timed out"),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::ResultTaken => f.write_str("the result was already taken"),
         }
     }

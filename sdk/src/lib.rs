@@ -51,11 +51,15 @@
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+mod event;
+#[cfg(not(loom))]
 mod job;
 #[cfg(not(loom))]
 mod main_thread;
 #[cfg(not(loom))]
 mod runtime;
+#[cfg(not(loom))]
+mod sink;
 #[cfg(not(loom))]
 mod stats;
 #[cfg(not(loom))]
@@ -74,9 +78,11 @@ mod sync;
 #[cfg(not(loom))]
 pub use crate::{
     error::{Error, Result},
+    event::{Event, EventFilter, EventKind, Subscription},
     job::{Job, JobBuilder, JobContext, JobGroup, Priority, Progress},
     main_thread::{Main, PumpReport, Step},
     runtime::{Builder, Handle, Runtime, ShutdownReport, Straggler},
+    sink::{ArrayView, ElemType, Element, Message, OwnedPayload, Payload, Sink},
     stats::{QueueDepths, Stats, WorkerStats, PUMP_WINDOW},
     stream::{StreamSender, TrySendError},
 };

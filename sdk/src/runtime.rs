@@ -154,6 +154,9 @@ impl Builder {
             io_threads,
             call_timeout: self.call_timeout,
             epoch: Instant::now(),
+            sink: Mutex::new(None),
+            in_sink: AtomicBool::new(false),
+            events: Default::default(),
         });
         let runtime = Runtime {
             handle: Handle {
@@ -215,6 +218,9 @@ pub(crate) struct Shared {
     pub(crate) call_timeout: Duration,
     /// When the runtime was built: the zero of the threads' busy-time clocks.
     pub(crate) epoch: Instant,
+    pub(crate) sink: Mutex<Option<crate::sink::Sink>>,
+    in_sink: AtomicBool,
+    pub(crate) events: crate::event::Events,
 }
 
 impl Shared {
@@ -275,6 +281,34 @@ impl Shared {
         if current.is_some_and(|j| std::ptr::eq(j.header(), header)) {
             map.remove(key);
         }
+    }
+
+    /// Main thread: hands `msg` to the host sink. Returns whether a sink took it.
+    pub(crate) fn deliver_to_sink(&self, msg: &crate::sink::Message<'_>) -> Result<bool> {
+        if self.in_sink.swap(true, Ordering::Acquire) {
+            return Err(Error::Reentrant);
+        }
+        // Take the sink out while it runs, so it may call `set_sink` itself.
+        let taken = lock(&self.sink).take();
+        let delivered = match taken {
+            None => {
+                self.stats.record_sink(false);
+                false
+            }
+            Some(mut sink) => {
+                if catch_unwind(AssertUnwindSafe(|| sink(msg))).is_err() {
+                    self.stats.record_main_panic();
+                }
+                let mut slot = lock(&self.sink);
+                if slot.is_none() {
+                    *slot = Some(sink);
+                }
+                self.stats.record_sink(true);
+                true
+            }
+        };
+        self.in_sink.store(false, Ordering::Release);
+        Ok(delivered)
     }
 
     pub(crate) fn thread_exited(&self, index: usize) {
@@ -450,6 +484,7 @@ impl Handle {
             main: shared.main_rx.len() + shared.progress_rx.len(),
         };
         s.doorbell_rings = shared.doorbell.rings();
+        s.events_dropped = shared.events.dropped.load(Ordering::Relaxed);
         s.sleeping_workers = shared.scheduler.sleep.sleeping();
         let busy = |i: usize| WorkerStats {
             busy: shared.scheduler.slots[i].busy(shared.epoch),

@@ -26,6 +26,8 @@ pub(crate) struct StatsCore {
     overruns: AtomicU64,
     main_items: AtomicU64,
     main_panics: AtomicU64,
+    sink_messages: AtomicU64,
+    sink_dropped: AtomicU64,
     /// Durations (ns) of the last `PUMP_WINDOW` pumps, a ring indexed by `pumps`.
     pump_ns: Mutex<Vec<u64>>,
 }
@@ -39,6 +41,8 @@ impl StatsCore {
             overruns: AtomicU64::new(0),
             main_items: AtomicU64::new(0),
             main_panics: AtomicU64::new(0),
+            sink_messages: AtomicU64::new(0),
+            sink_dropped: AtomicU64::new(0),
             pump_ns: Mutex::new(Vec::with_capacity(PUMP_WINDOW)),
         }
     }
@@ -54,6 +58,15 @@ impl StatsCore {
 
     pub(crate) fn record_main_panic(&self) {
         self.main_panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_sink(&self, delivered: bool) {
+        let c = if delivered {
+            &self.sink_messages
+        } else {
+            &self.sink_dropped
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_pump(&self, elapsed: Duration, overrun: Duration, ran: u64, panics: u64) {
@@ -83,6 +96,8 @@ impl StatsCore {
         s.budget_overruns = self.overruns.load(Ordering::Relaxed);
         s.main_items_run = self.main_items.load(Ordering::Relaxed);
         s.main_items_panicked = self.main_panics.load(Ordering::Relaxed);
+        s.sink_messages = self.sink_messages.load(Ordering::Relaxed);
+        s.sink_dropped = self.sink_dropped.load(Ordering::Relaxed);
         let mut window = lock(&self.pump_ns).clone();
         window.sort_unstable();
         let pct = |p: f64| -> Duration {
@@ -143,6 +158,12 @@ pub struct Stats {
     pub main_items_run: u64,
     /// Main-thread items (continuations, posted closures, stream handlers) that panicked.
     pub main_items_panicked: u64,
+    /// Messages delivered to the host sink.
+    pub sink_messages: u64,
+    /// Messages emitted while no sink was registered (dropped).
+    pub sink_dropped: u64,
+    /// Host events a full background subscriber channel could not take.
+    pub events_dropped: u64,
     /// Times the doorbell was rung (once per empty → non-empty transition).
     pub doorbell_rings: u64,
     /// CPU workers currently parked.

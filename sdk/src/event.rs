@@ -1,0 +1,270 @@
+//! Host events (frame changed, selection changed, scene opened/saved, playback, shutdown,
+//! custom topics), fanned out to main-thread subscribers at the next pump and to background
+//! subscribers at once. High-frequency events coalesce by key between two pumps.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::Result;
+use crate::main_thread::{Main, MainTask};
+use crate::runtime::{Handle, Shared};
+use crate::sync::lock;
+
+/// What happened in the host.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The current frame changed (scrubbing, playback). Coalesces: subscribers see the latest.
+    FrameChanged {
+        /// The new frame (fractional for subframes).
+        frame: f64,
+    },
+    /// The selection changed. Coalesces.
+    SelectionChanged,
+    /// A scene was opened.
+    SceneOpened {
+        /// Its path.
+        path: String,
+    },
+    /// The scene was saved.
+    SceneSaved {
+        /// Its path.
+        path: String,
+    },
+    /// Playback started.
+    PlaybackStarted,
+    /// Playback stopped.
+    PlaybackStopped,
+    /// The host is about to quit: finish up.
+    ShutdownRequested,
+    /// Anything else: a topic and bytes. With `coalesce`, only the latest event of each topic
+    /// waiting for a pump is delivered (mouse moves, slider drags).
+    Custom {
+        /// The topic, e.g. `"viewport/camera"`.
+        topic: String,
+        /// The event's data.
+        bytes: Vec<u8>,
+        /// Whether a newer event of the same topic replaces an undelivered older one.
+        coalesce: bool,
+    },
+}
+
+/// The kind of an [`Event`]. The numbers are part of the C ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum EventKind {
+    FrameChanged = 1,
+    SelectionChanged = 2,
+    SceneOpened = 3,
+    SceneSaved = 4,
+    PlaybackStarted = 5,
+    PlaybackStopped = 6,
+    ShutdownRequested = 7,
+    Custom = 8,
+}
+
+impl Event {
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::FrameChanged { .. } => EventKind::FrameChanged,
+            Event::SelectionChanged => EventKind::SelectionChanged,
+            Event::SceneOpened { .. } => EventKind::SceneOpened,
+            Event::SceneSaved { .. } => EventKind::SceneSaved,
+            Event::PlaybackStarted => EventKind::PlaybackStarted,
+            Event::PlaybackStopped => EventKind::PlaybackStopped,
+            Event::ShutdownRequested => EventKind::ShutdownRequested,
+            Event::Custom { .. } => EventKind::Custom,
+        }
+    }
+
+    /// Whether `self` replaces an undelivered `older` event.
+    fn supersedes(&self, older: &Event) -> bool {
+        match (self, older) {
+            (Event::FrameChanged { .. }, Event::FrameChanged { .. })
+            | (Event::SelectionChanged, Event::SelectionChanged) => true,
+            (
+                Event::Custom {
+                    topic: a,
+                    coalesce: true,
+                    ..
+                },
+                Event::Custom { topic: b, .. },
+            ) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Which events a subscriber receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventFilter {
+    /// Every event.
+    All,
+    /// Events of one kind.
+    Kind(EventKind),
+    /// Custom events of one topic.
+    Topic(String),
+}
+
+impl EventFilter {
+    fn matches(&self, e: &Event) -> bool {
+        match self {
+            EventFilter::All => true,
+            EventFilter::Kind(k) => e.kind() == *k,
+            EventFilter::Topic(t) => matches!(e, Event::Custom { topic, .. } if topic == t),
+        }
+    }
+}
+
+/// Identifies a subscription, for [`Handle::unsubscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Subscription(u64);
+
+type Callback = Box<dyn FnMut(&Event, &mut Main<'_>) + Send>;
+
+struct MainSub {
+    id: u64,
+    filter: EventFilter,
+    active: AtomicBool,
+    callback: Mutex<Callback>,
+}
+
+struct ChannelSub {
+    id: u64,
+    filter: EventFilter,
+    tx: Sender<Event>,
+}
+
+/// The event hub of one runtime.
+#[derive(Default)]
+pub(crate) struct Events {
+    next_id: AtomicU64,
+    main_subs: Mutex<Vec<Arc<MainSub>>>,
+    channel_subs: Mutex<Vec<ChannelSub>>,
+    /// Events waiting for the next pump, coalesced.
+    pending: Mutex<Vec<Event>>,
+    /// Events a full background subscriber channel could not take.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("pending", &lock(&self.pending).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    fn dispatch(shared: &Shared, main: &mut Main<'_>) {
+        let events = std::mem::take(&mut *lock(&shared.events.pending));
+        let subs = lock(&shared.events.main_subs).clone();
+        for event in &events {
+            for sub in &subs {
+                if sub.active.load(Ordering::Acquire) && sub.filter.matches(event) {
+                    let mut cb = lock(&sub.callback);
+                    if catch_unwind(AssertUnwindSafe(|| cb(event, main))).is_err() {
+                        shared.stats.record_main_panic();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Handle {
+    /// Posts a host event, from any thread. Background subscribers receive it at once; main
+    /// thread subscribers at the next pump, after coalescing (see [`Event`]).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::ShutDown`] after shutdown.
+    pub fn post_event(&self, event: Event) -> Result<()> {
+        let shared = self.shared();
+        if shared.is_shutting_down() {
+            return Err(crate::Error::ShutDown);
+        }
+        for sub in lock(&shared.events.channel_subs).iter() {
+            if sub.filter.matches(&event) && sub.tx.try_send(event.clone()).is_err() {
+                shared.events.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if lock(&shared.events.main_subs).is_empty() {
+            return Ok(());
+        }
+        let first = {
+            let mut pending = lock(&shared.events.pending);
+            let first = pending.is_empty();
+            match pending.iter_mut().find(|old| event.supersedes(old)) {
+                Some(old) => *old = event,
+                None => pending.push(event),
+            }
+            first
+        };
+        if first {
+            let s = shared.clone();
+            shared.post_task(MainTask::Once(Box::new(move |main| {
+                Events::dispatch(&s, main)
+            })))?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f(event, main)` on the main thread for each event matching `filter`.
+    pub fn subscribe<F>(&self, filter: EventFilter, f: F) -> Subscription
+    where
+        F: FnMut(&Event, &mut Main<'_>) + Send + 'static,
+    {
+        let events = &self.shared().events;
+        let id = events.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&events.main_subs).push(Arc::new(MainSub {
+            id,
+            filter,
+            active: AtomicBool::new(true),
+            callback: Mutex::new(Box::new(f)),
+        }));
+        Subscription(id)
+    }
+
+    /// A channel receiving every event matching `filter`, for background threads. At most
+    /// `capacity` events wait; when full, new events are dropped for this subscriber and counted
+    /// in [`Stats::events_dropped`](crate::Stats::events_dropped).
+    pub fn subscribe_channel(
+        &self,
+        filter: EventFilter,
+        capacity: usize,
+    ) -> (Subscription, Receiver<Event>) {
+        let events = &self.shared().events;
+        let id = events.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        lock(&events.channel_subs).push(ChannelSub { id, filter, tx });
+        (Subscription(id), rx)
+    }
+
+    /// Ends a subscription. Returns whether it existed. Called on the main thread, the callback
+    /// never runs after this returns (from another thread, a call already under way on the main
+    /// thread may still finish).
+    pub fn unsubscribe(&self, sub: Subscription) -> bool {
+        let events = &self.shared().events;
+        let mut found = false;
+        lock(&events.main_subs).retain(|s| {
+            if s.id == sub.0 {
+                s.active.store(false, Ordering::Release);
+                found = true;
+            }
+            s.id != sub.0
+        });
+        lock(&events.channel_subs).retain(|s| {
+            found |= s.id == sub.0;
+            s.id != sub.0
+        });
+        found
+    }
+}
