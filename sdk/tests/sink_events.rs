@@ -103,7 +103,7 @@ fn main_emit_borrows_a_strided_view_without_copying() {
             *p.lock().unwrap() = a.bytes().as_ptr() as usize;
         }
     })));
-    // SAFETY (test): `Particle` is repr(C) of f32s and a u32, no padding.
+    // SAFETY: `Particle` is repr(C) of f32s and a u32 (no padding), so all its bytes are initialised.
     let bytes = unsafe {
         std::slice::from_raw_parts(
             particles.as_ptr().cast::<u8>(),
