@@ -127,6 +127,13 @@ impl EventFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Subscription(u64);
 
+impl Subscription {
+    /// A number identifying the subscription (unique within its runtime).
+    pub fn id(&self) -> u64 {
+        self.0
+    }
+}
+
 type Callback = Box<dyn FnMut(&Event, &mut Main<'_>) + Send>;
 
 struct MainSub {

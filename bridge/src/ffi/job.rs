@@ -1,0 +1,281 @@
+//! `hostloop/job.h`: background jobs written in C, on the runtime's pool.
+
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_char, c_void};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use super::common::*;
+use super::guard::{arg, arg_mut, guard, utf8, Failure, UserData};
+use super::handles::Registry;
+use super::runtime::{hl_runtime_t, live};
+
+/// The opaque job type of the header. Values of `*mut hl_job_t` are registry tokens.
+#[derive(Debug)]
+pub enum hl_job_t {}
+
+/// What `run` receives: a pointer to the running job's context, valid during `run` only.
+#[derive(Debug)]
+pub struct hl_job_ctx_t {
+    ctx: *const sdk::JobContext<'static>,
+}
+
+pub type hl_job_run_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, ctx: *mut hl_job_ctx_t) -> i32>;
+pub type hl_job_done_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, status: hl_status_t, code: i32)>;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_job_desc_t {
+    pub struct_size: u32,
+    pub priority: u32,
+    pub lane: u32,
+    pub reserved: u32,
+    pub name: *const c_char,
+    pub run: hl_job_run_fn,
+    pub done: hl_job_done_fn,
+    pub user_data: *mut c_void,
+    pub finalize: hl_finalizer_fn,
+}
+
+/// A C job's non-zero return code, carried as the job's error.
+#[derive(Debug)]
+struct ExitCode(i32);
+
+impl std::fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run returned {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitCode {}
+
+pub(crate) struct JobState {
+    job: sdk::Job<()>,
+    /// PENDING until `run` returns, then OK or FAILED.
+    status: Arc<AtomicU32>,
+}
+
+static JOBS: Registry<JobState> = Registry::new("hl_job_t");
+
+/// The status and code a finished job's result stands for.
+fn outcome(r: &sdk::Result<()>) -> (hl_status_t, i32) {
+    match r {
+        Ok(()) => (HL_STATUS_OK, 0),
+        Err(sdk::Error::Cancelled) => (HL_STATUS_CANCELLED, 0),
+        Err(sdk::Error::Panicked(_)) => (HL_STATUS_PANIC, 0),
+        Err(sdk::Error::Failed(e)) => match e.downcast_ref::<ExitCode>() {
+            Some(code) => (HL_STATUS_FAILED, code.0),
+            None => (HL_STATUS_FAILED, -1),
+        },
+        Err(_) => (HL_STATUS_FAILED, -1),
+    }
+}
+
+/// See `hl_job_spawn` in `hostloop/job.h`.
+///
+/// # Safety
+///
+/// `desc` is NULL or valid as the header describes; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_job_spawn(
+    rt: *mut hl_runtime_t,
+    desc: *const hl_job_desc_t,
+    out: *mut *mut hl_job_t,
+) -> hl_status_t {
+    guard("hl_job_spawn", || {
+        let state = live(rt)?;
+        // SAFETY: per this function's contract.
+        let desc = unsafe { arg(desc, "desc") }?;
+        let ours = std::mem::size_of::<hl_job_desc_t>();
+        if (desc.struct_size as usize) < ours {
+            return Err(Failure::new(
+                HL_STATUS_INVALID_ARG,
+                format!("desc->struct_size is {}, expected {ours}", desc.struct_size),
+            ));
+        }
+        let run = desc
+            .run
+            .ok_or_else(|| Failure::new(HL_STATUS_NULL_ARG, "desc->run is NULL"))?;
+        let mut builder = state.rt.job();
+        builder = match desc.lane {
+            0 => builder.priority(match desc.priority {
+                0 => sdk::Priority::High,
+                1 => sdk::Priority::Normal,
+                2 => sdk::Priority::Low,
+                3 => sdk::Priority::Background,
+                p => {
+                    return Err(Failure::new(
+                        HL_STATUS_INVALID_ARG,
+                        format!("unknown priority {p}"),
+                    ))
+                }
+            }),
+            1 => builder.io(),
+            l => {
+                return Err(Failure::new(
+                    HL_STATUS_INVALID_ARG,
+                    format!("unknown lane {l}"),
+                ))
+            }
+        };
+        if !desc.name.is_null() {
+            // SAFETY: a non-NULL name is NUL-terminated per the header.
+            builder = builder.name(unsafe { utf8(desc.name, "desc->name") }?.to_owned());
+        }
+        // From here on hostloop owns user_data: it is finalized when the last of `run` and
+        // `done` is done with it.
+        let ud = Arc::new(UserData::new(desc.user_data, desc.finalize));
+        let status = Arc::new(AtomicU32::new(HL_STATUS_PENDING));
+        let (run_ud, run_status) = (ud.clone(), status.clone());
+        let job = builder.spawn(move |ctx| {
+            let mut c = hl_job_ctx_t {
+                ctx: (ctx as *const sdk::JobContext<'_>).cast(),
+            };
+            // SAFETY: the host registered `run` for this user_data; `c` points to the context
+            // only for the duration of the call, as the header says.
+            let code = unsafe { run(run_ud.ptr(), &mut c) };
+            drop(run_ud);
+            if code == 0 {
+                run_status.store(HL_STATUS_OK, Ordering::Release);
+                Ok(())
+            } else {
+                run_status.store(HL_STATUS_FAILED, Ordering::Release);
+                Err(sdk::Error::failed(ExitCode(code)))
+            }
+        });
+        let job = match job {
+            Ok(job) => job,
+            Err(e) => {
+                // Not spawned: the user data stays the caller's, so it must not be finalized.
+                if let Ok(ud) = Arc::try_unwrap(ud) {
+                    std::mem::forget(ud);
+                }
+                return Err(e.into());
+            }
+        };
+        let job = match desc.done {
+            None => {
+                drop(ud);
+                job
+            }
+            Some(done) => job.on_main(move |r, _main| {
+                let (status, code) = outcome(&r);
+                // SAFETY: the host registered `done` for this user_data, on the main thread.
+                unsafe { done(ud.ptr(), status, code) };
+                drop(ud);
+            }),
+        };
+        let handle = JOBS.insert(JobState { job, status });
+        if !out.is_null() {
+            // SAFETY: non-NULL and writable per the contract.
+            *unsafe { arg_mut(out, "out") }? = handle;
+        } else {
+            // Fire and forget: nobody can free the handle, so do not keep it.
+            let _ = JOBS.remove(handle, "job");
+        }
+        Ok(())
+    })
+}
+
+/// See `hl_job_cancel` in `hostloop/job.h`.
+#[unsafe(no_mangle)]
+pub extern "C" fn hl_job_cancel(job: *const hl_job_t) -> hl_status_t {
+    guard("hl_job_cancel", || {
+        JOBS.get(job, "job")?.job.cancel();
+        Ok(())
+    })
+}
+
+/// See `hl_job_progress` in `hostloop/job.h`.
+///
+/// # Safety
+///
+/// `fraction` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_job_progress(job: *const hl_job_t, fraction: *mut f32) -> hl_status_t {
+    guard("hl_job_progress", || {
+        let state = JOBS.get(job, "job")?;
+        // SAFETY: per this function's contract.
+        *unsafe { arg_mut(fraction, "fraction") }? = state.job.progress().fraction;
+        Ok(())
+    })
+}
+
+/// See `hl_job_status` in `hostloop/job.h`.
+///
+/// # Safety
+///
+/// `status` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_job_status(
+    job: *const hl_job_t,
+    status: *mut hl_status_t,
+) -> hl_status_t {
+    guard("hl_job_status", || {
+        let state = JOBS.get(job, "job")?;
+        // SAFETY: per this function's contract.
+        let out = unsafe { arg_mut(status, "status") }?;
+        let ran = state.status.load(Ordering::Acquire);
+        *out = if ran != HL_STATUS_PENDING {
+            ran
+        } else if state.job.is_finished() {
+            // Finished without `run` returning: cancelled before it started (or shut down).
+            HL_STATUS_CANCELLED
+        } else {
+            HL_STATUS_PENDING
+        };
+        Ok(())
+    })
+}
+
+/// See `hl_job_free` in `hostloop/job.h`.
+#[unsafe(no_mangle)]
+pub extern "C" fn hl_job_free(job: *mut hl_job_t) -> hl_status_t {
+    guard("hl_job_free", || {
+        JOBS.remove(job, "job")?;
+        Ok(())
+    })
+}
+
+/// The context behind a C job context pointer.
+///
+/// # Safety
+///
+/// `ctx` is NULL or the pointer given to a `run` callback that is still running.
+unsafe fn context<'a>(ctx: *const hl_job_ctx_t) -> Result<&'a sdk::JobContext<'a>, Failure> {
+    // SAFETY: per this function's contract, the context outlives the running callback.
+    let c = unsafe { arg(ctx, "ctx") }?;
+    // SAFETY: `c.ctx` was made from a live `&JobContext` for the duration of `run`.
+    Ok(unsafe { &*c.ctx.cast::<sdk::JobContext<'a>>() })
+}
+
+/// See `hl_job_ctx_check` in `hostloop/job.h`.
+///
+/// # Safety
+///
+/// `ctx` is NULL or the context of a `run` callback that is running.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_job_ctx_check(ctx: *const hl_job_ctx_t) -> hl_status_t {
+    guard("hl_job_ctx_check", || {
+        // SAFETY: per this function's contract.
+        unsafe { context(ctx) }?.check()?;
+        Ok(())
+    })
+}
+
+/// See `hl_job_ctx_progress` in `hostloop/job.h`.
+///
+/// # Safety
+///
+/// `ctx` is NULL or the context of a `run` callback that is running.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_job_ctx_progress(ctx: *mut hl_job_ctx_t, fraction: f32) -> hl_status_t {
+    guard("hl_job_ctx_progress", || {
+        // SAFETY: per this function's contract.
+        unsafe { context(ctx) }?.progress(fraction);
+        Ok(())
+    })
+}

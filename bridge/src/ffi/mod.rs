@@ -1,0 +1,9 @@
+//! The exported C functions, one module per header of `include/hostloop/`.
+
+pub mod common;
+pub mod event;
+pub(crate) mod guard;
+pub(crate) mod handles;
+pub mod job;
+pub mod runtime;
+pub mod sink;

@@ -1,0 +1,108 @@
+/**
+ * \file hostloop/common.h
+ * \brief Versions, status codes, errors and the finalizer type shared by every hostloop header.
+ *
+ * Included by every other hostloop header; compiles on its own as C11 and C++17.
+ */
+#ifndef HOSTLOOP_COMMON_H
+#define HOSTLOOP_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** \name Versions
+ * The library's semantic version, and the ABI version that structs and callbacks follow.
+ * `HL_ABI_VERSION` changes only when a struct or signature changes incompatibly; structs that
+ * may grow carry their own size instead. @{ */
+#define HL_VERSION_MAJOR 0
+#define HL_VERSION_MINOR 1
+#define HL_VERSION_PATCH 0
+/** `HL_VERSION_MAJOR << 16 | HL_VERSION_MINOR << 8 | HL_VERSION_PATCH`, as `hl_version()` returns. */
+#define HL_VERSION ((HL_VERSION_MAJOR << 16) | (HL_VERSION_MINOR << 8) | HL_VERSION_PATCH)
+#define HL_ABI_VERSION 1
+/** @} */
+
+/**
+ * \brief The result of every hostloop function.
+ *
+ * Numbers are fixed and append-only. `HL_STATUS_OK` is 0; every other value is an error whose
+ * message `hl_last_error()` returns on the same thread.
+ */
+typedef uint32_t hl_status_t;
+
+enum {
+    /** Success. */
+    HL_STATUS_OK = 0,
+    /** A required pointer argument was NULL. */
+    HL_STATUS_NULL_ARG = 1,
+    /** An argument was out of range, a struct size was wrong, or a view did not fit its data. */
+    HL_STATUS_INVALID_ARG = 2,
+    /** A `[main-thread]` function was called from another thread. */
+    HL_STATUS_WRONG_THREAD = 3,
+    /** `hl_runtime_pump` was called from inside a callback that a pump is running. */
+    HL_STATUS_REENTRANT = 4,
+    /** The host did not pump within the allowed time. */
+    HL_STATUS_HOST_BUSY = 5,
+    /** The runtime is shut down (or shutting down) and accepts no more work. */
+    HL_STATUS_SHUT_DOWN = 6,
+    /** A struct or caller was built for an ABI this library does not speak. */
+    HL_STATUS_VERSION_MISMATCH = 7,
+    /** Code inside hostloop panicked; the message is in `hl_last_error()`. The runtime lives on. */
+    HL_STATUS_PANIC = 8,
+    /** A handle that is not (or no longer) valid: already freed, or never made by hostloop. */
+    HL_STATUS_INVALID_HANDLE = 9,
+    /** The job was cancelled. */
+    HL_STATUS_CANCELLED = 10,
+    /** A wait ran out of time. */
+    HL_STATUS_TIMEOUT = 11,
+    /** The job reported failure (its run callback returned non-zero). */
+    HL_STATUS_FAILED = 12,
+    /** The job has not finished yet. */
+    HL_STATUS_PENDING = 13,
+    /** A string argument was not valid UTF-8. */
+    HL_STATUS_INVALID_UTF8 = 14,
+    /** The operating system refused (no threads, no file descriptors); see `hl_last_error()`. */
+    HL_STATUS_OS = 15
+};
+
+/**
+ * \brief The message of the last failed hostloop call on this thread.
+ *
+ * \return a NUL-terminated UTF-8 string owned by hostloop, valid until the next hostloop call on
+ * this thread; never NULL ("" when the last call succeeded).
+ *
+ * [any-thread]
+ */
+const char *hl_last_error(void);
+
+/**
+ * \brief The constant name of a status, e.g. "HL_STATUS_SHUT_DOWN" (never NULL; "HL_STATUS_UNKNOWN"
+ * for numbers this library does not know). The string is static.
+ *
+ * [any-thread]
+ */
+const char *hl_status_name(hl_status_t status);
+
+/** \brief The library's version, encoded like `HL_VERSION`. [any-thread] */
+uint32_t hl_version(void);
+
+/** \brief The ABI version the library speaks (compare with `HL_ABI_VERSION`). [any-thread] */
+uint32_t hl_abi_version(void);
+
+/**
+ * \brief Releases a `user_data` pointer that was registered together with a callback.
+ *
+ * Every registration of `user_data` takes one (it may be NULL). hostloop calls it exactly once,
+ * when the callback will never be called again. Unless stated otherwise it may run on any thread.
+ */
+typedef void (*hl_finalizer_fn)(void *user_data);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* HOSTLOOP_COMMON_H */
