@@ -68,6 +68,7 @@ fn panicking_rust_callbacks_behind_hl_runtime_pump_are_contained() {
     assert_eq!(s.jobs_panicked, 1);
     drop(h);
     // SAFETY: valid handle, main thread.
-    assert_eq!(unsafe { hl_runtime_free(rt) }, HL_STATUS_OK);
+    let status = unsafe { hl_runtime_free(rt) };
+    assert_eq!(status, HL_STATUS_OK);
     assert!(handle(rt).is_none(), "a freed runtime lends no handle");
 }
