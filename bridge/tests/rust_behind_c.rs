@@ -11,16 +11,15 @@ use hostloop::ffi::runtime::*;
 fn new_runtime() -> *mut hl_runtime_t {
     let mut opts = std::mem::MaybeUninit::<hl_runtime_options_t>::uninit();
     // SAFETY: `opts` is writable; init fills every field.
-    assert_eq!(
-        unsafe { hl_runtime_options_init(opts.as_mut_ptr()) },
-        HL_STATUS_OK
-    );
+    let status = unsafe { hl_runtime_options_init(opts.as_mut_ptr()) };
+    assert_eq!(status, HL_STATUS_OK);
     // SAFETY: initialised by the call above.
     let mut opts = unsafe { opts.assume_init() };
     opts.workers = 1;
     let mut rt = std::ptr::null_mut();
     // SAFETY: valid options and out-pointer.
-    assert_eq!(unsafe { hl_runtime_new(&opts, &mut rt) }, HL_STATUS_OK);
+    let status = unsafe { hl_runtime_new(&opts, &mut rt) };
+    assert_eq!(status, HL_STATUS_OK);
     rt
 }
 
@@ -30,7 +29,8 @@ fn stats(rt: *mut hl_runtime_t) -> hl_stats_t {
         ..Default::default()
     };
     // SAFETY: valid handle and struct with its size set.
-    assert_eq!(unsafe { hl_runtime_stats(rt, &mut s) }, HL_STATUS_OK);
+    let status = unsafe { hl_runtime_stats(rt, &mut s) };
+    assert_eq!(status, HL_STATUS_OK);
     s
 }
 
@@ -56,10 +56,8 @@ fn panicking_rust_callbacks_behind_hl_runtime_pump_are_contained() {
             ..Default::default()
         };
         // SAFETY: valid handle and report.
-        assert_eq!(
-            unsafe { hl_runtime_pump(rt, 10_000, &mut report) },
-            HL_STATUS_OK
-        );
+        let status = unsafe { hl_runtime_pump(rt, 10_000, &mut report) };
+        assert_eq!(status, HL_STATUS_OK);
         assert!(start.elapsed() < Duration::from_secs(20), "hang");
         std::thread::yield_now();
     }
