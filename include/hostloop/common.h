@@ -97,7 +97,10 @@ uint32_t hl_abi_version(void);
  * \brief Releases a `user_data` pointer that was registered together with a callback.
  *
  * Every registration of `user_data` takes one (it may be NULL). hostloop calls it exactly once,
- * when the callback will never be called again. Unless stated otherwise it may run on any thread.
+ * when the callback will never be called again — never while the callback is running (a
+ * callback that replaces or removes itself is finalized after it returns). If the registering
+ * call fails, the finalizer is not called and `user_data` stays the caller's. Unless stated
+ * otherwise it may run on any thread.
  */
 typedef void (*hl_finalizer_fn)(void *user_data);
 

@@ -82,7 +82,7 @@ hl_status_t hl_runtime_new(const hl_runtime_options_t *options, hl_runtime_t **o
  * pointer can not alias a newer runtime. (A pointer hostloop never returned is detected as well;
  * one freed by `free()` or corrupted memory is not.)
  *
- * \return NULL_ARG; INVALID_HANDLE.
+ * \return NULL_ARG; INVALID_HANDLE; WRONG_THREAD (nothing is freed: the runtime stays alive).
  *
  * [main-thread] (other threads must have stopped using `rt`)
  */

@@ -129,7 +129,10 @@ mod real {
         }
 
         pub(crate) fn set_request_pump(&self, cb: Option<RequestPump>) {
-            *crate::sync::lock(&self.request_pump) = cb;
+            let old = std::mem::replace(&mut *crate::sync::lock(&self.request_pump), cb);
+            // Dropped outside the lock (a C finalizer may call back in). A ring running the old
+            // callback on another thread holds its own reference until the call returns.
+            drop(old);
         }
 
         /// Called after work was pushed: rings once per empty → non-empty transition.

@@ -260,18 +260,26 @@ impl Handle {
     /// thread may still finish).
     pub fn unsubscribe(&self, sub: Subscription) -> bool {
         let events = &self.shared().events;
-        let mut found = false;
+        // Removed entries are dropped after the locks are released: their captures' `Drop` (a
+        // C finalizer) may call back into the runtime.
+        let mut removed_main = Vec::new();
         lock(&events.main_subs).retain(|s| {
             if s.id == sub.0 {
                 s.active.store(false, Ordering::Release);
-                found = true;
+                removed_main.push(s.clone());
             }
             s.id != sub.0
         });
-        lock(&events.channel_subs).retain(|s| {
-            found |= s.id == sub.0;
-            s.id != sub.0
-        });
+        let mut removed_channel = Vec::new();
+        {
+            let mut subs = lock(&events.channel_subs);
+            if let Some(i) = subs.iter().position(|s| s.id == sub.0) {
+                removed_channel.push(subs.remove(i));
+            }
+        }
+        let found = !removed_main.is_empty() || !removed_channel.is_empty();
+        drop(removed_main);
+        drop(removed_channel);
         found
     }
 }

@@ -155,6 +155,7 @@ impl Builder {
             call_timeout: self.call_timeout,
             epoch: Instant::now(),
             sink: Mutex::new(None),
+            sink_generation: Default::default(),
             in_sink: AtomicBool::new(false),
             events: Default::default(),
         });
@@ -219,6 +220,8 @@ pub(crate) struct Shared {
     /// When the runtime was built: the zero of the threads' busy-time clocks.
     pub(crate) epoch: Instant,
     pub(crate) sink: Mutex<Option<crate::sink::Sink>>,
+    /// Bumped by every `set_sink`, so a sink replaced while it runs is not put back.
+    pub(crate) sink_generation: std::sync::atomic::AtomicU64,
     in_sink: AtomicBool,
     pub(crate) events: crate::event::Events,
 }
@@ -288,7 +291,9 @@ impl Shared {
         if self.in_sink.swap(true, Ordering::Acquire) {
             return Err(Error::Reentrant);
         }
-        // Take the sink out while it runs, so it may call `set_sink` itself.
+        // Take the sink out while it runs, so it may call `set_sink` itself; it goes back only
+        // if nobody replaced or removed it meanwhile (else it is dropped after it returned).
+        let generation = self.sink_generation.load(Ordering::Acquire);
         let taken = lock(&self.sink).take();
         let delivered = match taken {
             None => {
@@ -300,9 +305,10 @@ impl Shared {
                     self.stats.record_main_panic();
                 }
                 let mut slot = lock(&self.sink);
-                if slot.is_none() {
+                if slot.is_none() && self.sink_generation.load(Ordering::Acquire) == generation {
                     *slot = Some(sink);
                 }
+                drop(slot);
                 self.stats.record_sink(true);
                 true
             }

@@ -244,8 +244,19 @@ impl Main<'_> {
 impl Handle {
     /// Registers (or with `None`, removes) the host sink. It is called on the main thread only,
     /// during [`pump`](Handle::pump) or [`Main::emit`]. A panicking sink is caught and counted.
+    /// A sink replaced or removed while it runs (from inside itself) is dropped after it
+    /// returns, never during the call.
     pub fn set_sink(&self, sink: Option<Sink>) {
-        *lock(&self.shared().sink) = sink;
+        let shared = self.shared();
+        let old = {
+            let mut slot = lock(&shared.sink);
+            shared
+                .sink_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            std::mem::replace(&mut *slot, sink)
+        };
+        // Dropped outside the lock: its captures' `Drop` (a C finalizer) may call back in.
+        drop(old);
     }
 
     /// Sends a message to the host sink from any thread: the payload moves to the main thread

@@ -274,3 +274,22 @@ fn a_panicking_subscriber_is_isolated() {
     assert_eq!(ok.load(Ordering::Relaxed), 1);
     assert_eq!(rt.stats().main_items_panicked, 1);
 }
+
+#[test]
+fn a_sink_that_removes_itself_is_not_put_back() {
+    let rt = runtime(1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let h = rt.handle().clone();
+    rt.set_sink(Some(Box::new(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+        h.set_sink(None);
+    })));
+    for _ in 0..2 {
+        rt.call_on_main(|main| main.emit("t", Payload::Bytes(b"")))
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(rt.stats().sink_dropped, 1);
+}
