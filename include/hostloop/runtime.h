@@ -66,7 +66,7 @@ hl_status_t hl_runtime_options_init(hl_runtime_options_t *options);
  * \param out      receives the runtime on success (written only on success); not NULL. Free it
  *                 with `hl_runtime_free`.
  * \return NULL_ARG; INVALID_ARG if `options->struct_size` is smaller than version 1's struct or
- * `thread_name` is not UTF-8; VERSION_MISMATCH if `options->abi_version` differs from the
+ * `reserved` is not 0; INVALID_UTF8 if `thread_name` is not UTF-8; VERSION_MISMATCH if `options->abi_version` differs from the
  * library's or the struct is larger than this library knows with non-zero extra bytes; OS if
  * threads or the doorbell cannot be created.
  *
@@ -115,8 +115,9 @@ typedef struct hl_shutdown_report_t {
  * this function, which returns the first call's report again.
  *
  * \param report  may be NULL; otherwise `report->struct_size` must be set.
- * \return NULL_ARG; INVALID_HANDLE; INVALID_ARG (report too small); TIMEOUT if jobs were still
- * running at the deadline (the report is written anyway).
+ * \return NULL_ARG; INVALID_HANDLE; WRONG_THREAD; INVALID_ARG (report too small: checked before
+ * anything is done); TIMEOUT if jobs were still running at the deadline (the report is written
+ * anyway).
  *
  * [main-thread]
  */
@@ -184,7 +185,8 @@ typedef struct hl_pump_report_t {
  * \param budget_us  time budget in microseconds; 0 = the options' `default_budget_us`.
  * \param report     may be NULL; otherwise `report->struct_size` must be set.
  * \return NULL_ARG (rt); INVALID_HANDLE; WRONG_THREAD; REENTRANT when called from inside a
- * callback this pump runs (never a deadlock); SHUT_DOWN; INVALID_ARG (report too small).
+ * callback this pump runs (never a deadlock); SHUT_DOWN; INVALID_ARG (report too small:
+ * checked before anything runs).
  *
  * [main-thread] [not re-entrant]
  */

@@ -37,6 +37,35 @@ impl Priority {
     ];
 }
 
+/// Where a job stands. Read with [`Job::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum JobStatus {
+    /// Queued or running.
+    Pending = 0,
+    /// Returned `Ok`.
+    Finished = 1,
+    /// Returned an error of its own.
+    Failed = 2,
+    /// Cancelled before or while it ran (whatever it returned after the cancellation).
+    Cancelled = 3,
+    /// Panicked.
+    Panicked = 4,
+}
+
+impl JobStatus {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => JobStatus::Finished,
+            2 => JobStatus::Failed,
+            3 => JobStatus::Cancelled,
+            4 => JobStatus::Panicked,
+            _ => JobStatus::Pending,
+        }
+    }
+}
+
 /// Where a job runs: on the CPU pool at a priority, or on the IO lane (blocking work).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lane {
@@ -83,6 +112,8 @@ pub(crate) struct JobHeader {
     /// Replaced by a newer `spawn_latest` job with the same key: its continuation never runs.
     superseded: AtomicBool,
     finished: AtomicBool,
+    /// A `JobStatus` as u8, final once `finished` is set.
+    status: std::sync::atomic::AtomicU8,
     group: Option<Arc<GroupInner>>,
     latest_key: Option<String>,
     progress: ProgressSlot,
@@ -128,6 +159,9 @@ pub(crate) trait JobCore: Send + Sync {
     fn deliver(self: Arc<Self>, main: &mut Main<'_>);
     /// Main thread: runs the `on_progress` listener with the latest progress.
     fn deliver_progress(self: Arc<Self>, main: &mut Main<'_>);
+    /// Drops the continuation and progress listener (and what they captured) unrun: the
+    /// runtime shut down and they will never be called.
+    fn release_callbacks(&self);
 }
 
 pub(crate) type JobRef = Arc<dyn JobCore>;
@@ -198,25 +232,37 @@ where
 
     fn finish(self: Arc<Self>, shared: &Arc<Shared>, result: Result<T>) {
         let state = &self.state;
-        let outcome_kind = match &result {
-            Ok(_) => crate::stats::Outcome::Finished,
-            Err(Error::Cancelled) => crate::stats::Outcome::Cancelled,
-            Err(Error::Panicked(_)) => crate::stats::Outcome::Panicked,
-            Err(_) => crate::stats::Outcome::Failed,
+        let header = &state.header;
+        // A job cancelled before or while it ran resolves as cancelled, whatever it returned
+        // (a panic excepted: that is a bug worth reporting).
+        let result = match result {
+            Err(Error::Panicked(msg)) => Err(Error::Panicked(msg)),
+            _ if header.is_cancelled() => Err(Error::Cancelled),
+            r => r,
+        };
+        let (outcome_kind, status) = match &result {
+            Ok(_) => (crate::stats::Outcome::Finished, JobStatus::Finished),
+            Err(Error::Cancelled) => (crate::stats::Outcome::Cancelled, JobStatus::Cancelled),
+            Err(Error::Panicked(_)) => (crate::stats::Outcome::Panicked, JobStatus::Panicked),
+            Err(_) => (crate::stats::Outcome::Failed, JobStatus::Failed),
         };
         let deliver = {
             let mut slot = lock(&state.slot);
             slot.outcome = Outcome::Done(result);
             slot.continuation.is_some()
         };
-        state.header.finished.store(true, Ordering::Release);
+        header.status.store(status as u8, Ordering::Release);
+        header.finished.store(true, Ordering::Release);
         state.done.notify_all();
         shared.stats.record_outcome(outcome_kind);
-        let group = state.header.group.clone();
+        let group = header.group.clone();
         if deliver {
-            // A continuation of a superseded job would be dropped on the main thread anyway.
-            if !state.header.superseded.load(Ordering::Acquire) {
-                let _ = shared.post_task(MainTask::Deliver(self));
+            // A superseded job's continuation never runs, and one that cannot be queued
+            // (shutdown) never will: release it (and what it captured) now.
+            if header.superseded.load(Ordering::Acquire)
+                || shared.post_task(MainTask::Deliver(self.clone())).is_err()
+            {
+                self.release_callbacks();
             }
         }
         if let Some(group) = group {
@@ -287,11 +333,17 @@ where
             main.handle().shared().forget_latest(key, header);
         }
         if let Some((cont, mut result)) = taken {
-            if result.is_ok() && header.is_cancelled() {
+            if header.is_cancelled() && !matches!(result, Err(Error::Panicked(_))) {
                 result = Err(Error::Cancelled);
             }
             cont(result, main);
         }
+    }
+
+    fn release_callbacks(&self) {
+        // Dropped outside the slot's lock: captured values' `Drop` may call back in.
+        let callbacks = self.take_callbacks();
+        drop(callbacks);
     }
 
     fn deliver_progress(self: Arc<Self>, main: &mut Main<'_>) {
@@ -307,6 +359,17 @@ where
                 slot.on_progress = Some(listener);
             }
         }
+    }
+}
+
+impl<T, F> JobInner<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+{
+    fn take_callbacks(&self) -> (Option<Continuation<T>>, Option<ProgressListener>) {
+        let mut slot = lock(&self.state.slot);
+        (slot.continuation.take(), slot.on_progress.take())
     }
 }
 
@@ -408,7 +471,9 @@ impl JobContext<'_> {
 /// ([`Job::on_main`]) always runs on the main thread.
 pub struct Job<T> {
     inner: Arc<dyn TypedJob<T>>,
-    handle: Handle,
+    /// Weak: a job handle does not keep its runtime alive.
+    shared: std::sync::Weak<Shared>,
+    main_thread: std::thread::ThreadId,
 }
 
 impl<T> fmt::Debug for Job<T> {
@@ -449,6 +514,11 @@ impl<T: Send + 'static> Job<T> {
         self.header().is_cancelled()
     }
 
+    /// Where the job stands: pending, or how it resolved.
+    pub fn status(&self) -> JobStatus {
+        JobStatus::from_u8(self.header().status.load(Ordering::Acquire))
+    }
+
     /// Whether the job has resolved (value, error, panic or cancellation).
     pub fn is_finished(&self) -> bool {
         self.header().finished.load(Ordering::Acquire)
@@ -480,7 +550,7 @@ impl<T: Send + 'static> Job<T> {
     /// [`Error::Timeout`] if the job did not finish in time, [`Error::ResultTaken`] if the result
     /// was already taken, or the job's own error.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<T> {
-        if self.handle.is_main_thread() {
+        if std::thread::current().id() == self.main_thread {
             return Err(Error::WrongThread);
         }
         let state = self.inner.state();
@@ -519,7 +589,15 @@ impl<T: Send + 'static> Job<T> {
         };
         if ready {
             let core = self.inner.clone().core();
-            let _ = self.handle.shared().post_task(MainTask::Deliver(core));
+            let posted = match self.shared.upgrade() {
+                Some(shared) => shared.post_task(MainTask::Deliver(core)).is_ok(),
+                None => false,
+            };
+            if !posted {
+                // The runtime is gone or shutting down: the continuation will never run.
+                let cont = lock(&self.inner.state().slot).continuation.take();
+                drop(cont);
+            }
         }
         self
     }
@@ -621,6 +699,7 @@ impl<'h> JobBuilder<'h> {
                     cancelled: AtomicBool::new(false),
                     superseded: AtomicBool::new(false),
                     finished: AtomicBool::new(false),
+                    status: std::sync::atomic::AtomicU8::new(JobStatus::Pending as u8),
                     group: self.group,
                     latest_key: self.latest_key,
                     progress: ProgressSlot::default(),
@@ -641,7 +720,8 @@ impl<'h> JobBuilder<'h> {
         shared.submit(core);
         Ok(Job {
             inner,
-            handle: self.handle.clone(),
+            shared: Arc::downgrade(shared),
+            main_thread: shared.main_thread(),
         })
     }
 }
@@ -687,7 +767,8 @@ impl GroupInner {
 #[derive(Clone)]
 pub struct JobGroup {
     inner: Arc<GroupInner>,
-    handle: Handle,
+    /// Weak: a group does not keep its runtime alive.
+    shared: std::sync::Weak<Shared>,
 }
 
 impl fmt::Debug for JobGroup {
@@ -700,14 +781,14 @@ impl fmt::Debug for JobGroup {
 }
 
 impl JobGroup {
-    pub(crate) fn new(handle: Handle) -> Self {
+    pub(crate) fn new(handle: &Handle) -> Self {
         JobGroup {
             inner: Arc::new(GroupInner {
                 cancelled: AtomicBool::new(false),
                 pending: AtomicUsize::new(0),
                 on_done: Mutex::new(None),
             }),
-            handle,
+            shared: Arc::downgrade(handle.shared()),
         }
     }
 
@@ -721,7 +802,8 @@ impl JobGroup {
         T: Send + 'static,
         F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
     {
-        self.handle.job().group(self).spawn(f)
+        let shared = self.shared.upgrade().ok_or(Error::ShutDown)?;
+        Handle::from_shared(shared).job().group(self).spawn(f)
     }
 
     /// Cancels every job of the group, present and future.
@@ -746,6 +828,8 @@ impl JobGroup {
         F: FnOnce(&mut Main<'_>) + Send + 'static,
     {
         *lock(&self.inner.on_done) = Some(Box::new(f));
-        self.inner.fire_if_done(self.handle.shared());
+        if let Some(shared) = self.shared.upgrade() {
+            self.inner.fire_if_done(&shared);
+        }
     }
 }

@@ -79,7 +79,7 @@ mod sync;
 pub use crate::{
     error::{Error, Result},
     event::{Event, EventFilter, EventKind, Subscription},
-    job::{Job, JobBuilder, JobContext, JobGroup, Priority, Progress},
+    job::{Job, JobBuilder, JobContext, JobGroup, JobStatus, Priority, Progress},
     main_thread::{Main, PumpReport, Step},
     runtime::{Builder, Handle, Runtime, ShutdownReport, Straggler},
     sink::{ArrayView, ElemType, Element, Message, OwnedPayload, Payload, Sink},

@@ -235,6 +235,10 @@ impl Shared {
         std::thread::current().id() == self.main_thread
     }
 
+    pub(crate) fn main_thread(&self) -> ThreadId {
+        self.main_thread
+    }
+
     pub(crate) fn submit(&self, job: JobRef) {
         self.scheduler.submit(job);
     }
@@ -433,7 +437,7 @@ impl Handle {
 
     /// A new, empty job group.
     pub fn group(&self) -> JobGroup {
-        JobGroup::new(self.clone())
+        JobGroup::new(self)
     }
 
     /// A bounded stream of `T` handled on the main thread by `handler`, in send order, at most
@@ -654,10 +658,18 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
     let carry = lock(&shared.pump_state).carry.take();
     for task in carry.into_iter().chain(shared.main_rx.try_iter()) {
         // A captured value's `Drop` may panic; the host must still get its report.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(task)));
+        let _ = catch_unwind(AssertUnwindSafe(|| match task {
+            // The job outlives this queue (its handle may live on): release what its callbacks
+            // captured now, not whenever the handle goes.
+            MainTask::Deliver(job) => job.release_callbacks(),
+            other => drop(other),
+        }));
         report.main_items_dropped += 1;
     }
-    report.main_items_dropped += shared.progress_rx.try_iter().count();
+    for job in shared.progress_rx.try_iter() {
+        let _ = catch_unwind(AssertUnwindSafe(|| job.release_callbacks()));
+        report.main_items_dropped += 1;
+    }
     lock(&shared.latest).clear();
     report.elapsed = start.elapsed();
     report

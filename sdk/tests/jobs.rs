@@ -406,3 +406,52 @@ fn job_names_and_ids_are_visible() {
     assert_eq!(name.as_deref(), Some("bake-cache"));
     assert_eq!(job.name(), Some("bake-cache"));
 }
+
+#[test]
+fn a_job_cancelled_while_running_resolves_cancelled_whatever_it_returns() {
+    let rt = runtime(1);
+    let started = Arc::new(AtomicBool::new(false));
+    let gate = Gate::default();
+    let job = {
+        let started = started.clone();
+        let gate = gate.clone();
+        rt.spawn(move |_| {
+            started.store(true, Ordering::SeqCst);
+            gate.wait(|| false);
+            Ok("finished anyway")
+        })
+        .unwrap()
+    };
+    wait_for("job start", || started.load(Ordering::SeqCst));
+    assert_eq!(job.status(), hostloop::JobStatus::Pending);
+    job.cancel();
+    gate.open();
+    wait_for("job", || job.is_finished());
+    assert_eq!(job.status(), hostloop::JobStatus::Cancelled);
+    assert!(matches!(job.try_result(), Some(Err(Error::Cancelled))));
+    assert_eq!(rt.stats().jobs_cancelled, 1);
+}
+
+#[test]
+fn job_handles_do_not_keep_the_runtime_alive() {
+    let rt = runtime(1);
+    let h = rt.handle().clone();
+    let weak_probe = Arc::new(());
+    let job = {
+        let probe = weak_probe.clone();
+        h.spawn(|_| Ok(()))
+            .unwrap()
+            .on_main(move |_, _| drop(probe))
+    };
+    let group = rt.group();
+    wait_for("job", || job.is_finished());
+    // Its continuation is queued (or about to be) for a pump that never comes.
+    wait_for("continuation queued", || rt.stats().queued.main == 1);
+    assert_eq!(Arc::strong_count(&weak_probe), 2);
+    drop(h);
+    drop(rt);
+    // The continuation never ran (no pump) and was released with the runtime.
+    assert_eq!(Arc::strong_count(&weak_probe), 1);
+    assert!(matches!(group.spawn(|_| Ok(())), Err(Error::ShutDown)));
+    assert_eq!(job.status(), hostloop::JobStatus::Finished);
+}

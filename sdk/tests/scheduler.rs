@@ -62,6 +62,19 @@ fn no_lost_wake_up_across_100k_spawn_park_races() {
     let rt = runtime(2);
     let (tx, rx) = crossbeam_channel::bounded::<u32>(1);
     for i in 0..100_000u32 {
+        // Hit every phase of a worker's way to sleep: fully parked, still spinning, and the
+        // window between announcing sleepiness and blocking (reached with a varying delay).
+        match i % 3 {
+            0 => wait_for("workers to park", || rt.stats().sleeping_workers == 2),
+            1 => {}
+            _ => {
+                let jitter = Duration::from_nanos(u64::from(i.wrapping_mul(7919) % 50_000));
+                let start = Instant::now();
+                while start.elapsed() < jitter {
+                    std::hint::spin_loop();
+                }
+            }
+        }
         let tx = tx.clone();
         // Alternate submitters: the main thread (global injector) and a worker (its own deque).
         if i % 2 == 0 {

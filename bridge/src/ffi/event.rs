@@ -22,6 +22,15 @@ pub struct hl_event_t {
     pub reserved: u32,
 }
 
+pub const HL_EVENT_FRAME_CHANGED: u32 = 1;
+pub const HL_EVENT_SELECTION_CHANGED: u32 = 2;
+pub const HL_EVENT_SCENE_OPENED: u32 = 3;
+pub const HL_EVENT_SCENE_SAVED: u32 = 4;
+pub const HL_EVENT_PLAYBACK_STARTED: u32 = 5;
+pub const HL_EVENT_PLAYBACK_STOPPED: u32 = 6;
+pub const HL_EVENT_SHUTDOWN_REQUESTED: u32 = 7;
+pub const HL_EVENT_CUSTOM: u32 = 8;
+
 pub type hl_event_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const hl_event_t)>;
 
@@ -29,14 +38,14 @@ fn kind_filter(kind: u32) -> FfiResult<sdk::EventFilter> {
     use sdk::EventKind::*;
     let k = match kind {
         0 => return Ok(sdk::EventFilter::All),
-        1 => FrameChanged,
-        2 => SelectionChanged,
-        3 => SceneOpened,
-        4 => SceneSaved,
-        5 => PlaybackStarted,
-        6 => PlaybackStopped,
-        7 => ShutdownRequested,
-        8 => Custom,
+        HL_EVENT_FRAME_CHANGED => FrameChanged,
+        HL_EVENT_SELECTION_CHANGED => SelectionChanged,
+        HL_EVENT_SCENE_OPENED => SceneOpened,
+        HL_EVENT_SCENE_SAVED => SceneSaved,
+        HL_EVENT_PLAYBACK_STARTED => PlaybackStarted,
+        HL_EVENT_PLAYBACK_STOPPED => PlaybackStopped,
+        HL_EVENT_SHUTDOWN_REQUESTED => ShutdownRequested,
+        HL_EVENT_CUSTOM => Custom,
         other => {
             return Err(Failure::new(
                 HL_STATUS_INVALID_ARG,
@@ -63,14 +72,14 @@ unsafe fn to_event(e: &hl_event_t) -> FfiResult<sdk::Event> {
     // SAFETY: the pointers a kind needs are valid per this function's contract.
     let path = || unsafe { utf8(e.path, "event->path") }.map(str::to_owned);
     Ok(match e.kind {
-        1 => sdk::Event::FrameChanged { frame: e.frame },
-        2 => sdk::Event::SelectionChanged,
-        3 => sdk::Event::SceneOpened { path: path()? },
-        4 => sdk::Event::SceneSaved { path: path()? },
-        5 => sdk::Event::PlaybackStarted,
-        6 => sdk::Event::PlaybackStopped,
-        7 => sdk::Event::ShutdownRequested,
-        8 => {
+        HL_EVENT_FRAME_CHANGED => sdk::Event::FrameChanged { frame: e.frame },
+        HL_EVENT_SELECTION_CHANGED => sdk::Event::SelectionChanged,
+        HL_EVENT_SCENE_OPENED => sdk::Event::SceneOpened { path: path()? },
+        HL_EVENT_SCENE_SAVED => sdk::Event::SceneSaved { path: path()? },
+        HL_EVENT_PLAYBACK_STARTED => sdk::Event::PlaybackStarted,
+        HL_EVENT_PLAYBACK_STOPPED => sdk::Event::PlaybackStopped,
+        HL_EVENT_SHUTDOWN_REQUESTED => sdk::Event::ShutdownRequested,
+        HL_EVENT_CUSTOM => {
             // SAFETY: as above, for the custom kind's topic and bytes.
             let (topic, data) = unsafe {
                 (

@@ -141,6 +141,28 @@ pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> FfiRes
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
+/// Refuses an output struct (NULL allowed) whose `struct_size` is too small, before any work is
+/// done on the caller's behalf.
+///
+/// # Safety
+///
+/// A non-NULL `out` points to a struct whose first field is a `u32 struct_size`.
+pub(crate) unsafe fn check_size<T>(out: *const T, name: &str) -> FfiResult {
+    if out.is_null() {
+        return Ok(());
+    }
+    // SAFETY: per this function's contract.
+    let declared = unsafe { *(out as *const u32) } as usize;
+    let ours = std::mem::size_of::<T>();
+    if declared < ours {
+        return Err(Failure::new(
+            HL_STATUS_INVALID_ARG,
+            format!("{name}->struct_size is {declared}, at least {ours} is required"),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes `value` to the caller's struct whose first field is `struct_size`, copying no more
 /// than the caller's size.
 ///

@@ -3,7 +3,6 @@
 #![allow(non_camel_case_types)]
 
 use std::ffi::{c_char, c_void};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::common::*;
@@ -25,6 +24,13 @@ pub type hl_job_run_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, ctx: *mut hl_job_ctx_t) -> i32>;
 pub type hl_job_done_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, status: hl_status_t, code: i32)>;
+
+pub const HL_PRIORITY_HIGH: u32 = 0;
+pub const HL_PRIORITY_NORMAL: u32 = 1;
+pub const HL_PRIORITY_LOW: u32 = 2;
+pub const HL_PRIORITY_BACKGROUND: u32 = 3;
+pub const HL_LANE_CPU: u32 = 0;
+pub const HL_LANE_IO: u32 = 1;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -54,8 +60,6 @@ impl std::error::Error for ExitCode {}
 
 pub(crate) struct JobState {
     job: sdk::Job<()>,
-    /// PENDING until `run` returns, then OK or FAILED.
-    status: Arc<AtomicU32>,
 }
 
 static JOBS: Registry<JobState> = Registry::new("hl_job_t");
@@ -101,11 +105,11 @@ pub unsafe extern "C" fn hl_job_spawn(
             .ok_or_else(|| Failure::new(HL_STATUS_NULL_ARG, "desc->run is NULL"))?;
         let mut builder = state.rt.job();
         builder = match desc.lane {
-            0 => builder.priority(match desc.priority {
-                0 => sdk::Priority::High,
-                1 => sdk::Priority::Normal,
-                2 => sdk::Priority::Low,
-                3 => sdk::Priority::Background,
+            HL_LANE_CPU => builder.priority(match desc.priority {
+                HL_PRIORITY_HIGH => sdk::Priority::High,
+                HL_PRIORITY_NORMAL => sdk::Priority::Normal,
+                HL_PRIORITY_LOW => sdk::Priority::Low,
+                HL_PRIORITY_BACKGROUND => sdk::Priority::Background,
                 p => {
                     return Err(Failure::new(
                         HL_STATUS_INVALID_ARG,
@@ -128,8 +132,7 @@ pub unsafe extern "C" fn hl_job_spawn(
         // From here on hostloop owns user_data: it is finalized when the last of `run` and
         // `done` is done with it.
         let ud = Arc::new(UserData::new(desc.user_data, desc.finalize));
-        let status = Arc::new(AtomicU32::new(HL_STATUS_PENDING));
-        let (run_ud, run_status) = (ud.clone(), status.clone());
+        let run_ud = ud.clone();
         let job = builder.spawn(move |ctx| {
             let mut c = hl_job_ctx_t {
                 ctx: (ctx as *const sdk::JobContext<'_>).cast(),
@@ -139,10 +142,8 @@ pub unsafe extern "C" fn hl_job_spawn(
             let code = unsafe { run(run_ud.ptr(), &mut c) };
             drop(run_ud);
             if code == 0 {
-                run_status.store(HL_STATUS_OK, Ordering::Release);
                 Ok(())
             } else {
-                run_status.store(HL_STATUS_FAILED, Ordering::Release);
                 Err(sdk::Error::failed(ExitCode(code)))
             }
         });
@@ -168,7 +169,7 @@ pub unsafe extern "C" fn hl_job_spawn(
                 drop(ud);
             }),
         };
-        let handle = JOBS.insert(JobState { job, status });
+        let handle = JOBS.insert(JobState { job });
         if !out.is_null() {
             // SAFETY: non-NULL and writable per the contract.
             *unsafe { arg_mut(out, "out") }? = handle;
@@ -218,14 +219,12 @@ pub unsafe extern "C" fn hl_job_status(
         let state = JOBS.get(job, "job")?;
         // SAFETY: per this function's contract.
         let out = unsafe { arg_mut(status, "status") }?;
-        let ran = state.status.load(Ordering::Acquire);
-        *out = if ran != HL_STATUS_PENDING {
-            ran
-        } else if state.job.is_finished() {
-            // Finished without `run` returning: cancelled before it started (or shut down).
-            HL_STATUS_CANCELLED
-        } else {
-            HL_STATUS_PENDING
+        *out = match state.job.status() {
+            sdk::JobStatus::Finished => HL_STATUS_OK,
+            sdk::JobStatus::Failed => HL_STATUS_FAILED,
+            sdk::JobStatus::Cancelled => HL_STATUS_CANCELLED,
+            sdk::JobStatus::Panicked => HL_STATUS_PANIC,
+            _ => HL_STATUS_PENDING,
         };
         Ok(())
     })

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::common::*;
-use super::guard::{arg, arg_mut, guard, utf8, write_sized, Failure, FfiResult, UserData};
+use super::guard::{
+    arg, arg_mut, check_size, guard, utf8, write_sized, Failure, FfiResult, UserData,
+};
 use super::handles::Registry;
 
 /// The opaque runtime type of the header. Values of `*mut hl_runtime_t` are registry tokens.
@@ -310,6 +312,8 @@ pub unsafe extern "C" fn hl_runtime_shutdown(
     guard("hl_runtime_shutdown", || {
         let state = RUNTIMES.get(rt, "rt")?;
         main_thread(&state)?;
+        // SAFETY: non-NULL reports have `struct_size` set, per the contract.
+        unsafe { check_size(report, "report") }?;
         let (r, stragglers) = shutdown(&state, Duration::from_millis(deadline_ms.into()));
         if !report.is_null() {
             // SAFETY: non-NULL, with `struct_size` set, per the contract.
@@ -406,6 +410,8 @@ pub unsafe extern "C" fn hl_runtime_pump(
 ) -> hl_status_t {
     guard("hl_runtime_pump", || {
         let state = live(rt)?;
+        // SAFETY: non-NULL reports have `struct_size` set, per the contract.
+        unsafe { check_size(report, "report") }?;
         let budget = match budget_us {
             0 => state.default_budget,
             us => Duration::from_micros(us),

@@ -10,6 +10,13 @@ use super::runtime::{hl_runtime_t, live};
 
 pub const HL_PAYLOAD_BYTES: u32 = 1;
 pub const HL_PAYLOAD_ARRAY: u32 = 2;
+pub const HL_ELEM_U8: u32 = 1;
+pub const HL_ELEM_I32: u32 = 2;
+pub const HL_ELEM_U32: u32 = 3;
+pub const HL_ELEM_I64: u32 = 4;
+pub const HL_ELEM_U64: u32 = 5;
+pub const HL_ELEM_F32: u32 = 6;
+pub const HL_ELEM_F64: u32 = 7;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -40,13 +47,13 @@ pub type hl_sink_fn =
 fn elem_type(code: u32) -> FfiResult<sdk::ElemType> {
     use sdk::ElemType::*;
     Ok(match code {
-        1 => U8,
-        2 => I32,
-        3 => U32,
-        4 => I64,
-        5 => U64,
-        6 => F32,
-        7 => F64,
+        HL_ELEM_U8 => U8,
+        HL_ELEM_I32 => I32,
+        HL_ELEM_U32 => U32,
+        HL_ELEM_I64 => I64,
+        HL_ELEM_U64 => U64,
+        HL_ELEM_F32 => F32,
+        HL_ELEM_F64 => F64,
         other => {
             return Err(Failure::new(
                 HL_STATUS_INVALID_ARG,
