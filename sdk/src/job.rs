@@ -112,6 +112,9 @@ pub(crate) struct JobHeader {
     /// Replaced by a newer `spawn_latest` job with the same key: its continuation never runs.
     superseded: AtomicBool,
     finished: AtomicBool,
+    /// The `Job` handle was dropped with no continuation or listener registered: nobody can
+    /// read the result, so `finish` need not store it.
+    detached: AtomicBool,
     /// A `JobStatus` as u8, final once `finished` is set.
     status: std::sync::atomic::AtomicU8,
     group: Option<Arc<GroupInner>>,
@@ -130,6 +133,23 @@ impl fmt::Debug for JobHeader {
 }
 
 impl JobHeader {
+    /// The header of an internal task (no id, name, group or progress listener).
+    pub(crate) fn internal(lane: Lane) -> Self {
+        JobHeader {
+            id: 0,
+            name: None,
+            lane,
+            cancelled: AtomicBool::new(false),
+            superseded: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            detached: AtomicBool::new(true),
+            status: std::sync::atomic::AtomicU8::new(JobStatus::Pending as u8),
+            group: None,
+            latest_key: None,
+            progress: ProgressSlot::default(),
+        }
+    }
+
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
             || self
@@ -151,8 +171,9 @@ impl JobHeader {
 /// A job as the queues and the main thread see it, with its result type erased.
 pub(crate) trait JobCore: Send + Sync {
     fn header(&self) -> &JobHeader;
-    /// Runs the closure (or resolves the job as cancelled without running it). Called once.
-    fn run(self: Arc<Self>, shared: &Arc<Shared>);
+    /// Runs the closure (or resolves the job as cancelled without running it). Called once,
+    /// with `this` the queue's reference to this very job (kept alive by the caller).
+    fn run(&self, this: &JobRef, shared: &Arc<Shared>);
     /// Resolves a job that will never run (shutdown) as cancelled, dropping its closure.
     fn abandon(self: Arc<Self>, shared: &Arc<Shared>);
     /// Main thread: runs the `on_main` continuation with the result.
@@ -179,6 +200,9 @@ struct Slot<T> {
     outcome: Outcome<T>,
     continuation: Option<Continuation<T>>,
     on_progress: Option<ProgressListener>,
+    /// Threads blocked in `wait_timeout`: `finish` only signals the condvar when there are some
+    /// (a condvar notify is a system call even with nobody waiting).
+    waiters: usize,
 }
 
 /// The typed part of a job that its [`Job`] handle reads.
@@ -230,7 +254,7 @@ where
         unsafe { (*self.func.get()).take() }
     }
 
-    fn finish(self: Arc<Self>, shared: &Arc<Shared>, result: Result<T>) {
+    fn finish(&self, this: &JobRef, shared: &Arc<Shared>, result: Result<T>) {
         let state = &self.state;
         let header = &state.header;
         // A job cancelled before or while it ran resolves as cancelled, whatever it returned
@@ -246,21 +270,27 @@ where
             Err(Error::Panicked(_)) => (crate::stats::Outcome::Panicked, JobStatus::Panicked),
             Err(_) => (crate::stats::Outcome::Failed, JobStatus::Failed),
         };
-        let deliver = {
+        let (deliver, notify) = if header.detached.load(Ordering::Acquire) {
+            // Nobody holds the handle and no callback is registered: the result has no reader.
+            drop(result);
+            (false, false)
+        } else {
             let mut slot = lock(&state.slot);
             slot.outcome = Outcome::Done(result);
-            slot.continuation.is_some()
+            (slot.continuation.is_some(), slot.waiters > 0)
         };
         header.status.store(status as u8, Ordering::Release);
         header.finished.store(true, Ordering::Release);
-        state.done.notify_all();
+        if notify {
+            state.done.notify_all();
+        }
         shared.stats.record_outcome(outcome_kind);
         let group = header.group.clone();
         if deliver {
             // A superseded job's continuation never runs, and one that cannot be queued
             // (shutdown) never will: release it (and what it captured) now.
             if header.superseded.load(Ordering::Acquire)
-                || shared.post_task(MainTask::Deliver(self.clone())).is_err()
+                || shared.post_task(MainTask::Deliver(this.clone())).is_err()
             {
                 self.release_callbacks();
             }
@@ -280,7 +310,7 @@ where
         &self.state.header
     }
 
-    fn run(self: Arc<Self>, shared: &Arc<Shared>) {
+    fn run(&self, this: &JobRef, shared: &Arc<Shared>) {
         let Some(func) = self.take_func() else {
             return;
         };
@@ -291,14 +321,14 @@ where
             let ctx = JobContext {
                 header: &self.state.header,
                 shared,
-                progress_target: &self,
+                this,
             };
             match catch_unwind(AssertUnwindSafe(|| func(&ctx))) {
                 Ok(r) => r,
                 Err(payload) => Err(Error::from_panic(payload)),
             }
         };
-        self.finish(shared, result);
+        self.finish(this, shared, result);
     }
 
     fn abandon(self: Arc<Self>, shared: &Arc<Shared>) {
@@ -307,7 +337,8 @@ where
         };
         // The closure's captures may panic in `Drop`; that must not stop the shutdown.
         let _ = catch_unwind(AssertUnwindSafe(|| drop(func)));
-        self.finish(shared, Err(Error::Cancelled));
+        let this: JobRef = self.clone();
+        self.finish(&this, shared, Err(Error::Cancelled));
     }
 
     fn deliver(self: Arc<Self>, main: &mut Main<'_>) {
@@ -373,29 +404,56 @@ where
     }
 }
 
-/// Posts a progress delivery for a job, at most one queued at a time.
-trait ProgressTarget {
-    fn progress_changed(&self, shared: &Shared);
+/// An internal task of the runtime itself (a `parallel_for` helper): no result, no
+/// continuation, not counted in the job stats.
+pub(crate) struct Task<F> {
+    header: JobHeader,
+    /// Taken exactly once, by `run` or `abandon`.
+    f: UnsafeCell<Option<F>>,
 }
 
-impl<T, F> ProgressTarget for Arc<JobInner<T, F>>
-where
-    T: Send + 'static,
-    F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
-{
-    fn progress_changed(&self, shared: &Shared) {
-        let slot = &self.state.header.progress;
-        if slot.listened.load(Ordering::Acquire) && !slot.queued.swap(true, Ordering::AcqRel) {
-            let _ = shared.post_progress(self.clone());
+// SAFETY: as for `JobInner`: `f` is taken once, by the one thread that pops the task.
+unsafe impl<F: Send> Sync for Task<F> {}
+
+impl<F: FnOnce() + Send + 'static> Task<F> {
+    pub(crate) fn new(lane: Lane, f: F) -> Self {
+        Task {
+            header: JobHeader::internal(lane),
+            f: UnsafeCell::new(Some(f)),
         }
     }
+
+    fn take(&self) -> Option<F> {
+        // SAFETY: see the `Sync` impl.
+        unsafe { (*self.f.get()).take() }
+    }
+}
+
+impl<F: FnOnce() + Send + 'static> JobCore for Task<F> {
+    fn header(&self) -> &JobHeader {
+        &self.header
+    }
+    fn run(&self, _this: &JobRef, _shared: &Arc<Shared>) {
+        if let Some(f) = self.take() {
+            // Internal tasks catch their own panics; this is a last line of defence.
+            let _ = catch_unwind(AssertUnwindSafe(f));
+        }
+    }
+    fn abandon(self: Arc<Self>, _shared: &Arc<Shared>) {
+        let f = self.take();
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(f)));
+    }
+    fn deliver(self: Arc<Self>, _main: &mut Main<'_>) {}
+    fn deliver_progress(self: Arc<Self>, _main: &mut Main<'_>) {}
+    fn release_callbacks(&self) {}
 }
 
 /// What a running job sees: its cancel token, its progress reporter and the runtime.
 pub struct JobContext<'a> {
     header: &'a JobHeader,
     shared: &'a Arc<Shared>,
-    progress_target: &'a dyn ProgressTarget,
+    /// The running job, to queue its progress listener.
+    this: &'a JobRef,
 }
 
 impl fmt::Debug for JobContext<'_> {
@@ -433,7 +491,10 @@ impl JobContext<'_> {
         let slot = &self.header.progress;
         slot.fraction
             .store(fraction.clamp(0.0, 1.0).to_bits(), Ordering::Release);
-        self.progress_target.progress_changed(self.shared);
+        // Coalesced: at most one delivery queued per job until the main thread reads the slot.
+        if slot.listened.load(Ordering::Acquire) && !slot.queued.swap(true, Ordering::AcqRel) {
+            let _ = self.shared.post_progress(self.this.clone());
+        }
     }
 
     /// Reports progress with a short message (kept until replaced).
@@ -471,6 +532,8 @@ impl JobContext<'_> {
 /// ([`Job::on_main`]) always runs on the main thread.
 pub struct Job<T> {
     inner: Arc<dyn TypedJob<T>>,
+    /// `on_main` or `on_progress` was registered through this handle.
+    callbacks: bool,
     /// Weak: a job handle does not keep its runtime alive.
     shared: std::sync::Weak<Shared>,
     main_thread: std::thread::ThreadId,
@@ -484,6 +547,20 @@ impl<T> fmt::Debug for Job<T> {
             .field("name", &h.name)
             .field("finished", &h.finished.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+impl<T> Drop for Job<T> {
+    fn drop(&mut self) {
+        if !self.callbacks {
+            // Nobody can read the result any more: `finish` either stored it already (and it
+            // is dropped with the job) or will see the flag and not store it.
+            self.inner
+                .state()
+                .header
+                .detached
+                .store(true, Ordering::Release);
+        }
     }
 }
 
@@ -566,10 +643,12 @@ impl<T: Send + 'static> Job<T> {
             if now >= deadline {
                 return Err(Error::Timeout);
             }
+            slot.waiters += 1;
             slot = match state.done.wait_timeout(slot, deadline - now) {
                 Ok((g, _)) => g,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            slot.waiters -= 1;
         }
     }
 
@@ -578,10 +657,11 @@ impl<T: Send + 'static> Job<T> {
     /// The continuation receives `Err(Error::Cancelled)` if the job was cancelled before the
     /// continuation ran, and never runs at all for a job superseded by
     /// [`Handle::spawn_latest`]. Registering a second continuation replaces the first.
-    pub fn on_main<F>(self, f: F) -> Self
+    pub fn on_main<F>(mut self, f: F) -> Self
     where
         F: FnOnce(Result<T>, &mut Main<'_>) + Send + 'static,
     {
+        self.callbacks = true;
         let ready = {
             let mut slot = lock(&self.inner.state().slot);
             slot.continuation = Some(Box::new(f));
@@ -605,10 +685,11 @@ impl<T: Send + 'static> Job<T> {
     /// Runs `f(progress, main)` on the main thread when the job reports progress, coalesced:
     /// however often the job reports between two pumps, `f` runs at most once per pump with the
     /// latest value.
-    pub fn on_progress<F>(self, f: F) -> Self
+    pub fn on_progress<F>(mut self, f: F) -> Self
     where
         F: FnMut(&Progress, &mut Main<'_>) + Send + 'static,
     {
+        self.callbacks = true;
         lock(&self.inner.state().slot).on_progress = Some(Box::new(f));
         self.header()
             .progress
@@ -699,6 +780,7 @@ impl<'h> JobBuilder<'h> {
                     cancelled: AtomicBool::new(false),
                     superseded: AtomicBool::new(false),
                     finished: AtomicBool::new(false),
+                    detached: AtomicBool::new(false),
                     status: std::sync::atomic::AtomicU8::new(JobStatus::Pending as u8),
                     group: self.group,
                     latest_key: self.latest_key,
@@ -708,6 +790,7 @@ impl<'h> JobBuilder<'h> {
                     outcome: Outcome::Pending,
                     continuation: None,
                     on_progress: None,
+                    waiters: 0,
                 }),
                 done: Condvar::new(),
             },
@@ -720,6 +803,7 @@ impl<'h> JobBuilder<'h> {
         shared.submit(core);
         Ok(Job {
             inner,
+            callbacks: false,
             shared: Arc::downgrade(shared),
             main_thread: shared.main_thread(),
         })

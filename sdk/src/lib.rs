@@ -57,6 +57,8 @@ mod job;
 #[cfg(not(loom))]
 mod main_thread;
 #[cfg(not(loom))]
+mod parallel;
+#[cfg(not(loom))]
 mod runtime;
 #[cfg(not(loom))]
 mod sink;

@@ -239,8 +239,39 @@ impl Shared {
         self.main_thread
     }
 
-    pub(crate) fn submit(&self, job: JobRef) {
+    pub(crate) fn submit(self: &Arc<Self>, job: JobRef) {
         self.scheduler.submit(job);
+        // A spawn racing with shutdown: either shutdown's sweep (after its flag store and
+        // fence) sees this job, or this load sees the flag and the sweep is done here, so a
+        // job never sits forever in a queue no thread will ever read again.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.shutting_down.load(Ordering::Relaxed) {
+            self.abandon_queued();
+        }
+    }
+
+    /// Resolves every queued job as cancelled, on the calling thread. Returns how many.
+    pub(crate) fn abandon_queued(self: &Arc<Self>) -> usize {
+        let mut n = 0;
+        while let Some(job) = self
+            .scheduler
+            .steal_any()
+            .or_else(|| self.scheduler.steal_io())
+        {
+            job.abandon(self);
+            n += 1;
+        }
+        n
+    }
+
+    /// Queues an internal task (see `job::Task`).
+    pub(crate) fn submit_internal<F>(self: &Arc<Self>, lane: crate::job::Lane, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        if !self.is_shutting_down() {
+            self.submit(Arc::new(crate::job::Task::new(lane, f)));
+        }
     }
 
     /// Queues main-thread work and rings the doorbell on the empty → non-empty transition.
@@ -455,6 +486,11 @@ impl Handle {
         self.shared.is_main_thread()
     }
 
+    /// Whether the calling thread is one of this runtime's CPU workers.
+    pub fn is_worker_thread(&self) -> bool {
+        self.shared.scheduler.is_own_worker()
+    }
+
     /// Whether [`Runtime::shutdown`] has begun.
     pub fn is_shut_down(&self) -> bool {
         self.shared.is_shutting_down()
@@ -607,21 +643,20 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
     let start = Instant::now();
     let until = start + deadline;
     shared.shutting_down.store(true, Ordering::Release);
+    // Pairs with the fence in `submit`.
+    std::sync::atomic::fence(Ordering::SeqCst);
     drop(lock(&shared.shutdown_tx).take());
     let sched = &shared.scheduler;
     let mut report = ShutdownReport {
         cancelled_running: sched
             .slots
             .iter()
-            .filter(|s| lock(&s.current).is_some())
+            .filter(|s| s.with_current(shared.epoch, |_, _| ()).is_some())
             .count(),
         ..ShutdownReport::default()
     };
     // Cancel what never ran, on this thread, while the workers do the same.
-    while let Some(job) = sched.steal_any().or_else(|| sched.steal_io()) {
-        job.abandon(shared);
-        report.cancelled_queued += 1;
-    }
+    report.cancelled_queued += shared.abandon_queued();
     sched.terminate(shared.io_threads);
     {
         let mut exited = lock(&shared.exited);
@@ -643,15 +678,12 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
                 report.threads_joined += 1;
             }
         } else {
-            let current = lock(&sched.slots[i].current);
-            if let Some((job, started)) = &*current {
-                let h = job.header();
-                report.stragglers.push(Straggler {
-                    id: h.id,
-                    name: h.name.as_deref().map(str::to_owned),
-                    age: started.elapsed(),
-                });
-            }
+            let straggler = sched.slots[i].with_current(shared.epoch, |h, age| Straggler {
+                id: h.id,
+                name: h.name.as_deref().map(str::to_owned),
+                age,
+            });
+            report.stragglers.extend(straggler);
             // Dropping the JoinHandle detaches the thread; it exits when its job returns.
         }
     }

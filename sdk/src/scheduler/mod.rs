@@ -15,22 +15,27 @@
 pub(crate) mod sleep;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
 
-use crate::job::{JobRef, Lane, Priority};
+use crate::job::{JobHeader, JobRef, Lane, Priority};
 use crate::runtime::Shared;
-use crate::sync::lock;
 use sleep::Sleep;
 
 /// Per-thread bookkeeping readable by the runtime: what runs now, and how long it was busy.
 #[derive(Default)]
 pub(crate) struct ThreadSlot {
-    pub(crate) current: Mutex<Option<(JobRef, Instant)>>,
+    /// The header of the job running now (null when none). Not a counted reference: see
+    /// `with_current` for how a reader keeps it alive.
+    current: AtomicPtr<JobHeader>,
+    /// When the current job started (ns since the runtime's epoch).
+    started_ns: AtomicU64,
+    /// A reader (shutdown) is looking at `current`: the worker must not free that job yet.
+    reader: AtomicBool,
     /// Nanoseconds spent not parked, up to the last time the thread parked.
     pub(crate) busy_ns: AtomicU64,
     /// When the current awake stretch began (ns since the runtime started, +1), 0 while parked.
@@ -39,6 +44,46 @@ pub(crate) struct ThreadSlot {
 }
 
 impl ThreadSlot {
+    /// Calls `f` with the running job's header and age, if a job is running.
+    ///
+    /// The worker publishes `current` with no reference count; it frees the job only after
+    /// clearing `current` (SeqCst) and finding no `reader` (SeqCst). The reader raises `reader`
+    /// (SeqCst) before loading `current` (SeqCst): either the worker sees the reader and waits
+    /// for it to leave, or the reader sees null. So a header read here is alive.
+    pub(crate) fn with_current<R>(
+        &self,
+        epoch: Instant,
+        f: impl FnOnce(&JobHeader, std::time::Duration) -> R,
+    ) -> Option<R> {
+        self.reader.store(true, Ordering::SeqCst);
+        let ptr = self.current.load(Ordering::SeqCst);
+        // SAFETY: see above: non-null means the worker has not passed `retire` yet, and it
+        // waits in `retire` while `reader` is raised.
+        let r = unsafe { ptr.as_ref() }.map(|h| {
+            let started = std::time::Duration::from_nanos(self.started_ns.load(Ordering::Relaxed));
+            f(h, epoch.elapsed().saturating_sub(started))
+        });
+        self.reader.store(false, Ordering::SeqCst);
+        r
+    }
+
+    fn publish(&self, job: &JobRef, epoch: Instant) {
+        self.started_ns
+            .store(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.current.store(
+            job.header() as *const JobHeader as *mut JobHeader,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Clears `current`, waiting out a reader that may be looking at it.
+    fn retire(&self) {
+        self.current.store(std::ptr::null_mut(), Ordering::SeqCst);
+        while self.reader.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+    }
+
     fn wake(&self, epoch: Instant) {
         self.awake_since
             .store(epoch.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
@@ -63,6 +108,11 @@ impl ThreadSlot {
         std::time::Duration::from_nanos(ns)
     }
 }
+
+// SAFETY: `current` is only dereferenced under the `with_current` protocol.
+unsafe impl Send for ThreadSlot {}
+// SAFETY: as above.
+unsafe impl Sync for ThreadSlot {}
 
 impl std::fmt::Debug for ThreadSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -152,6 +202,15 @@ impl Scheduler {
                 self.sleep.notify_new_work();
             }
         }
+    }
+
+    /// Whether the calling thread is one of this scheduler's workers.
+    pub(crate) fn is_own_worker(&self) -> bool {
+        LOCAL.with(|l| {
+            l.borrow()
+                .as_ref()
+                .is_some_and(|l| std::ptr::eq(l.scheduler, self))
+        })
     }
 
     /// Finds the next job for worker `index` (see the module docs for the order).
@@ -244,9 +303,10 @@ fn steal_retry(mut f: impl FnMut() -> Steal<JobRef>) -> Option<JobRef> {
 
 /// Runs one job on the current thread, recording it in the thread's slot.
 fn run_job(shared: &Arc<Shared>, slot: &ThreadSlot, job: JobRef) {
-    *lock(&slot.current) = Some((job.clone(), Instant::now()));
-    job.run(shared);
-    *lock(&slot.current) = None;
+    slot.publish(&job, shared.epoch);
+    job.run(&job, shared);
+    slot.retire();
+    drop(job);
 }
 
 /// Rounds of searching before a worker falls asleep.

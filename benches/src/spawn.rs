@@ -1,0 +1,140 @@
+//! Benchmark 2: spawning tiny jobs from the main thread, and running them.
+//!
+//! The main thread spawns `jobs` jobs that each increment a counter, then polls the counter
+//! until all have run (no blocking wait). Timed from the first spawn to the last job's
+//! increment. hostloop's `Job` handles are dropped at once (the job is detached).
+//!
+//! Allocations per job are counted in a separate, untimed run of the same code each round, so
+//! counting never slows a timed run.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Instant;
+
+use hostloop::Runtime;
+use rayon::ThreadPool;
+
+use crate::alloc;
+use crate::report::{Row, Samples, Target, Unit};
+
+/// Jobs run in the current measurement.
+static DONE: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Hostloop,
+    Rayon,
+}
+
+impl Contender {
+    const ALL: [Contender; 2] = [Contender::Hostloop, Contender::Rayon];
+
+    /// Spawns `jobs` jobs and waits until they all ran.
+    fn run(self, rt: &Runtime, pool: &ThreadPool, jobs: usize) -> hostloop::Result<()> {
+        DONE.store(0, Ordering::Relaxed);
+        let done: &'static AtomicUsize = &DONE;
+        match self {
+            Contender::Hostloop => {
+                for _ in 0..jobs {
+                    let job = rt.spawn(move |_ctx| {
+                        done.fetch_add(1, Ordering::Release);
+                        Ok(())
+                    })?;
+                    // Detach: the job runs on without its handle.
+                    drop(job);
+                }
+            }
+            Contender::Rayon => {
+                for _ in 0..jobs {
+                    pool.spawn(move || {
+                        done.fetch_add(1, Ordering::Release);
+                    });
+                }
+            }
+        }
+        while done.load(Ordering::Acquire) < jobs {
+            thread::yield_now();
+        }
+        Ok(())
+    }
+
+    /// Jobs per second of one timed run.
+    fn throughput(self, rt: &Runtime, pool: &ThreadPool, jobs: usize) -> hostloop::Result<f64> {
+        let start = Instant::now();
+        self.run(rt, pool, jobs)?;
+        Ok(jobs as f64 / start.elapsed().as_secs_f64())
+    }
+
+    /// Heap allocations per job, all threads included, of one untimed run.
+    fn allocations_per_job(
+        self,
+        rt: &Runtime,
+        pool: &ThreadPool,
+        jobs: usize,
+    ) -> hostloop::Result<f64> {
+        let (result, allocations) = alloc::count(|| self.run(rt, pool, jobs));
+        result.map(|()| allocations as f64 / jobs as f64)
+    }
+}
+
+/// The spawn benchmark's configuration and samples.
+#[derive(Debug)]
+pub struct Bench {
+    jobs: usize,
+    /// Jobs/s, indexed like `Contender::ALL`.
+    rates: [Samples; 2],
+    /// Allocations per job, indexed like `Contender::ALL`.
+    allocations: [Samples; 2],
+}
+
+impl Bench {
+    pub fn new(jobs: usize) -> Self {
+        Bench {
+            jobs,
+            rates: Default::default(),
+            allocations: Default::default(),
+        }
+    }
+
+    /// Times hostloop and rayon once each, then counts their allocations once each, in
+    /// alternating order.
+    pub fn round(
+        &mut self,
+        rt: &Runtime,
+        pool: &ThreadPool,
+        reversed: bool,
+    ) -> hostloop::Result<()> {
+        let mut order = [0, 1];
+        if reversed {
+            order.reverse();
+        }
+        for c in order {
+            let rate = Contender::ALL[c].throughput(rt, pool, self.jobs)?;
+            self.rates[c].push(rate);
+        }
+        for c in order {
+            let allocations = Contender::ALL[c].allocations_per_job(rt, pool, self.jobs)?;
+            self.allocations[c].push(allocations);
+        }
+        Ok(())
+    }
+
+    pub fn rows(&self) -> Vec<Row> {
+        vec![
+            Row::versus(
+                "spawn+run tiny jobs vs rayon::spawn",
+                Unit::Rate,
+                &self.rates[0],
+                &self.rates[1],
+                Target::RatioAtLeast(1.0),
+            ),
+            Row::versus(
+                "allocations per job vs rayon::spawn",
+                Unit::Count(3),
+                &self.allocations[0],
+                &self.allocations[1],
+                Target::AtMost(1.0),
+            ),
+        ]
+    }
+}

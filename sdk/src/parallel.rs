@@ -1,0 +1,207 @@
+//! Data parallelism on the pool: `parallel_for` over index ranges and mutable slices.
+//!
+//! The calling thread takes part: it claims chunks from a shared counter like every helper, so
+//! a saturated pool degrades to a plain loop on the caller instead of waiting. Helpers are
+//! ordinary (internal) jobs queued in the `High` lane; a helper that starts after the caller has
+//! finished finds the loop closed and returns without touching it, so the caller never waits
+//! for a helper that has not started. One allocation per call (shared state + one small task
+//! per helper), none per chunk.
+
+use std::any::Any;
+use std::ops::Range;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crossbeam_utils::CachePadded;
+
+use crate::job::{Lane, Priority};
+use crate::runtime::Handle;
+use crate::sync::lock;
+
+/// Set in `ForShared::gate` once the caller has finished claiming: no helper may enter.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// The state one `parallel_for` call shares with its helpers.
+struct ForShared {
+    next: CachePadded<AtomicUsize>,
+    chunks: usize,
+    start: usize,
+    end: usize,
+    grain: usize,
+    /// Type-erased `&F`, valid only while the gate is open or a helper is inside.
+    body: *const (),
+    call: unsafe fn(*const (), Range<usize>),
+    /// `CLOSED` bit plus the number of helpers inside.
+    gate: CachePadded<AtomicUsize>,
+    all_out: Mutex<bool>,
+    all_out_cv: Condvar,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+// SAFETY: `body` points to an `F: Sync` that the caller keeps alive until every helper that
+// entered has left (the gate protocol); helpers only call it through `call`, concurrently, which
+// `Sync` allows. All other fields are thread-safe.
+unsafe impl Send for ForShared {}
+// SAFETY: as above.
+unsafe impl Sync for ForShared {}
+
+/// Calls the erased body.
+///
+/// # Safety
+///
+/// `body` must point to a live `F`.
+unsafe fn call_body<F: Fn(Range<usize>) + Sync>(body: *const (), range: Range<usize>) {
+    // SAFETY: per this function's contract.
+    let f = unsafe { &*(body as *const F) };
+    f(range);
+}
+
+impl ForShared {
+    /// Claims and runs chunks until none are left. A panicking chunk stops the loop (the other
+    /// participants find no more chunks) and its payload is kept for the caller.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.chunks {
+                return;
+            }
+            let lo = self.start + i * self.grain;
+            let hi = (lo + self.grain).min(self.end);
+            // SAFETY: we are the caller (body alive) or a helper inside the gate.
+            let r = catch_unwind(AssertUnwindSafe(|| unsafe {
+                (self.call)(self.body, lo..hi)
+            }));
+            if let Err(payload) = r {
+                self.next.store(self.chunks, Ordering::Relaxed);
+                lock(&self.panic).get_or_insert(payload);
+                return;
+            }
+        }
+    }
+
+    /// A helper: enter unless closed, work, leave (waking the caller if it waits for us).
+    fn help(&self) {
+        let mut gate = self.gate.load(Ordering::Acquire);
+        loop {
+            if gate & CLOSED != 0 {
+                return;
+            }
+            match self.gate.compare_exchange_weak(
+                gate,
+                gate + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => gate = actual,
+            }
+        }
+        self.work();
+        if self.gate.fetch_sub(1, Ordering::AcqRel) == CLOSED | 1 {
+            *lock(&self.all_out) = true;
+            self.all_out_cv.notify_one();
+        }
+    }
+
+    /// The caller, after its own `work`: close the gate and wait for helpers still inside.
+    fn close_and_wait(&self) {
+        if self.gate.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED == 0 {
+            return;
+        }
+        let mut out = lock(&self.all_out);
+        while !*out {
+            out = match self.all_out_cv.wait(out) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+    }
+}
+
+/// Raw pointer to slice elements, for handing disjoint chunks to `parallel_for`.
+struct SlicePtr<T>(*mut T);
+
+// SAFETY: only used to rebuild disjoint sub-slices of a `&mut [T]` with `T: Send`, one per
+// chunk, each touched by exactly one thread.
+unsafe impl<T: Send> Sync for SlicePtr<T> {}
+
+impl Handle {
+    /// Calls `f(chunk)` for consecutive chunks of `range`, each `grain` indices long (the last
+    /// may be shorter), in parallel on the pool with the calling thread taking part, and returns
+    /// when every chunk has run. Every index is covered exactly once.
+    ///
+    /// `grain == 0` picks one automatically (about four chunks per thread). A range no longer
+    /// than one chunk runs inline on the caller, with no allocation and no wake-up — small work
+    /// is never slowed down by the pool.
+    ///
+    /// Called from the main thread it blocks the main thread for the loop's duration; use it in
+    /// jobs and simulation steps.
+    ///
+    /// # Panics
+    ///
+    /// If `f` panics, the remaining chunks are skipped and the first panic is resumed on the
+    /// caller once every running chunk has returned (in a job, it becomes the job's error).
+    pub fn parallel_for<F>(&self, range: Range<usize>, grain: usize, f: F)
+    where
+        F: Fn(Range<usize>) + Sync,
+    {
+        let len = range.end.saturating_sub(range.start);
+        if len == 0 {
+            return;
+        }
+        let threads = self.workers() + 1;
+        let grain = match grain {
+            0 => len.div_ceil(threads * 4).max(1),
+            g => g,
+        };
+        let chunks = len.div_ceil(grain);
+        let helpers = (chunks - 1).min(self.workers() - usize::from(self.is_worker_thread()));
+        if helpers == 0 {
+            f(range);
+            return;
+        }
+        let shared = Arc::new(ForShared {
+            next: CachePadded::new(AtomicUsize::new(0)),
+            chunks,
+            start: range.start,
+            end: range.end,
+            grain,
+            body: &f as *const F as *const (),
+            call: call_body::<F>,
+            gate: CachePadded::new(AtomicUsize::new(0)),
+            all_out: Mutex::new(false),
+            all_out_cv: Condvar::new(),
+            panic: Mutex::new(None),
+        });
+        for _ in 0..helpers {
+            let s = shared.clone();
+            self.shared()
+                .submit_internal(Lane::Cpu(Priority::High), move || s.help());
+        }
+        shared.work();
+        shared.close_and_wait();
+        // Every helper that entered has left: `f` is no longer referenced.
+        let panic = lock(&shared.panic).take();
+        if let Some(payload) = panic {
+            resume_unwind(payload);
+        }
+    }
+
+    /// Calls `f(offset, chunk)` for consecutive mutable chunks of `data` (`offset` is the
+    /// chunk's first index), in parallel like [`parallel_for`](Handle::parallel_for).
+    pub fn parallel_for_mut<T, F>(&self, data: &mut [T], grain: usize, f: F)
+    where
+        T: Send,
+        F: Fn(usize, &mut [T]) + Sync,
+    {
+        let base = SlicePtr(data.as_mut_ptr());
+        let base = &base;
+        self.parallel_for(0..data.len(), grain, move |r| {
+            // SAFETY: `parallel_for` hands out disjoint ranges within `0..data.len()`, each to
+            // one thread, while `data` is mutably borrowed by this call.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(base.0.add(r.start), r.len()) };
+            f(r.start, chunk);
+        });
+    }
+}
