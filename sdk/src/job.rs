@@ -580,8 +580,9 @@ impl<T: Send + 'static> Job<T> {
     }
 
     /// Asks the job to stop. A job that has not started never runs; a running one sees
-    /// `ctx.is_cancelled()`. A continuation that has not run yet receives
-    /// `Err(Error::Cancelled)`, never an `Ok` result.
+    /// `ctx.is_cancelled()` and resolves as [`Error::Cancelled`] whatever it returns (unless it
+    /// panics). A continuation that has not run yet receives `Err(Error::Cancelled)`, never the
+    /// job's value.
     pub fn cancel(&self) {
         self.header().cancel();
     }
