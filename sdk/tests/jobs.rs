@@ -18,6 +18,16 @@ impl Gate {
         *self.0 .0.lock().unwrap() = true;
         self.0 .1.notify_all();
     }
+    /// Spawns a job (at `priority`) that waits at this gate, cooperatively cancellable.
+    fn blocker(&self, rt: &hostloop::Runtime, priority: Priority) -> hostloop::Job<()> {
+        let gate = self.clone();
+        rt.spawn_with(priority, move |ctx| {
+            gate.wait(|| ctx.is_cancelled());
+            Ok(())
+        })
+        .unwrap()
+    }
+
     /// Waits until opened, or until `cancelled()` (checked every millisecond), or a hang.
     fn wait(&self, cancelled: impl Fn() -> bool) {
         let mut open = self.0 .0.lock().unwrap();
@@ -85,14 +95,7 @@ fn wait_timeout_on_the_main_thread_is_wrong_thread() {
 fn wait_timeout_times_out_on_a_job_that_has_not_finished() {
     let rt = runtime(1);
     let gate = Gate::default();
-    let job = {
-        let gate = gate.clone();
-        rt.spawn(move |ctx| {
-            gate.wait(|| ctx.is_cancelled());
-            Ok(())
-        })
-        .unwrap()
-    };
+    let job = gate.blocker(&rt, Priority::Normal);
     let r = std::thread::scope(|s| {
         s.spawn(|| job.wait_timeout(Duration::from_millis(20)))
             .join()
@@ -161,14 +164,7 @@ fn a_panicking_continuation_does_not_stop_the_pump() {
 fn cancel_before_start_means_the_job_never_runs() {
     let rt = runtime(1);
     let gate = Gate::default();
-    let blocker = {
-        let gate = gate.clone();
-        rt.spawn(move |ctx| {
-            gate.wait(|| ctx.is_cancelled());
-            Ok(())
-        })
-        .unwrap()
-    };
+    let blocker = gate.blocker(&rt, Priority::Normal);
     let ran = Arc::new(AtomicBool::new(false));
     let got = Arc::new(Mutex::new(None));
     let job = {
@@ -311,26 +307,8 @@ fn a_group_cancels_all_and_reports_when_all_are_done() {
     // cancel_all: queued members never run.
     let g2 = rt.group();
     let gate = Gate::default();
-    let blocker = {
-        let gate = gate.clone();
-        rt.job()
-            .priority(Priority::High)
-            .spawn(move |ctx| {
-                gate.wait(|| ctx.is_cancelled());
-                Ok(())
-            })
-            .unwrap()
-    };
-    let blocker2 = {
-        let gate = gate.clone();
-        rt.job()
-            .priority(Priority::High)
-            .spawn(move |ctx| {
-                gate.wait(|| ctx.is_cancelled());
-                Ok(())
-            })
-            .unwrap()
-    };
+    let blocker = gate.blocker(&rt, Priority::High);
+    let blocker2 = gate.blocker(&rt, Priority::High);
     let ran2 = Arc::new(AtomicUsize::new(0));
     let members: Vec<_> = (0..50)
         .map(|_| {

@@ -172,18 +172,12 @@ pub(crate) unsafe fn check_size<T>(out: *const T, name: &str) -> FfiResult {
 /// to the `sizeof` it was compiled with).
 pub(crate) unsafe fn write_sized<T: Copy>(out: *mut T, value: T, name: &str) -> FfiResult {
     // SAFETY: `out` is non-NULL (checked by the caller) and starts with a u32 `struct_size`.
-    let declared = unsafe { *(out as *const u32) } as usize;
-    let ours = std::mem::size_of::<T>();
-    if declared < ours {
-        return Err(Failure::new(
-            HL_STATUS_INVALID_ARG,
-            format!("{name}->struct_size is {declared}, at least {ours} is required"),
-        ));
-    }
-    // SAFETY: the caller's struct has at least `ours` bytes (checked above); `T` is plain data.
+    unsafe { check_size(out, name) }?;
+    // SAFETY: the caller's struct has at least `size_of::<T>()` bytes (checked above); `T` is
+    // plain data.
     unsafe {
         out.write(value);
-        *(out as *mut u32) = ours as u32;
+        *(out as *mut u32) = std::mem::size_of::<T>() as u32;
     }
     Ok(())
 }

@@ -21,17 +21,7 @@ pub fn runtime(workers: usize) -> Runtime {
 /// Whether `fd` is readable right now, as `poll(2)` would say (a fresh registration reports the
 /// current state even though mio registers edge-triggered).
 pub fn is_readable(fd: RawFd) -> bool {
-    let mut poll = mio::Poll::new().unwrap();
-    poll.registry()
-        .register(
-            &mut mio::unix::SourceFd(&fd),
-            mio::Token(1),
-            mio::Interest::READABLE,
-        )
-        .unwrap();
-    let mut events = mio::Events::with_capacity(1);
-    poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
-    !events.is_empty()
+    wait_readable(fd, Duration::ZERO)
 }
 
 /// Blocks until `fd` is readable or `timeout` passes; returns whether it became readable.
