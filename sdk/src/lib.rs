@@ -75,6 +75,7 @@ mod scheduler {
 }
 
 mod doorbell;
+pub mod frames;
 mod sync;
 
 #[cfg(not(loom))]
@@ -94,6 +95,7 @@ pub use crate::{
 #[doc(hidden)]
 pub mod loom_models {
     pub use crate::doorbell::Coalescer;
+    pub use crate::frames::{latest, LatestReader, LatestWriter};
     pub use crate::scheduler::sleep::{Sleep, Sleepy};
 }
 

@@ -4,7 +4,9 @@
 //!   while the doorbell fd is quiet, and a burst of notifies rings once;
 //! * the worker parking protocol [`Sleep`] (`sdk/src/scheduler/sleep.rs`, design in
 //!   `sdk/src/scheduler/README.md`): a posted job is never left queued while every worker sleeps,
-//!   and `terminate` releases every sleeper.
+//!   and `terminate` releases every sleeper;
+//! * the latest-frame triple buffer (`sdk/src/frames.rs`): the reader never sees a torn frame
+//!   or an older frame after a newer one, and always gets the last one published.
 //!
 //! A lost wake-up shows up either as a failed assertion (doorbell: an item is queued and the fake
 //! fd is not readable) or as a loom deadlock (sleep: the worker blocks forever on its condvar with
@@ -545,4 +547,53 @@ fn mutant_model_notify_before_push() {
         pool.worker(0, Idle::Real, 1, 1);
         producer.join().unwrap();
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latest-frame triple buffer
+// ---------------------------------------------------------------------------------------------
+
+/// A writer publishes frames 1..=`frames` (each `(n, n)`, so a torn frame shows as unequal
+/// halves) while a reader reads `reads` times; then the reader drains.
+fn triple_buffer_model(frames: u32, reads: usize) {
+    model(Some(3), move || {
+        let (mut writer, mut reader) = hostloop::loom_models::latest((0u32, 0u32));
+        let w = thread::spawn(move || {
+            for n in 1..=frames {
+                writer.write(|f| {
+                    f.0 = n;
+                    f.1 = n;
+                });
+            }
+        });
+        let mut last = 0;
+        for _ in 0..reads {
+            if let Some(&(a, b)) = reader.read() {
+                assert_eq!(a, b, "torn frame");
+                assert!(a > last, "frame {a} after frame {last}");
+                last = a;
+            }
+        }
+        w.join().unwrap();
+        if let Some(&(a, b)) = reader.read() {
+            assert_eq!(a, b, "torn frame");
+            assert!(a > last, "frame {a} after frame {last}");
+            last = a;
+        }
+        assert_eq!(
+            last, frames,
+            "the last frame published is the one finally seen"
+        );
+        assert_eq!(*reader.current(), (frames, frames));
+    });
+}
+
+#[test]
+fn triple_buffer_two_frames_two_reads() {
+    triple_buffer_model(2, 2);
+}
+
+#[test]
+fn triple_buffer_three_frames_three_reads() {
+    triple_buffer_model(3, 3);
 }
