@@ -36,7 +36,7 @@ fn the_reader_never_sees_a_torn_or_older_frame_and_ends_on_the_last() {
     }
     w.join().unwrap();
     assert_eq!(last, FRAMES);
-    assert!(seen >= 1 && seen <= FRAMES);
+    assert!((1..=FRAMES).contains(&seen));
 }
 
 #[test]
