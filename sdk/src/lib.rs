@@ -61,6 +61,8 @@ mod parallel;
 #[cfg(not(loom))]
 mod runtime;
 #[cfg(not(loom))]
+pub mod sim;
+#[cfg(not(loom))]
 mod sink;
 #[cfg(not(loom))]
 mod stats;
@@ -85,6 +87,7 @@ pub use crate::{
     job::{Job, JobBuilder, JobContext, JobGroup, JobStatus, Priority, Progress},
     main_thread::{Main, PumpReport, Step},
     runtime::{Builder, Handle, Runtime, ShutdownReport, Straggler},
+    sim::{Delivery, FrameInfo, SimControl, SimOptions, Simulation, StepContext},
     sink::{ArrayView, ElemType, Element, Message, OwnedPayload, Payload, Sink},
     stats::{QueueDepths, Stats, WorkerStats, PUMP_WINDOW},
     stream::{StreamSender, TrySendError},

@@ -1,0 +1,562 @@
+//! Simulations: state stepped in parallel on the pool by a driver, frames delivered to the
+//! main thread.
+//!
+//! A [`Simulation`] owns its state (agents as plain structs or columns in `Vec`s — an agent costs
+//! its own bytes) and advances it in [`Simulation::step`], fanning out with
+//! [`StepContext::parallel_for`]. [`Handle::simulate`] starts a driver thread that owns the
+//! simulation, obeys [`SimControl`] (play, pause, step, seek, reset, rate, lock-step with the
+//! host's frame) and publishes a frame after each step:
+//!
+//! * [`Delivery::Latest`] (interactive playback): frames go through a triple buffer
+//!   ([`crate::frames::latest`]); the main thread sees the newest finished frame at each pump and
+//!   frames it was too slow for are skipped. The simulation never waits for the host.
+//! * [`Delivery::Every`] (cache export): every frame is delivered, in order, through a bounded
+//!   queue; when the host stops pumping the simulation waits — nothing lost, memory bounded.
+//!
+//! Frame buffers are reused in both modes: no allocation per frame in steady state.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::event::{Event, EventFilter, EventKind};
+use crate::frames::{latest, LatestReader};
+use crate::main_thread::{Main, MainTask};
+use crate::runtime::Handle;
+use crate::stream::TrySendError;
+use crate::sync::lock;
+
+/// A simulation the driver steps. See the [module docs](self).
+pub trait Simulation: Send + 'static {
+    /// What the main thread receives after each step (positions, colours…). Buffers are reused:
+    /// [`Simulation::write_frame`] overwrites one in place.
+    type Frame: Clone + Send + 'static;
+
+    /// Advances the state by one step.
+    ///
+    /// # Errors
+    ///
+    /// Any error pauses the driver and is kept in [`SimControl::last_error`].
+    fn step(&mut self, ctx: &StepContext<'_>) -> Result<()>;
+
+    /// A new frame of the current state. Called a few times, to make the reused buffers.
+    fn frame(&self) -> Self::Frame;
+
+    /// Writes the current state into `frame`, a buffer made by [`Simulation::frame`] and
+    /// reused. The default makes a new frame; override it to overwrite in place (no allocation
+    /// per frame).
+    fn write_frame(&self, frame: &mut Self::Frame) {
+        *frame = self.frame();
+    }
+
+    /// Returns to the initial state (step 0).
+    fn reset(&mut self);
+}
+
+/// What a step sees: the runtime's pool and the step's index.
+pub struct StepContext<'a> {
+    handle: &'a Handle,
+    step: u64,
+}
+
+impl fmt::Debug for StepContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepContext")
+            .field("step", &self.step)
+            .finish()
+    }
+}
+
+impl StepContext<'_> {
+    /// The index of the step being computed (0 for the first step after a reset).
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The runtime.
+    pub fn handle(&self) -> &Handle {
+        self.handle
+    }
+
+    /// [`Handle::parallel_for`] on the runtime's pool.
+    pub fn parallel_for<F>(&self, range: Range<usize>, grain: usize, f: F)
+    where
+        F: Fn(Range<usize>) + Sync,
+    {
+        self.handle.parallel_for(range, grain, f);
+    }
+
+    /// [`Handle::parallel_for_mut`] on the runtime's pool.
+    pub fn parallel_for_mut<T, F>(&self, data: &mut [T], grain: usize, f: F)
+    where
+        T: Send,
+        F: Fn(usize, &mut [T]) + Sync,
+    {
+        self.handle.parallel_for_mut(data, grain, f);
+    }
+}
+
+/// How frames reach the main thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The newest frame at each pump; older ones are skipped; the simulation never waits.
+    Latest,
+    /// Every frame in order; at most `capacity` wait for the main thread, then the simulation
+    /// waits for the host.
+    Every {
+        /// Frames that may wait for a pump.
+        capacity: usize,
+    },
+}
+
+/// Options for [`Handle::simulate`].
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Names the driver thread (`<name>`), for debuggers and profilers.
+    pub name: String,
+    /// How frames reach the main thread (default [`Delivery::Latest`]).
+    pub delivery: Delivery,
+    /// Steps per second while playing; `None` runs as fast as it can (default).
+    pub rate: Option<f64>,
+    /// Start playing at once (default `false`: paused at step 0, its frame published).
+    pub playing: bool,
+    /// Follow the host's frame: each [`Event::FrameChanged`] seeks to that frame (default
+    /// `false`).
+    pub lockstep: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            name: "hostloop-sim".to_owned(),
+            delivery: Delivery::Latest,
+            rate: None,
+            playing: false,
+            lockstep: false,
+        }
+    }
+}
+
+/// Which step a delivered frame shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Steps taken since the last reset (0 = the initial state).
+    pub step: u64,
+}
+
+enum Command {
+    Play,
+    Pause,
+    Step(u64),
+    Seek(u64),
+    Reset,
+    Rate(Option<f64>),
+    Stop,
+}
+
+#[derive(Default)]
+struct SimState {
+    step: AtomicU64,
+    playing: AtomicBool,
+    stopped: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+/// Controls a running simulation. Cloneable; commands are applied between steps, in order.
+/// When the last `SimControl` is dropped, the simulation stops.
+#[derive(Clone)]
+pub struct SimControl {
+    tx: Sender<Command>,
+    state: Arc<SimState>,
+}
+
+impl fmt::Debug for SimControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimControl")
+            .field("step", &self.step())
+            .field("playing", &self.is_playing())
+            .finish()
+    }
+}
+
+impl SimControl {
+    fn send(&self, c: Command) {
+        // A stopped driver has dropped its receiver: commands to it are moot.
+        let _ = self.tx.send(c);
+    }
+    /// Runs continuously (at the rate, if one is set).
+    pub fn play(&self) {
+        self.send(Command::Play);
+    }
+    /// Stops stepping (and cancels pending single steps).
+    pub fn pause(&self) {
+        self.send(Command::Pause);
+    }
+    /// Takes `n` more steps, then holds (while paused).
+    pub fn step_by(&self, n: u64) {
+        self.send(Command::Step(n));
+    }
+    /// Goes to step `target` by stepping (resetting first if it lies behind) and publishes only
+    /// that step's frame.
+    pub fn seek(&self, target: u64) {
+        self.send(Command::Seek(target));
+    }
+    /// Back to step 0 (the frame is published).
+    pub fn reset(&self) {
+        self.send(Command::Reset);
+    }
+    /// Steps per second while playing; `None` = unlimited.
+    pub fn set_rate(&self, rate: Option<f64>) {
+        self.send(Command::Rate(rate));
+    }
+    /// Ends the simulation; its driver thread exits after the current step.
+    pub fn stop(&self) {
+        self.send(Command::Stop);
+    }
+    /// Steps taken since the last reset.
+    pub fn step(&self) -> u64 {
+        self.state.step.load(Ordering::Acquire)
+    }
+    /// Whether it is playing.
+    pub fn is_playing(&self) -> bool {
+        self.state.playing.load(Ordering::Acquire)
+    }
+    /// Whether the driver has exited (stopped, or the runtime shut down).
+    pub fn is_stopped(&self) -> bool {
+        self.state.stopped.load(Ordering::Acquire)
+    }
+    /// The error (or panic) of the last failed step, if any; a failed step pauses the driver.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.state.error).clone()
+    }
+}
+
+type OnFrame<F> = Box<dyn FnMut(&F, FrameInfo, &mut Main<'_>) + Send>;
+/// The main thread's end of a `Latest` simulation: its reader and frame callback.
+type LatestEnd<F> = Arc<Mutex<(LatestReader<(u64, F)>, OnFrame<F>)>>;
+
+/// Where the driver publishes frames.
+enum Publisher<F: Clone + Send + 'static> {
+    Latest {
+        writer: crate::frames::LatestWriter<(u64, F)>,
+        reader: LatestEnd<F>,
+        queued: Arc<AtomicBool>,
+    },
+    Every {
+        tx: crate::stream::StreamSender<(u64, F)>,
+        spare: Receiver<F>,
+        prototype: F,
+    },
+}
+
+impl Handle {
+    /// Starts a driver thread that owns `sim` and steps it on this runtime's pool; `on_frame`
+    /// receives its frames on the main thread, at pumps (see [`Delivery`]).
+    ///
+    /// The initial state (step 0) is published at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] after shutdown; [`Error::InvalidArgument`] for an `Every` capacity of
+    /// 0 or a rate that is not positive; the OS error if the thread cannot start.
+    pub fn simulate<S, F>(&self, sim: S, options: SimOptions, on_frame: F) -> Result<SimControl>
+    where
+        S: Simulation,
+        F: FnMut(&S::Frame, FrameInfo, &mut Main<'_>) + Send + 'static,
+    {
+        if self.is_shut_down() {
+            return Err(Error::ShutDown);
+        }
+        if options.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(Error::InvalidArgument(
+                "rate must be a positive number of steps per second",
+            ));
+        }
+        let mut sim = sim;
+        sim.reset();
+        let initial = sim.frame();
+        let publisher = match options.delivery {
+            Delivery::Latest => {
+                let (writer, reader) = latest((0u64, initial));
+                Publisher::Latest {
+                    writer,
+                    reader: Arc::new(Mutex::new((
+                        reader,
+                        Box::new(on_frame) as OnFrame<S::Frame>,
+                    ))),
+                    queued: Arc::new(AtomicBool::new(false)),
+                }
+            }
+            Delivery::Every { capacity } => {
+                if capacity == 0 {
+                    return Err(Error::InvalidArgument(
+                        "Every needs a capacity of at least 1",
+                    ));
+                }
+                let (spare_tx, spare) = crossbeam_channel::bounded(capacity + 2);
+                let mut on_frame = on_frame;
+                let tx = self.stream(capacity, move |(step, frame): (u64, S::Frame), main| {
+                    on_frame(&frame, FrameInfo { step }, main);
+                    // Recycle the buffer; if the driver is gone it is simply dropped.
+                    let _ = spare_tx.try_send(frame);
+                });
+                Publisher::Every {
+                    tx,
+                    spare,
+                    prototype: initial,
+                }
+            }
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let state = Arc::new(SimState::default());
+        let events = options
+            .lockstep
+            .then(|| self.subscribe_channel(EventFilter::Kind(EventKind::FrameChanged), 64));
+        let driver = Driver {
+            handle: self.clone(),
+            sim,
+            rx,
+            state: state.clone(),
+            publisher,
+            playing: options.playing,
+            rate: options.rate,
+            events,
+            deferred: Default::default(),
+        };
+        std::thread::Builder::new()
+            .name(options.name.clone())
+            .spawn(move || driver.run())
+            .map_err(Error::from)?;
+        Ok(SimControl { tx, state })
+    }
+}
+
+struct Driver<S: Simulation> {
+    handle: Handle,
+    sim: S,
+    rx: Receiver<Command>,
+    state: Arc<SimState>,
+    publisher: Publisher<S::Frame>,
+    playing: bool,
+    rate: Option<f64>,
+    events: Option<(crate::event::Subscription, Receiver<Event>)>,
+    /// Commands that arrived while a frame waited for room (`Every`), applied next.
+    deferred: std::collections::VecDeque<Command>,
+}
+
+impl<S: Simulation> Driver<S> {
+    fn run(mut self) {
+        let mut step: u64 = 0;
+        let mut pending: u64 = 0;
+        let mut target: Option<u64> = None;
+        let mut next_at = Instant::now();
+        self.publish(step);
+        'run: loop {
+            self.state.playing.store(self.playing, Ordering::Release);
+            // Wait for a command: forever while idle, until the next step is due while playing
+            // at a rate, not at all when a step is due now.
+            let wait = if !self.deferred.is_empty() || pending > 0 || target.is_some() {
+                Some(Duration::ZERO)
+            } else if self.playing {
+                Some(match self.rate {
+                    None => Duration::ZERO,
+                    Some(_) => next_at.saturating_duration_since(Instant::now()),
+                })
+            } else {
+                None
+            };
+            let mut first = true;
+            loop {
+                let cmd = if let Some(c) = self.deferred.pop_front() {
+                    Some(c)
+                } else if first {
+                    first = false;
+                    match self.next_command(wait) {
+                        Wake::Command(c) => Some(c),
+                        Wake::Seek(f) => Some(Command::Seek(f)),
+                        Wake::Nothing => None,
+                        Wake::Exit => break 'run,
+                    }
+                } else {
+                    match self.rx.try_recv() {
+                        Ok(c) => Some(c),
+                        Err(crossbeam_channel::TryRecvError::Empty) => None,
+                        Err(crossbeam_channel::TryRecvError::Disconnected) => break 'run,
+                    }
+                };
+                let Some(cmd) = cmd else { break };
+                match cmd {
+                    Command::Play => {
+                        self.playing = true;
+                        next_at = Instant::now();
+                    }
+                    Command::Pause => {
+                        self.playing = false;
+                        pending = 0;
+                    }
+                    Command::Step(n) => pending = pending.saturating_add(n),
+                    Command::Seek(f) => {
+                        if f < step {
+                            self.sim.reset();
+                            step = 0;
+                            self.state.step.store(0, Ordering::Release);
+                        }
+                        target = Some(f);
+                    }
+                    Command::Reset => {
+                        self.sim.reset();
+                        step = 0;
+                        pending = 0;
+                        target = None;
+                        self.state.step.store(0, Ordering::Release);
+                        self.publish(step);
+                    }
+                    Command::Rate(r) => self.rate = r.filter(|r| *r > 0.0 && r.is_finite()),
+                    Command::Stop => break 'run,
+                }
+            }
+            if self.handle.is_shut_down() {
+                break;
+            }
+            let seeking = target.is_some_and(|t| t > step);
+            if target.is_some() && !seeking {
+                // Arrived (or the target was the current step): show it.
+                target = None;
+                self.publish(step);
+                continue;
+            }
+            let due = seeking
+                || pending > 0
+                || (self.playing && self.rate.is_none_or(|_| Instant::now() >= next_at));
+            if !due {
+                continue;
+            }
+            let ctx = StepContext {
+                handle: &self.handle,
+                step,
+            };
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sim.step(&ctx)))
+                .unwrap_or_else(|p| Err(Error::from_panic(p)));
+            if let Err(e) = r {
+                *lock(&self.state.error) = Some(e.to_string());
+                self.playing = false;
+                pending = 0;
+                target = None;
+                continue;
+            }
+            step += 1;
+            self.state.step.store(step, Ordering::Release);
+            if let Some(rate) = self.rate {
+                next_at = next_at.max(Instant::now() - Duration::from_secs_f64(1.0 / rate))
+                    + Duration::from_secs_f64(1.0 / rate);
+            }
+            if seeking {
+                continue; // only the target step's frame is shown
+            }
+            pending = pending.saturating_sub(1);
+            if !self.publish(step) {
+                break;
+            }
+        }
+        self.state.playing.store(false, Ordering::Release);
+        self.state.stopped.store(true, Ordering::Release);
+        if let Some((sub, _)) = self.events.take() {
+            self.handle.unsubscribe(sub);
+        }
+    }
+
+    /// Waits up to `wait` (`None`: until something happens) for a command or a host frame.
+    fn next_command(&self, wait: Option<Duration>) -> Wake {
+        let never = crossbeam_channel::never();
+        let events = self.events.as_ref().map_or(&never, |(_, rx)| rx);
+        let shutdown = &self.handle.shared().shutdown_signal;
+        let timeout = match wait {
+            Some(d) => crossbeam_channel::after(d),
+            None => crossbeam_channel::never(),
+        };
+        crossbeam_channel::select! {
+            recv(self.rx) -> c => c.map_or(Wake::Exit, Wake::Command),
+            recv(events) -> e => match e {
+                // Lock-step: the host's frame, never before step 0.
+                Ok(Event::FrameChanged { frame }) => Wake::Seek(frame.max(0.0) as u64),
+                _ => Wake::Nothing,
+            },
+            recv(shutdown) -> _ => Wake::Exit,
+            recv(timeout) -> _ => Wake::Nothing,
+        }
+    }
+
+    /// Publishes the current state as step `step`'s frame. Returns `false` if the driver must
+    /// exit (the runtime shut down while it waited for room).
+    fn publish(&mut self, step: u64) -> bool {
+        match &mut self.publisher {
+            Publisher::Latest {
+                writer,
+                reader,
+                queued,
+            } => {
+                let sim = &self.sim;
+                writer.write(|(s, frame)| {
+                    *s = step;
+                    sim.write_frame(frame);
+                });
+                if !queued.swap(true, Ordering::AcqRel) {
+                    let (reader, queued) = (reader.clone(), queued.clone());
+                    let _ = self
+                        .handle
+                        .shared()
+                        .post_task(MainTask::Once(Box::new(move |main| {
+                            queued.store(false, Ordering::Release);
+                            let mut guard = lock(&reader);
+                            let (reader, on_frame) = &mut *guard;
+                            if let Some((step, frame)) = reader.read() {
+                                on_frame(frame, FrameInfo { step: *step }, main);
+                            }
+                        })));
+                }
+                true
+            }
+            Publisher::Every {
+                tx,
+                spare,
+                prototype,
+            } => {
+                let mut frame = spare.try_recv().unwrap_or_else(|_| prototype.clone());
+                self.sim.write_frame(&mut frame);
+                let mut item = (step, frame);
+                // Back-pressure: wait for the host, but keep obeying `stop` and shutdown.
+                loop {
+                    match tx.send_timeout(item, Duration::from_millis(20)) {
+                        Ok(()) => return true,
+                        Err(TrySendError::ShutDown(_)) => return false,
+                        Err(TrySendError::Full(back)) => {
+                            item = back;
+                            if self.rx.is_empty() {
+                                continue;
+                            }
+                            // A command arrived while we wait: only `Stop` interrupts delivery;
+                            // others are applied, in order, once this frame is delivered.
+                            match self.rx.try_recv() {
+                                Ok(Command::Stop) => return false,
+                                Ok(other) => self.deferred.push_back(other),
+                                Err(_) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Wake {
+    Command(Command),
+    Seek(u64),
+    Nothing,
+    Exit,
+}

@@ -1,0 +1,337 @@
+//! The simulation driver: controls, delivery modes, determinism, errors.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{pump_until, runtime, wait_for};
+use hostloop::{Delivery, Event, SimOptions, Simulation, StepContext};
+
+/// A deterministic toy: `n` agents, each `x[i] = x[i] * 3 + i (mod 2^32)` per step, in parallel
+/// chunks. The frame is (step checksum, the agents).
+#[derive(Clone)]
+struct Toy {
+    x: Vec<u32>,
+    fail_at: Option<u64>,
+}
+
+impl Toy {
+    fn new(n: usize) -> Self {
+        Toy {
+            x: vec![1; n],
+            fail_at: None,
+        }
+    }
+}
+
+impl Simulation for Toy {
+    type Frame = Vec<u32>;
+
+    fn step(&mut self, ctx: &StepContext<'_>) -> hostloop::Result<()> {
+        if self.fail_at == Some(ctx.step()) {
+            return Err("toy failure".into());
+        }
+        ctx.parallel_for_mut(&mut self.x, 1000, |offset, chunk| {
+            for (k, v) in chunk.iter_mut().enumerate() {
+                *v = v.wrapping_mul(3).wrapping_add((offset + k) as u32);
+            }
+        });
+        Ok(())
+    }
+
+    fn frame(&self) -> Vec<u32> {
+        self.x.clone()
+    }
+
+    fn write_frame(&self, frame: &mut Vec<u32>) {
+        frame.clear();
+        frame.extend_from_slice(&self.x);
+    }
+
+    fn reset(&mut self) {
+        self.x.iter_mut().for_each(|v| *v = 1);
+    }
+}
+
+/// The state a toy of `n` agents has after `steps` steps, computed sequentially.
+fn expected(n: usize, steps: u64) -> Vec<u32> {
+    let mut x = vec![1u32; n];
+    for _ in 0..steps {
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = v.wrapping_mul(3).wrapping_add(i as u32);
+        }
+    }
+    x
+}
+
+type Seen = Arc<Mutex<Vec<(u64, Vec<u32>)>>>;
+
+fn recorder() -> (
+    Seen,
+    impl FnMut(&Vec<u32>, hostloop::FrameInfo, &mut hostloop::Main<'_>) + Send,
+) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    (
+        seen,
+        move |f: &Vec<u32>, info: hostloop::FrameInfo, _: &mut hostloop::Main<'_>| {
+            s.lock().unwrap().push((info.step, f.clone()))
+        },
+    )
+}
+
+#[test]
+fn step_seek_reset_and_pause_do_what_they_say() {
+    let rt = runtime(2);
+    let n = 10_000;
+    let (seen, on_frame) = recorder();
+    let sim = rt
+        .simulate(Toy::new(n), SimOptions::default(), on_frame)
+        .unwrap();
+    // Paused at step 0, its frame published.
+    pump_until(rt.handle(), || {
+        seen.lock().unwrap().last().is_some_and(|f| f.0 == 0)
+    });
+    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 0));
+
+    sim.step_by(3);
+    pump_until(rt.handle(), || {
+        seen.lock().unwrap().last().is_some_and(|f| f.0 == 3)
+    });
+    assert_eq!(sim.step(), 3);
+    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 3));
+
+    sim.seek(10);
+    pump_until(rt.handle(), || {
+        seen.lock().unwrap().last().is_some_and(|f| f.0 == 10)
+    });
+    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 10));
+
+    sim.seek(4); // behind: resets and steps forward again
+    pump_until(rt.handle(), || {
+        seen.lock().unwrap().last().is_some_and(|f| f.0 == 4)
+    });
+    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 4));
+
+    sim.reset();
+    pump_until(rt.handle(), || {
+        seen.lock().unwrap().last().is_some_and(|f| f.0 == 0)
+    });
+    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 0));
+    assert_eq!(sim.step(), 0);
+
+    sim.play();
+    wait_for("playing past step 20", || sim.step() > 20);
+    sim.pause();
+    wait_for("paused", || !sim.is_playing());
+    let held = sim.step();
+    // A later command is applied after the pause: the step count held still in between.
+    sim.step_by(1);
+    wait_for("one more step", || sim.step() == held + 1);
+    sim.stop();
+    wait_for("driver exit", || sim.is_stopped());
+}
+
+#[test]
+fn latest_mode_never_shows_a_torn_or_older_frame() {
+    let rt = runtime(2);
+    let n = 5_000;
+    let (seen, on_frame) = recorder();
+    let sim = rt
+        .simulate(
+            Toy::new(n),
+            SimOptions {
+                playing: true,
+                ..SimOptions::default()
+            },
+            on_frame,
+        )
+        .unwrap();
+    pump_until(rt.handle(), || sim.step() >= 200);
+    sim.pause();
+    wait_for("paused", || !sim.is_playing());
+    let last = sim.step();
+    pump_until(rt.handle(), || {
+        seen.lock().unwrap().last().is_some_and(|f| f.0 == last)
+    });
+    let seen = seen.lock().unwrap();
+    let mut prev = None;
+    for (step, frame) in seen.iter() {
+        assert!(
+            prev.is_none_or(|p| *step > p),
+            "frame {step} after {prev:?}"
+        );
+        assert_eq!(
+            *frame,
+            expected(n, *step),
+            "torn or wrong frame at step {step}"
+        );
+        prev = Some(*step);
+    }
+}
+
+#[test]
+fn every_mode_delivers_all_frames_in_order_and_waits_for_the_host() {
+    let rt = runtime(2);
+    let n = 100;
+    let (seen, on_frame) = recorder();
+    let sim = rt
+        .simulate(
+            Toy::new(n),
+            SimOptions {
+                delivery: Delivery::Every { capacity: 4 },
+                ..SimOptions::default()
+            },
+            on_frame,
+        )
+        .unwrap();
+    sim.step_by(50);
+    // The host does not pump: the driver fills the queue (step 0 + 4 frames wait) and blocks.
+    wait_for("driver blocked on a full queue", || sim.step() >= 4);
+    let blocked_at = sim.step();
+    assert!(
+        blocked_at <= 6,
+        "the simulation ran ahead of a host that does not pump: {blocked_at}"
+    );
+    assert!(rt.stats().queued.main <= 1);
+    pump_until(rt.handle(), || seen.lock().unwrap().len() == 51);
+    let seen = seen.lock().unwrap();
+    for (k, (step, frame)) in seen.iter().enumerate() {
+        assert_eq!(*step, k as u64);
+        assert_eq!(*frame, expected(n, *step));
+    }
+}
+
+#[test]
+fn results_are_identical_with_one_and_many_workers() {
+    let run = |workers: usize| {
+        let rt = runtime(workers);
+        let (seen, on_frame) = recorder();
+        let sim = rt
+            .simulate(Toy::new(100_003), SimOptions::default(), on_frame)
+            .unwrap();
+        sim.seek(25);
+        pump_until(rt.handle(), || {
+            seen.lock().unwrap().last().is_some_and(|f| f.0 == 25)
+        });
+        let frame = seen.lock().unwrap().last().unwrap().1.clone();
+        frame
+    };
+    assert_eq!(run(1), run(2));
+    assert_eq!(run(1), expected(100_003, 25));
+}
+
+#[test]
+fn a_failing_or_panicking_step_pauses_the_driver_with_the_error() {
+    let rt = runtime(1);
+    let mut toy = Toy::new(10);
+    toy.fail_at = Some(5);
+    let sim = rt
+        .simulate(
+            toy,
+            SimOptions {
+                playing: true,
+                ..SimOptions::default()
+            },
+            |_, _, _| {},
+        )
+        .unwrap();
+    wait_for("failure", || sim.last_error().is_some());
+    assert!(sim.last_error().unwrap().contains("toy failure"));
+    assert_eq!(sim.step(), 5);
+    wait_for("paused", || !sim.is_playing());
+
+    struct Panicky;
+    impl Simulation for Panicky {
+        type Frame = ();
+        fn step(&mut self, _: &StepContext<'_>) -> hostloop::Result<()> {
+            panic!("sim bug")
+        }
+        fn frame(&self) {}
+        fn reset(&mut self) {}
+    }
+    let p = rt
+        .simulate(Panicky, SimOptions::default(), |_, _, _| {})
+        .unwrap();
+    p.step_by(1);
+    wait_for("panic reported", || p.last_error().is_some());
+    assert!(p.last_error().unwrap().contains("sim bug"));
+    // The runtime lives on.
+    let job = rt.spawn(|_| Ok(1)).unwrap();
+    wait_for("job", || job.is_finished());
+}
+
+#[test]
+fn lockstep_follows_the_hosts_frame() {
+    let rt = runtime(2);
+    let (seen, on_frame) = recorder();
+    let sim = rt
+        .simulate(
+            Toy::new(1000),
+            SimOptions {
+                lockstep: true,
+                ..SimOptions::default()
+            },
+            on_frame,
+        )
+        .unwrap();
+    for frame in [7.0, 3.0, 12.0] {
+        rt.post_event(Event::FrameChanged { frame }).unwrap();
+        pump_until(rt.handle(), || {
+            seen.lock()
+                .unwrap()
+                .last()
+                .is_some_and(|f| f.0 == frame as u64)
+        });
+        assert_eq!(
+            seen.lock().unwrap().last().unwrap().1,
+            expected(1000, frame as u64)
+        );
+    }
+    drop(sim);
+}
+
+#[test]
+fn rate_limits_steps_per_second() {
+    let rt = runtime(1);
+    let sim = rt
+        .simulate(
+            Toy::new(10),
+            SimOptions {
+                playing: true,
+                rate: Some(50.0),
+                ..SimOptions::default()
+            },
+            |_, _, _| {},
+        )
+        .unwrap();
+    // A measurement window, not a wait for a thread: at 50 steps/s, 400 ms is ~20 steps.
+    std::thread::sleep(Duration::from_millis(400));
+    let n = sim.step();
+    // Rate-limited (unlimited would be many thousands) and progressing.
+    assert!((1..=60).contains(&n), "{n} steps in 400 ms at 50/s");
+    sim.set_rate(None);
+    wait_for("unlimited rate", || sim.step() > n + 1000);
+}
+
+#[test]
+fn dropping_every_control_stops_the_driver() {
+    let rt = runtime(1);
+    let sim = rt
+        .simulate(
+            Toy::new(10),
+            SimOptions {
+                playing: true,
+                ..SimOptions::default()
+            },
+            |_, _, _| {},
+        )
+        .unwrap();
+    let watcher = sim.clone();
+    drop(sim);
+    wait_for("still running while a clone lives", || watcher.step() > 10);
+    assert!(!watcher.is_stopped());
+    watcher.stop();
+    wait_for("stopped", || watcher.is_stopped());
+}
