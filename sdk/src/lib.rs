@@ -87,7 +87,10 @@ pub use crate::{
     job::{Job, JobBuilder, JobContext, JobGroup, JobStatus, Priority, Progress},
     main_thread::{Main, PumpReport, Step},
     runtime::{Builder, Handle, Runtime, ShutdownReport, Straggler},
-    sim::{Delivery, FrameInfo, SimControl, SimOptions, Simulation, StepContext},
+    sim::{
+        Delivery, EveryStep, FrameInfo, Schedule, SimControl, SimOptions, Simulation, StepContext,
+        Thin,
+    },
     sink::{ArrayView, ElemType, Element, Message, OwnedPayload, Payload, Sink},
     stats::{QueueDepths, Stats, WorkerStats, PUMP_WINDOW},
     stream::{StreamSender, TrySendError},

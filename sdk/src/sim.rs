@@ -101,6 +101,80 @@ impl StepContext<'_> {
     }
 }
 
+/// Decides which agents step on a given step: skip or thin agents that do not matter now
+/// (not visible, far from the camera, asleep). Implemented by closures
+/// `Fn(index, &agent, step) -> bool`, and by [`EveryStep`] and [`Thin`].
+pub trait Schedule<A>: Sync {
+    /// Whether agent `index` steps on step `step`.
+    fn steps(&self, index: usize, agent: &A, step: u64) -> bool;
+}
+
+impl<A, F: Fn(usize, &A, u64) -> bool + Sync> Schedule<A> for F {
+    fn steps(&self, index: usize, agent: &A, step: u64) -> bool {
+        self(index, agent, step)
+    }
+}
+
+/// Every agent steps on every step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EveryStep;
+
+impl<A> Schedule<A> for EveryStep {
+    fn steps(&self, _: usize, _: &A, _: u64) -> bool {
+        true
+    }
+}
+
+/// Agents for which `visible` is true step on every step; the others only on every `k`-th
+/// (staggered by index, so the work spreads evenly over the `k` steps).
+#[derive(Debug, Clone, Copy)]
+pub struct Thin<V> {
+    /// The test for "matters now".
+    pub visible: V,
+    /// How often the others step (1 = always).
+    pub k: u64,
+}
+
+impl<A, V: Fn(&A) -> bool + Sync> Schedule<A> for Thin<V> {
+    fn steps(&self, index: usize, agent: &A, step: u64) -> bool {
+        (self.visible)(agent) || self.k <= 1 || (index as u64 + step).is_multiple_of(self.k)
+    }
+}
+
+impl StepContext<'_> {
+    /// Steps each agent that `schedule` selects with `update(index, agent)`, in parallel chunks
+    /// of `grain` agents (0 = automatic). This is "every agent has its own logic": an agent is a
+    /// plain value (typically an enum state machine), stepped in place — it costs its own bytes.
+    /// Returns how many agents stepped.
+    pub fn step_agents<A, S, F>(
+        &self,
+        agents: &mut [A],
+        grain: usize,
+        schedule: &S,
+        update: F,
+    ) -> usize
+    where
+        A: Send,
+        S: Schedule<A> + ?Sized,
+        F: Fn(usize, &mut A) + Sync,
+    {
+        let stepped = std::sync::atomic::AtomicUsize::new(0);
+        let step = self.step;
+        self.parallel_for_mut(agents, grain, |offset, chunk| {
+            let mut n = 0;
+            for (k, agent) in chunk.iter_mut().enumerate() {
+                let i = offset + k;
+                if schedule.steps(i, agent, step) {
+                    update(i, agent);
+                    n += 1;
+                }
+            }
+            stepped.fetch_add(n, Ordering::Relaxed);
+        });
+        stepped.into_inner()
+    }
+}
+
 /// How frames reach the main thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {

@@ -335,3 +335,89 @@ fn dropping_every_control_stops_the_driver() {
     watcher.stop();
     wait_for("stopped", || watcher.is_stopped());
 }
+
+/// Agents with their own logic: a small state machine per agent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Agent {
+    Wander { t: u32 },
+    Seek { target: u32 },
+    Flee,
+}
+
+fn update(i: usize, a: &mut Agent) {
+    *a = match *a {
+        Agent::Wander { t } if t >= 2 => Agent::Seek { target: i as u32 },
+        Agent::Wander { t } => Agent::Wander { t: t + 1 },
+        Agent::Seek { .. } => Agent::Flee,
+        Agent::Flee => Agent::Wander { t: 0 },
+    };
+}
+
+/// A crowd: every agent is a state machine; invisible agents (odd indices here) are thinned to
+/// every 4th step.
+struct Crowd {
+    agents: Vec<(bool, Agent)>,
+    stepped: Vec<usize>,
+}
+
+impl Simulation for Crowd {
+    type Frame = (Vec<usize>, Vec<Agent>);
+
+    fn step(&mut self, ctx: &StepContext<'_>) -> hostloop::Result<()> {
+        let thin = hostloop::Thin {
+            visible: |a: &(bool, Agent)| a.0,
+            k: 4,
+        };
+        let n = ctx.step_agents(&mut self.agents, 0, &thin, |i, a| update(i, &mut a.1));
+        self.stepped.push(n);
+        Ok(())
+    }
+
+    fn frame(&self) -> Self::Frame {
+        (
+            self.stepped.clone(),
+            self.agents.iter().map(|a| a.1).collect(),
+        )
+    }
+
+    fn reset(&mut self) {
+        for (i, a) in self.agents.iter_mut().enumerate() {
+            *a = (i % 2 == 0, Agent::Wander { t: 0 });
+        }
+        self.stepped.clear();
+    }
+}
+
+#[test]
+fn agents_step_their_own_state_machines_and_thinning_skips_invisible_ones() {
+    let rt = runtime(2);
+    let n = 10_000;
+    let crowd = Crowd {
+        agents: vec![(false, Agent::Wander { t: 0 }); n],
+        stepped: Vec::new(),
+    };
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let sim = rt
+        .simulate(
+            crowd,
+            SimOptions::default(),
+            move |f: &(Vec<usize>, Vec<Agent>), info, _| {
+                *s.lock().unwrap() = Some((info.step, f.clone()));
+            },
+        )
+        .unwrap();
+    sim.seek(4);
+    pump_until(rt.handle(), || {
+        seen.lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(step, _)| *step == 4)
+    });
+    let (_, (stepped, agents)) = seen.lock().unwrap().take().unwrap();
+    // Visible agents step every step; each invisible one on exactly one of the 4 steps.
+    assert_eq!(stepped.iter().sum::<usize>(), 4 * n / 2 + n / 2);
+    // Visible: 4 steps (Wander 0 → 1 → 2 → Seek → Flee); invisible: 1 step (Wander 1).
+    assert_eq!(agents[0], Agent::Flee);
+    assert_eq!(agents[1], Agent::Wander { t: 1 });
+}
