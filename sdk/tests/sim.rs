@@ -67,6 +67,13 @@ fn expected(n: usize, steps: u64) -> Vec<u32> {
 
 type Seen = Arc<Mutex<Vec<(u64, Vec<u32>)>>>;
 
+/// Pumps like a host until the last frame seen is step `step`'s, and returns that frame.
+fn pump_to_frame(rt: &hostloop::Runtime, seen: &Seen, step: u64) -> Vec<u32> {
+    let reached = || seen.lock().unwrap().last().is_some_and(|f| f.0 == step);
+    pump_until(rt.handle(), reached);
+    seen.lock().unwrap().last().unwrap().1.clone()
+}
+
 fn recorder() -> (
     Seen,
     impl FnMut(&Vec<u32>, hostloop::FrameInfo, &mut hostloop::Main<'_>) + Send,
@@ -90,35 +97,20 @@ fn step_seek_reset_and_pause_do_what_they_say() {
         .simulate(Toy::new(n), SimOptions::default(), on_frame)
         .unwrap();
     // Paused at step 0, its frame published.
-    pump_until(rt.handle(), || {
-        seen.lock().unwrap().last().is_some_and(|f| f.0 == 0)
-    });
-    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 0));
+    assert_eq!(pump_to_frame(&rt, &seen, 0), expected(n, 0));
 
     sim.step_by(3);
-    pump_until(rt.handle(), || {
-        seen.lock().unwrap().last().is_some_and(|f| f.0 == 3)
-    });
+    assert_eq!(pump_to_frame(&rt, &seen, 3), expected(n, 3));
     assert_eq!(sim.step(), 3);
-    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 3));
 
     sim.seek(10);
-    pump_until(rt.handle(), || {
-        seen.lock().unwrap().last().is_some_and(|f| f.0 == 10)
-    });
-    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 10));
+    assert_eq!(pump_to_frame(&rt, &seen, 10), expected(n, 10));
 
     sim.seek(4); // behind: resets and steps forward again
-    pump_until(rt.handle(), || {
-        seen.lock().unwrap().last().is_some_and(|f| f.0 == 4)
-    });
-    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 4));
+    assert_eq!(pump_to_frame(&rt, &seen, 4), expected(n, 4));
 
     sim.reset();
-    pump_until(rt.handle(), || {
-        seen.lock().unwrap().last().is_some_and(|f| f.0 == 0)
-    });
-    assert_eq!(seen.lock().unwrap().last().unwrap().1, expected(n, 0));
+    assert_eq!(pump_to_frame(&rt, &seen, 0), expected(n, 0));
     assert_eq!(sim.step(), 0);
 
     sim.play();
@@ -152,9 +144,7 @@ fn latest_mode_never_shows_a_torn_or_older_frame() {
     sim.pause();
     wait_for("paused", || !sim.is_playing());
     let last = sim.step();
-    pump_until(rt.handle(), || {
-        seen.lock().unwrap().last().is_some_and(|f| f.0 == last)
-    });
+    pump_to_frame(&rt, &seen, last);
     let seen = seen.lock().unwrap();
     let mut prev = None;
     for (step, frame) in seen.iter() {
@@ -212,11 +202,7 @@ fn results_are_identical_with_one_and_many_workers() {
             .simulate(Toy::new(100_003), SimOptions::default(), on_frame)
             .unwrap();
         sim.seek(25);
-        pump_until(rt.handle(), || {
-            seen.lock().unwrap().last().is_some_and(|f| f.0 == 25)
-        });
-        let frame = seen.lock().unwrap().last().unwrap().1.clone();
-        frame
+        pump_to_frame(&rt, &seen, 25)
     };
     assert_eq!(run(1), run(2));
     assert_eq!(run(1), expected(100_003, 25));
