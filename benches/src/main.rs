@@ -13,6 +13,7 @@
 mod alloc;
 mod doorbell;
 mod drain;
+mod particles;
 mod report;
 mod spawn;
 
@@ -41,6 +42,8 @@ struct Config {
     jobs: usize,
     /// Posts per doorbell burst (benchmark 3).
     burst: usize,
+    /// Particles in the big and small step (benchmark 4), and steps per big measurement.
+    particles: (usize, usize, usize),
 }
 
 impl Config {
@@ -49,6 +52,7 @@ impl Config {
         items: 1_000_000,
         jobs: 200_000,
         burst: 100_000,
+        particles: (1_000_000, 1_000, 20),
     };
 
     const QUICK: Config = Config {
@@ -56,6 +60,7 @@ impl Config {
         items: 200_000,
         jobs: 50_000,
         burst: 100_000,
+        particles: (100_000, 1_000, 2),
     };
 }
 
@@ -108,18 +113,22 @@ fn run(config: Config) -> Result<(), Box<dyn Error>> {
     let mut drain = drain::Bench::new(config.items);
     let mut spawn = spawn::Bench::new(config.jobs);
     let mut doorbell = doorbell::Bench::new(config.burst);
+    let (big, small, steps) = config.particles;
+    let mut particles = particles::Bench::new(big, small, steps, workers + 1);
     let start = Instant::now();
     for round in 0..config.rounds {
         let reversed = round % 2 == 1;
         drain.round(&rt, reversed);
         spawn.round(&rt, &pool, reversed)?;
         doorbell.round(&rt)?;
+        particles.round(&rt, reversed);
     }
     let elapsed = start.elapsed();
 
     let mut rows = drain.rows();
     rows.extend(spawn.rows());
     rows.extend(doorbell.rows());
+    rows.extend(particles.rows());
     println!();
     report::print_table(&rows);
     println!();
@@ -128,7 +137,7 @@ fn run(config: Config) -> Result<(), Box<dyn Error>> {
         config.rounds,
         elapsed.as_secs_f64()
     );
-    for note in drain.notes() {
+    for note in drain.notes().into_iter().chain(particles.notes()) {
         println!("{note}");
     }
     if config.rounds == 1 {

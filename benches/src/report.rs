@@ -11,6 +11,11 @@ impl Samples {
         self.0.push(value);
     }
 
+    /// The measurements, in round order.
+    pub fn values(&self) -> &[f64] {
+        &self.0
+    }
+
     /// The median of the rounds.
     pub fn median(&self) -> f64 {
         median(self.0.clone())
@@ -53,6 +58,8 @@ pub enum Target {
     RatioAbove(f64),
     /// `hostloop <= x`.
     AtMost(f64),
+    /// `hostloop >= x`.
+    AtLeast(f64),
     /// `hostloop == x`.
     Exactly(f64),
 }
@@ -64,6 +71,7 @@ impl Target {
             Target::RatioAtLeast(x) => ratio.map(|r| r >= x),
             Target::RatioAbove(x) => ratio.map(|r| r > x),
             Target::AtMost(x) => Some(hostloop <= x),
+            Target::AtLeast(x) => Some(hostloop >= x),
             Target::Exactly(x) => Some(hostloop == x),
         }
     }
@@ -76,6 +84,7 @@ impl fmt::Display for Target {
             Target::RatioAtLeast(x) => write!(f, ">= {x:.2}x"),
             Target::RatioAbove(x) => write!(f, "> {x:.2}x"),
             Target::AtMost(x) => write!(f, "<= {x}"),
+            Target::AtLeast(x) => write!(f, ">= {x}"),
             Target::Exactly(x) => write!(f, "= {x}"),
         }
     }

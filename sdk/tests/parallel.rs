@@ -139,3 +139,23 @@ fn many_calls_in_a_row_never_hang() {
     wait_for("job", || job.is_finished());
     assert_eq!(job.try_result().unwrap().unwrap(), 160_000);
 }
+
+#[test]
+fn a_cheap_loop_of_many_chunks_runs_inline_on_the_caller() {
+    let rt = runtime(2);
+    let me = std::thread::current().id();
+    let elsewhere = std::sync::atomic::AtomicBool::new(false);
+    let count = AtomicUsize::new(0);
+    // 100 chunks of trivial work: far less than a wake-up costs.
+    rt.parallel_for(0..1000, 10, |r| {
+        if std::thread::current().id() != me {
+            elsewhere.store(true, Ordering::Relaxed);
+        }
+        count.fetch_add(r.len(), Ordering::Relaxed);
+    });
+    assert_eq!(count.load(Ordering::Relaxed), 1000);
+    assert!(
+        !elsewhere.load(Ordering::Relaxed),
+        "a cheap loop woke the pool"
+    );
+}
