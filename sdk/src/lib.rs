@@ -65,6 +65,8 @@ pub mod sim;
 #[cfg(not(loom))]
 mod sink;
 #[cfg(not(loom))]
+pub mod snapshot;
+#[cfg(not(loom))]
 mod stats;
 #[cfg(not(loom))]
 mod stream;
@@ -92,6 +94,7 @@ pub use crate::{
         Thin,
     },
     sink::{ArrayView, ElemType, Element, Message, OwnedPayload, Payload, Sink},
+    snapshot::{SnapshotError, SnapshotReader, SnapshotWriter},
     stats::{QueueDepths, Stats, WorkerStats, PUMP_WINDOW},
     stream::{StreamSender, TrySendError},
 };
