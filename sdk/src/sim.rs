@@ -28,6 +28,7 @@ use crate::event::{Event, EventFilter, EventKind};
 use crate::frames::{latest, LatestReader};
 use crate::main_thread::{Main, MainTask};
 use crate::runtime::Handle;
+use crate::snapshot::{SnapshotReader, SnapshotWriter};
 use crate::stream::TrySendError;
 use crate::sync::lock;
 
@@ -56,6 +57,44 @@ pub trait Simulation: Send + 'static {
 
     /// Returns to the initial state (step 0).
     fn reset(&mut self);
+
+    /// The kind written into this simulation's snapshots; a snapshot of another kind is
+    /// refused on restore.
+    const SNAPSHOT_KIND: &'static str = "hostloop-sim";
+
+    /// The schema version of [`Simulation::save`]'s output. Restore accepts this version and
+    /// older ones ([`SnapshotReader::version`] tells which, for migrating).
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    /// Writes the state (at a step boundary) for [`SimControl::save`]. The default refuses:
+    /// implement it (with [`Simulation::restore`]) to make the simulation resumable — after a
+    /// hot reload, in a later session, or on another machine.
+    ///
+    /// # Errors
+    ///
+    /// The default returns [`Error::InvalidArgument`].
+    fn save(&self, out: &mut SnapshotWriter) -> Result<()> {
+        let _ = out;
+        Err(Error::InvalidArgument(
+            "this simulation does not implement save",
+        ))
+    }
+
+    /// Replaces the state with one written by [`Simulation::save`]. When this is called the
+    /// snapshot's checksum, lengths, kind and version are already verified, so a read fails
+    /// only on a schema mismatch; read every field before replacing any state, so that an error
+    /// leaves the simulation as it was.
+    ///
+    /// # Errors
+    ///
+    /// A malformed or foreign snapshot ([`crate::snapshot::SnapshotError`] converts with `?`);
+    /// the default returns [`Error::InvalidArgument`].
+    fn restore(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
+        let _ = input;
+        Err(Error::InvalidArgument(
+            "this simulation does not implement restore",
+        ))
+    }
 }
 
 /// What a step sees: the runtime's pool and the step's index.
@@ -223,6 +262,9 @@ pub struct FrameInfo {
     pub step: u64,
 }
 
+/// What [`SimControl::save`] calls on the main thread with the snapshot.
+type SaveDone = Box<dyn FnOnce(Result<Vec<u8>>, &mut Main<'_>) + Send>;
+
 enum Command {
     Play,
     Pause,
@@ -230,6 +272,8 @@ enum Command {
     Seek(u64),
     Reset,
     Rate(Option<f64>),
+    Save(SaveDone),
+    Restore(Vec<u8>),
     Stop,
 }
 
@@ -288,6 +332,24 @@ impl SimControl {
     pub fn set_rate(&self, rate: Option<f64>) {
         self.send(Command::Rate(rate));
     }
+    /// Snapshots the simulation at the next step boundary; `done` receives the bytes (or why
+    /// not) on the main thread at a pump. The snapshot holds the step count and the state
+    /// written by [`Simulation::save`], in the [`crate::snapshot`] format.
+    pub fn save<F>(&self, done: F)
+    where
+        F: FnOnce(Result<Vec<u8>>, &mut Main<'_>) + Send + 'static,
+    {
+        self.send(Command::Save(Box::new(done)));
+    }
+
+    /// Replaces the state with a snapshot from [`SimControl::save`] (of this or another run, on
+    /// this or another machine) at the next step boundary, then publishes its frame. A damaged,
+    /// truncated or foreign snapshot is refused before the simulation sees it and changes
+    /// nothing; the reason is in [`SimControl::last_error`].
+    pub fn restore(&self, snapshot: Vec<u8>) {
+        self.send(Command::Restore(snapshot));
+    }
+
     /// Ends the simulation; its driver thread exits after the current step.
     pub fn stop(&self) {
         self.send(Command::Stop);
@@ -491,6 +553,23 @@ impl<S: Simulation> Driver<S> {
                         self.publish(step);
                     }
                     Command::Rate(r) => self.rate = r.filter(|r| *r > 0.0 && r.is_finite()),
+                    Command::Save(done) => {
+                        let r = self.save(step);
+                        let _ = self
+                            .handle
+                            .shared()
+                            .post_task(MainTask::Once(Box::new(move |main| done(r, main))));
+                    }
+                    Command::Restore(bytes) => match self.restore(&bytes) {
+                        Ok(restored) => {
+                            step = restored;
+                            pending = 0;
+                            target = None;
+                            self.state.step.store(step, Ordering::Release);
+                            self.publish(step);
+                        }
+                        Err(e) => *lock(&self.state.error) = Some(e.to_string()),
+                    },
                     Command::Stop => break 'run,
                 }
             }
@@ -542,6 +621,27 @@ impl<S: Simulation> Driver<S> {
         if let Some((sub, _)) = self.events.take() {
             self.handle.unsubscribe(sub);
         }
+    }
+
+    fn save(&self, step: u64) -> Result<Vec<u8>> {
+        let mut w = SnapshotWriter::new(S::SNAPSHOT_KIND, S::SNAPSHOT_VERSION);
+        w.u64(step);
+        let sim = &self.sim;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.save(&mut w)))
+            .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
+        Ok(w.finish())
+    }
+
+    /// Restores `bytes`; returns the step it was taken at. The snapshot is fully validated and
+    /// read before the simulation's state is replaced.
+    fn restore(&mut self, bytes: &[u8]) -> Result<u64> {
+        let mut r = SnapshotReader::open(bytes, S::SNAPSHOT_KIND, 0..=S::SNAPSHOT_VERSION)?;
+        let step = r.u64()?;
+        let sim = &mut self.sim;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.restore(&mut r)))
+            .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
+        r.finish()?;
+        Ok(step)
     }
 
     /// Waits up to `wait` (`None`: until something happens) for a command or a host frame.

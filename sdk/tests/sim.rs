@@ -52,6 +52,22 @@ impl Simulation for Toy {
     fn reset(&mut self) {
         self.x.iter_mut().for_each(|v| *v = 1);
     }
+
+    const SNAPSHOT_KIND: &'static str = "toy";
+
+    fn save(&self, out: &mut hostloop::SnapshotWriter) -> hostloop::Result<()> {
+        out.u32s(&self.x);
+        Ok(())
+    }
+
+    fn restore(&mut self, input: &mut hostloop::SnapshotReader<'_>) -> hostloop::Result<()> {
+        let x = input.u32s()?;
+        if x.len() != self.x.len() {
+            return Err("snapshot has a different agent count".into());
+        }
+        self.x = x;
+        Ok(())
+    }
 }
 
 /// The state a toy of `n` agents has after `steps` steps, computed sequentially.
@@ -406,4 +422,58 @@ fn agents_step_their_own_state_machines_and_thinning_skips_invisible_ones() {
     // Visible: 4 steps (Wander 0 → 1 → 2 → Seek → Flee); invisible: 1 step (Wander 1).
     assert_eq!(agents[0], Agent::Flee);
     assert_eq!(agents[1], Agent::Wander { t: 1 });
+}
+
+#[test]
+fn snapshot_restore_continue_equals_an_uninterrupted_run_bit_for_bit() {
+    let rt = runtime(2);
+    let n = 20_003;
+    let (seen, on_frame) = recorder();
+    let sim = rt
+        .simulate(Toy::new(n), SimOptions::default(), on_frame)
+        .unwrap();
+    sim.seek(10);
+    pump_to_frame(&rt, &seen, 10);
+    let snapshot = Arc::new(Mutex::new(None));
+    {
+        let snapshot = snapshot.clone();
+        sim.save(move |r, _| *snapshot.lock().unwrap() = Some(r));
+    }
+    pump_until(rt.handle(), || snapshot.lock().unwrap().is_some());
+    let bytes = snapshot.lock().unwrap().take().unwrap().unwrap();
+    // The uninterrupted run goes on to step 30.
+    sim.seek(30);
+    let uninterrupted = pump_to_frame(&rt, &seen, 30);
+
+    // A fresh simulation (another "session") restores step 10 and continues to 30.
+    let (seen2, on_frame2) = recorder();
+    let resumed = rt
+        .simulate(Toy::new(n), SimOptions::default(), on_frame2)
+        .unwrap();
+    resumed.restore(bytes.clone());
+    assert_eq!(pump_to_frame(&rt, &seen2, 10), expected(n, 10));
+    resumed.seek(30);
+    assert_eq!(pump_to_frame(&rt, &seen2, 30), uninterrupted);
+    assert_eq!(uninterrupted, expected(n, 30));
+
+    // Damaged snapshots change nothing and say why.
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    resumed.restore(flipped);
+    wait_for("restore error", || resumed.last_error().is_some());
+    assert!(
+        resumed.last_error().unwrap().contains("checksum"),
+        "{:?}",
+        resumed.last_error()
+    );
+    resumed.restore(bytes[..bytes.len() - 3].to_vec());
+    wait_for("truncation error", || {
+        resumed
+            .last_error()
+            .is_some_and(|e| e.contains("truncated"))
+    });
+    assert_eq!(resumed.step(), 30);
+    resumed.step_by(1);
+    assert_eq!(pump_to_frame(&rt, &seen2, 31), expected(n, 31));
 }
