@@ -332,8 +332,9 @@ impl SimControl {
     pub fn set_rate(&self, rate: Option<f64>) {
         self.send(Command::Rate(rate));
     }
-    /// Snapshots the simulation at the next step boundary; `done` receives the bytes (or why
-    /// not) on the main thread at a pump. The snapshot holds the step count and the state
+    /// Snapshots the simulation at the next step boundary — after a seek or `step_by` sent
+    /// before it has completed; `done` receives the bytes (or why not) on the main thread at a
+    /// pump. The snapshot holds the step count and the state
     /// written by [`Simulation::save`], in the [`crate::snapshot`] format.
     pub fn save<F>(&self, done: F)
     where
@@ -463,6 +464,7 @@ impl Handle {
             rate: options.rate,
             events,
             deferred: Default::default(),
+            after_motion: Default::default(),
         };
         std::thread::Builder::new()
             .name(options.name.clone())
@@ -483,6 +485,9 @@ struct Driver<S: Simulation> {
     events: Option<(crate::event::Subscription, Receiver<Event>)>,
     /// Commands that arrived while a frame waited for room (`Every`), applied next.
     deferred: std::collections::VecDeque<Command>,
+    /// `save`/`restore` that arrived during a seek or `step_by`: applied once it completes,
+    /// so they see the state the earlier commands asked for.
+    after_motion: std::collections::VecDeque<Command>,
 }
 
 impl<S: Simulation> Driver<S> {
@@ -494,6 +499,10 @@ impl<S: Simulation> Driver<S> {
         self.publish(step);
         'run: loop {
             self.state.playing.store(self.playing, Ordering::Release);
+            if pending == 0 && target.is_none() && !self.after_motion.is_empty() {
+                let ready = std::mem::take(&mut self.after_motion);
+                self.deferred.extend(ready);
+            }
             // Wait for a command: forever while idle, until the next step is due while playing
             // at a rate, not at all when a step is due now.
             let wait = if !self.deferred.is_empty() || pending > 0 || target.is_some() {
@@ -526,6 +535,14 @@ impl<S: Simulation> Driver<S> {
                     }
                 };
                 let Some(cmd) = cmd else { break };
+                let moving = pending > 0 || target.is_some();
+                let cmd = match cmd {
+                    c @ (Command::Save(_) | Command::Restore(_)) if moving => {
+                        self.after_motion.push_back(c);
+                        continue;
+                    }
+                    c => c,
+                };
                 match cmd {
                     Command::Play => {
                         self.playing = true;

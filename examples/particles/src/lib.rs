@@ -207,6 +207,33 @@ impl Simulation for Particles {
         self.write_positions(frame);
     }
 
+    const SNAPSHOT_KIND: &'static str = "hostloop-particles";
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    fn save(&self, out: &mut hostloop::SnapshotWriter) -> hostloop::Result<()> {
+        out.f32(self.dt).f32(self.gravity).f32(self.restitution);
+        for column in [&self.px, &self.py, &self.pz, &self.vx, &self.vy, &self.vz] {
+            out.f32s(column);
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, input: &mut hostloop::SnapshotReader<'_>) -> hostloop::Result<()> {
+        // Read everything first: a schema mismatch leaves the particles as they were.
+        let (dt, gravity, restitution) = (input.f32()?, input.f32()?, input.f32()?);
+        let mut columns: [Vec<f32>; 6] = Default::default();
+        for column in &mut columns {
+            *column = input.f32s()?;
+        }
+        if columns.iter().any(|c| c.len() != columns[0].len()) {
+            return Err(Error::failed("snapshot columns have different lengths"));
+        }
+        let [px, py, pz, vx, vy, vz] = columns;
+        (self.px, self.py, self.pz, self.vx, self.vy, self.vz) = (px, py, pz, vx, vy, vz);
+        (self.dt, self.gravity, self.restitution) = (dt, gravity, restitution);
+        Ok(())
+    }
+
     fn reset(&mut self) {
         let mut s = 0x9E37_79B9_7F4A_7C15u64;
         let mut rnd = move || {
