@@ -125,6 +125,10 @@ fn the_c_host_is_clean_under_valgrind() {
     let mut cmd = std::process::Command::new("valgrind");
     cmd.env_remove("LD_LIBRARY_PATH")
         .args([
+            // Valgrind runs one thread at a time; its default lock is unfair, and a job
+            // spinning on hl_job_ctx_check can then starve the host thread that would cancel
+            // it for minutes. Fair scheduling hands the lock round.
+            "--fair-sched=yes",
             "--error-exitcode=99",
             "--leak-check=full",
             "--errors-for-leak-kinds=definite,indirect",

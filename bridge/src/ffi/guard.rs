@@ -53,12 +53,22 @@ fn set_last_error(message: &str) {
     LAST_ERROR.with(|e| *e.borrow_mut() = clean);
 }
 
+/// Empties the message, without allocating when it is empty already (the common case: most
+/// calls succeed, and some — `hl_job_ctx_check` — sit in a job's inner loop).
+fn clear_last_error() {
+    LAST_ERROR.with(|e| {
+        if !e.borrow().as_bytes().is_empty() {
+            *e.borrow_mut() = CString::default();
+        }
+    });
+}
+
 /// Runs an export's body: `Ok` → `HL_STATUS_OK` (and clears the message), `Err` → its status
 /// with the message kept, a panic → `HL_STATUS_PANIC` with the panic's message.
 pub(crate) fn guard(name: &str, body: impl FnOnce() -> FfiResult) -> hl_status_t {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => {
-            set_last_error("");
+            clear_last_error();
             HL_STATUS_OK
         }
         Ok(Err(failure)) => {
