@@ -535,9 +535,16 @@ impl<S: Simulation> Driver<S> {
                     }
                 };
                 let Some(cmd) = cmd else { break };
+                // A save/restore waits for the motion before it; everything after it (but
+                // `Stop`) waits behind it, so commands keep their order.
                 let moving = pending > 0 || target.is_some();
                 let cmd = match cmd {
                     c @ (Command::Save(_) | Command::Restore(_)) if moving => {
+                        self.after_motion.push_back(c);
+                        continue;
+                    }
+                    Command::Stop => Command::Stop,
+                    c if !self.after_motion.is_empty() => {
                         self.after_motion.push_back(c);
                         continue;
                     }
