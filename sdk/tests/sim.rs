@@ -83,6 +83,14 @@ fn expected(n: usize, steps: u64) -> Vec<u32> {
 
 type Seen = Arc<Mutex<Vec<(u64, Vec<u32>)>>>;
 
+/// Options that start the simulation playing.
+fn playing() -> SimOptions {
+    SimOptions {
+        playing: true,
+        ..SimOptions::default()
+    }
+}
+
 /// Pumps like a host until the last frame seen is step `step`'s, and returns that frame.
 fn pump_to_frame(rt: &hostloop::Runtime, seen: &Seen, step: u64) -> Vec<u32> {
     let reached = || seen.lock().unwrap().last().is_some_and(|f| f.0 == step);
@@ -146,16 +154,7 @@ fn latest_mode_never_shows_a_torn_or_older_frame() {
     let rt = runtime(2);
     let n = 5_000;
     let (seen, on_frame) = recorder();
-    let sim = rt
-        .simulate(
-            Toy::new(n),
-            SimOptions {
-                playing: true,
-                ..SimOptions::default()
-            },
-            on_frame,
-        )
-        .unwrap();
+    let sim = rt.simulate(Toy::new(n), playing(), on_frame).unwrap();
     pump_until(rt.handle(), || sim.step() >= 200);
     sim.pause();
     wait_for("paused", || !sim.is_playing());
@@ -229,16 +228,7 @@ fn a_failing_or_panicking_step_pauses_the_driver_with_the_error() {
     let rt = runtime(1);
     let mut toy = Toy::new(10);
     toy.fail_at = Some(5);
-    let sim = rt
-        .simulate(
-            toy,
-            SimOptions {
-                playing: true,
-                ..SimOptions::default()
-            },
-            |_, _, _| {},
-        )
-        .unwrap();
+    let sim = rt.simulate(toy, playing(), |_, _, _| {}).unwrap();
     wait_for("failure", || sim.last_error().is_some());
     assert!(sim.last_error().unwrap().contains("toy failure"));
     assert_eq!(sim.step(), 5);
@@ -320,16 +310,7 @@ fn rate_limits_steps_per_second() {
 #[test]
 fn dropping_every_control_stops_the_driver() {
     let rt = runtime(1);
-    let sim = rt
-        .simulate(
-            Toy::new(10),
-            SimOptions {
-                playing: true,
-                ..SimOptions::default()
-            },
-            |_, _, _| {},
-        )
-        .unwrap();
+    let sim = rt.simulate(Toy::new(10), playing(), |_, _, _| {}).unwrap();
     let watcher = sim.clone();
     drop(sim);
     wait_for("still running while a clone lives", || watcher.step() > 10);
