@@ -65,5 +65,6 @@
 #include "hostloop/sink.h"
 #include "hostloop/event.h"
 #include "hostloop/job.h"
+#include "hostloop/plugin.h"
 
 #endif /* HOSTLOOP_H */

@@ -66,7 +66,18 @@ enum {
     /** A string argument was not valid UTF-8. */
     HL_STATUS_INVALID_UTF8 = 14,
     /** The operating system refused (no threads, no file descriptors); see `hl_last_error()`. */
-    HL_STATUS_OS = 15
+    HL_STATUS_OS = 15,
+    /** `hl_plugin_load`/`_reload`: no file at the path. */
+    HL_STATUS_FILE_NOT_FOUND = 16,
+    /** `hl_plugin_load`/`_reload`: the file is not a loadable shared library. */
+    HL_STATUS_NOT_A_LIBRARY = 17,
+    /** `hl_plugin_load`/`_reload`: the library does not export `hostloop_plugin_entry`. */
+    HL_STATUS_NO_ENTRY_SYMBOL = 18,
+    /** `hl_plugin_load`/`_reload`: the descriptor is too small, has NULL required fields or
+     * non-UTF-8 strings, or a reload found a different plugin. */
+    HL_STATUS_BAD_DESCRIPTOR = 19,
+    /** `hl_plugin_load`: a plugin of that name is loaded in this runtime already. */
+    HL_STATUS_ALREADY_LOADED = 20
 };
 
 /**

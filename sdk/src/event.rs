@@ -174,15 +174,36 @@ impl Events {
         let events = std::mem::take(&mut *lock(&shared.events.pending));
         let subs = lock(&shared.events.main_subs).clone();
         for event in &events {
-            for sub in &subs {
-                if sub.active.load(Ordering::Acquire) && sub.filter.matches(event) {
-                    let mut cb = lock(&sub.callback);
-                    if catch_unwind(AssertUnwindSafe(|| cb(event, main))).is_err() {
-                        shared.stats.record_main_panic();
-                    }
+            Self::call_main_subs(shared, &subs, event, main);
+        }
+    }
+
+    fn call_main_subs(shared: &Shared, subs: &[Arc<MainSub>], event: &Event, main: &mut Main<'_>) {
+        for sub in subs {
+            if sub.active.load(Ordering::Acquire) && sub.filter.matches(event) {
+                let mut cb = lock(&sub.callback);
+                if catch_unwind(AssertUnwindSafe(|| cb(event, main))).is_err() {
+                    shared.stats.record_main_panic();
                 }
             }
         }
+    }
+
+    /// Background subscribers receive `event` at once (or count it dropped when full).
+    fn send_to_channels(shared: &Shared, event: &Event) {
+        for sub in lock(&shared.events.channel_subs).iter() {
+            if sub.filter.matches(event) && sub.tx.try_send(event.clone()).is_err() {
+                shared.events.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Inside a plugin, on the main thread: hands a host event to the plugin's own subscribers
+    /// (main-thread ones now, background ones through their channels).
+    pub(crate) fn deliver_here(shared: &Shared, event: &Event, main: &mut Main<'_>) {
+        Self::send_to_channels(shared, event);
+        let subs = lock(&shared.events.main_subs).clone();
+        Self::call_main_subs(shared, &subs, event, main);
     }
 }
 
@@ -198,11 +219,11 @@ impl Handle {
         if shared.is_shutting_down() {
             return Err(crate::Error::ShutDown);
         }
-        for sub in lock(&shared.events.channel_subs).iter() {
-            if sub.filter.matches(&event) && sub.tx.try_send(event.clone()).is_err() {
-                shared.events.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(remote) = &shared.remote {
+            // The host's hub fans it out, to this plugin's subscribers too.
+            return remote.post_event(&event);
         }
+        Events::send_to_channels(shared, &event);
         if lock(&shared.events.main_subs).is_empty() {
             return Ok(());
         }

@@ -826,13 +826,13 @@ impl fmt::Debug for GroupInner {
 }
 
 impl GroupInner {
-    fn job_done(&self, shared: &Shared) {
+    fn job_done(&self, shared: &Arc<Shared>) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.fire_if_done(shared);
         }
     }
 
-    fn fire_if_done(&self, shared: &Shared) {
+    fn fire_if_done(&self, shared: &Arc<Shared>) {
         let f = {
             let mut on_done = lock(&self.on_done);
             if self.pending.load(Ordering::Acquire) != 0 {

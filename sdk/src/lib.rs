@@ -59,6 +59,8 @@ mod main_thread;
 #[cfg(not(loom))]
 mod parallel;
 #[cfg(not(loom))]
+pub mod plugin;
+#[cfg(not(loom))]
 mod runtime;
 #[cfg(not(loom))]
 pub mod sim;

@@ -78,7 +78,7 @@ pub(crate) enum MainTask {
 
 impl MainTask {
     /// Runs the task; returns it back if it asked to continue.
-    fn run(self, main: &mut Main<'_>) -> Option<MainTask> {
+    pub(crate) fn run(self, main: &mut Main<'_>) -> Option<MainTask> {
         match self {
             MainTask::Once(f) => f(main),
             MainTask::Chunked(mut f) => {
@@ -119,9 +119,15 @@ impl Handle {
     /// # Errors
     ///
     /// [`Error::WrongThread`] off the main thread, [`Error::Reentrant`] from inside an item this
-    /// pump runs, [`Error::ShutDown`] after shutdown.
+    /// pump runs, [`Error::ShutDown`] after shutdown, [`Error::InvalidArgument`] inside a plugin
+    /// (the host pumps).
     pub fn pump(&self, budget: Duration) -> Result<PumpReport> {
         let shared = self.shared();
+        if shared.remote.is_some() {
+            return Err(Error::InvalidArgument(
+                "a plugin's runtime is pumped by its host",
+            ));
+        }
         if !self.is_main_thread() {
             return Err(Error::WrongThread);
         }

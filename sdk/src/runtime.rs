@@ -130,35 +130,14 @@ impl Builder {
         let (scheduler, deques) = Scheduler::new(workers, io_threads);
         let doorbell = Doorbell::new()?;
         doorbell.set_request_pump(self.request_pump.clone());
-        let (main_tx, main_rx) = crossbeam_channel::unbounded();
-        let (progress_tx, progress_rx) = crossbeam_channel::unbounded();
-        let (shutdown_tx, shutdown_signal) = crossbeam_channel::bounded(0);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             scheduler,
-            main_tx,
-            main_rx,
-            progress_tx,
-            progress_rx,
             doorbell,
-            main_thread: std::thread::current().id(),
-            in_pump: AtomicBool::new(false),
-            pump_state: Mutex::new(PumpState::default()),
-            shutting_down: AtomicBool::new(false),
-            shutdown_tx: Mutex::new(Some(shutdown_tx)),
-            shutdown_signal,
-            latest: Mutex::new(HashMap::new()),
-            stats: StatsCore::new(),
-            exited: Mutex::new(0),
-            exited_cv: Condvar::new(),
-            threads: Mutex::new(Vec::new()),
+            std::thread::current().id(),
             io_threads,
-            call_timeout: self.call_timeout,
-            epoch: Instant::now(),
-            sink: Mutex::new(None),
-            sink_generation: Default::default(),
-            in_sink: AtomicBool::new(false),
-            events: Default::default(),
-        });
+            self.call_timeout,
+            None,
+        ));
         let runtime = Runtime {
             handle: Handle {
                 shared: shared.clone(),
@@ -224,15 +203,141 @@ pub(crate) struct Shared {
     pub(crate) sink_generation: std::sync::atomic::AtomicU64,
     in_sink: AtomicBool,
     pub(crate) events: crate::event::Events,
+    /// Inside a plugin: the host's runtime, reached through its services table. Jobs, main
+    /// thread items, the sink and host events go there; this runtime has no threads of its own.
+    pub(crate) remote: Option<crate::plugin::guest::Remote>,
+    /// Simulation driver threads hold a clone; all gone = every driver has exited. Used by a
+    /// plugin's shutdown, which must not return while a driver still runs the plugin's code.
+    sim_exit_tx: Mutex<Option<Sender<()>>>,
+    sim_exit_rx: Receiver<()>,
+    sim_threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Plugins loaded into this runtime (host side).
+    pub(crate) plugins: Mutex<crate::plugin::host::Registry>,
 }
 
 impl Shared {
+    fn new(
+        scheduler: Scheduler,
+        doorbell: Doorbell,
+        main_thread: ThreadId,
+        io_threads: usize,
+        call_timeout: Duration,
+        remote: Option<crate::plugin::guest::Remote>,
+    ) -> Shared {
+        let (main_tx, main_rx) = crossbeam_channel::unbounded();
+        let (progress_tx, progress_rx) = crossbeam_channel::unbounded();
+        let (shutdown_tx, shutdown_signal) = crossbeam_channel::bounded(0);
+        let (sim_exit_tx, sim_exit_rx) = crossbeam_channel::bounded(0);
+        Shared {
+            scheduler,
+            main_tx,
+            main_rx,
+            progress_tx,
+            progress_rx,
+            doorbell,
+            main_thread,
+            in_pump: AtomicBool::new(false),
+            pump_state: Mutex::new(PumpState::default()),
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx: Mutex::new(Some(shutdown_tx)),
+            shutdown_signal,
+            latest: Mutex::new(HashMap::new()),
+            stats: StatsCore::new(),
+            exited: Mutex::new(0),
+            exited_cv: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+            io_threads,
+            call_timeout,
+            epoch: Instant::now(),
+            sink: Mutex::new(None),
+            sink_generation: Default::default(),
+            in_sink: AtomicBool::new(false),
+            events: Default::default(),
+            remote,
+            sim_exit_tx: Mutex::new(Some(sim_exit_tx)),
+            sim_exit_rx,
+            sim_threads: Mutex::new(Vec::new()),
+            plugins: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The runtime a plugin sees: no threads, everything routed to the host through `remote`.
+    /// Built on the host's main thread (plugins are loaded there).
+    pub(crate) fn new_remote(remote: crate::plugin::guest::Remote) -> std::io::Result<Arc<Shared>> {
+        let (scheduler, _deques) = Scheduler::new(1, 0);
+        Ok(Arc::new(Shared::new(
+            scheduler,
+            Doorbell::new()?,
+            std::thread::current().id(),
+            0,
+            Duration::from_secs(2),
+            Some(remote),
+        )))
+    }
+
+    /// A simulation driver thread: `tx` is dropped when the driver ends; a plugin's runtime
+    /// keeps the thread to join it at unload.
+    pub(crate) fn sim_exit_token(&self) -> Option<Sender<()>> {
+        lock(&self.sim_exit_tx).clone()
+    }
+
+    pub(crate) fn keep_sim_thread(&self, thread: JoinHandle<()>) {
+        if self.remote.is_some() {
+            let mut threads = lock(&self.sim_threads);
+            threads.retain(|t| !t.is_finished());
+            threads.push(thread);
+        }
+    }
+
+    /// Shuts down a plugin's runtime (at unload): later spawns and posts fail, running jobs see
+    /// cancellation, blocked stream senders wake, and simulation drivers exit; waits for them
+    /// until `deadline` and returns how many were still running then.
+    pub(crate) fn shutdown_remote(&self, deadline: Instant) -> usize {
+        self.shutting_down.store(true, Ordering::Release);
+        drop(lock(&self.shutdown_tx).take());
+        drop(lock(&self.sim_exit_tx).take());
+        // Disconnected once every driver's token is dropped, i.e. every driver has returned
+        // from its loop (what is left of its thread is the exit path: joined below).
+        let all_returned = matches!(
+            self.sim_exit_rx.recv_deadline(deadline),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        );
+        let threads = std::mem::take(&mut *lock(&self.sim_threads));
+        let mut running = 0;
+        for t in threads {
+            if all_returned || t.is_finished() {
+                let _ = t.join();
+            } else {
+                running += 1;
+            }
+        }
+        lock(&self.latest).clear();
+        running
+    }
+
+    pub(crate) fn is_worker_thread(&self) -> bool {
+        match &self.remote {
+            Some(r) => r.is_worker_thread(),
+            None => self.scheduler.is_own_worker(),
+        }
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        match &self.remote {
+            Some(r) => r.workers(),
+            None => self.scheduler.workers,
+        }
+    }
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+            || self.remote.as_ref().is_some_and(|r| r.is_closing())
     }
 
     pub(crate) fn is_main_thread(&self) -> bool {
-        std::thread::current().id() == self.main_thread
+        match &self.remote {
+            Some(r) => r.is_main_thread(),
+            None => std::thread::current().id() == self.main_thread,
+        }
     }
 
     pub(crate) fn main_thread(&self) -> ThreadId {
@@ -240,6 +345,10 @@ impl Shared {
     }
 
     pub(crate) fn submit(self: &Arc<Self>, job: JobRef) {
+        if let Some(remote) = &self.remote {
+            remote.spawn(self, job);
+            return;
+        }
         self.scheduler.submit(job);
         // A spawn racing with shutdown: either shutdown's sweep (after its flag store and
         // fence) sees this job, or this load sees the flag and the sweep is done here, so a
@@ -275,9 +384,12 @@ impl Shared {
     }
 
     /// Queues main-thread work and rings the doorbell on the empty → non-empty transition.
-    pub(crate) fn post_task(&self, task: MainTask) -> Result<()> {
+    pub(crate) fn post_task(self: &Arc<Self>, task: MainTask) -> Result<()> {
         if self.is_shutting_down() {
             return Err(Error::ShutDown);
+        }
+        if let Some(remote) = &self.remote {
+            return remote.post_main(self, crate::plugin::guest::RemoteItem::Task(task));
         }
         self.main_tx.send(task).map_err(|_| Error::ShutDown)?;
         self.doorbell.notify();
@@ -286,9 +398,12 @@ impl Shared {
 
     /// Queues a job whose progress listener must run at the next pump (once per pump at most:
     /// the job's slot holds at most one entry here at a time).
-    pub(crate) fn post_progress(&self, job: JobRef) -> Result<()> {
+    pub(crate) fn post_progress(self: &Arc<Self>, job: JobRef) -> Result<()> {
         if self.is_shutting_down() {
             return Err(Error::ShutDown);
+        }
+        if let Some(remote) = &self.remote {
+            return remote.post_main(self, crate::plugin::guest::RemoteItem::Progress(job));
         }
         self.progress_tx.send(job).map_err(|_| Error::ShutDown)?;
         self.doorbell.notify();
@@ -323,6 +438,9 @@ impl Shared {
 
     /// Main thread: hands `msg` to the host sink. Returns whether a sink took it.
     pub(crate) fn deliver_to_sink(&self, msg: &crate::sink::Message<'_>) -> Result<bool> {
+        if let Some(remote) = &self.remote {
+            return remote.emit(msg);
+        }
         if self.in_sink.swap(true, Ordering::Acquire) {
             return Err(Error::Reentrant);
         }
@@ -488,7 +606,7 @@ impl Handle {
 
     /// Whether the calling thread is one of this runtime's CPU workers.
     pub fn is_worker_thread(&self) -> bool {
-        self.shared.scheduler.is_own_worker()
+        self.shared.is_worker_thread()
     }
 
     /// Whether [`Runtime::shutdown`] has begun.
@@ -498,15 +616,25 @@ impl Handle {
 
     /// Number of CPU workers.
     pub fn workers(&self) -> usize {
-        self.shared.scheduler.workers
+        self.shared.workers()
     }
 
     /// The doorbell fd: watch it for readability (`QSocketNotifier`, `g_unix_fd_add`, `poll`)
     /// and call [`pump`](Handle::pump) when it is readable. `pump` clears it. Do not read from
-    /// or close it; it lives as long as the runtime's shared state.
+    /// or close it; it lives as long as the runtime's shared state. Inside a plugin it is -1:
+    /// the host owns the doorbell.
     #[cfg(unix)]
     pub fn doorbell_fd(&self) -> std::os::unix::io::RawFd {
+        if self.shared.remote.is_some() {
+            return -1;
+        }
         self.shared.doorbell.fd()
+    }
+
+    /// Whether this handle belongs to a plugin: its jobs and main-thread work run on the host's
+    /// runtime (see [`crate::plugin`]).
+    pub fn is_plugin(&self) -> bool {
+        self.shared.remote.is_some()
     }
 
     /// Sets (or with `None`, removes) the `request_pump` callback; see

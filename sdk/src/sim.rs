@@ -466,10 +466,15 @@ impl Handle {
             deferred: Default::default(),
             after_motion: Default::default(),
         };
-        std::thread::Builder::new()
+        let exit_token = self.shared().sim_exit_token().ok_or(Error::ShutDown)?;
+        let thread = std::thread::Builder::new()
             .name(options.name.clone())
-            .spawn(move || driver.run())
+            .spawn(move || {
+                driver.run();
+                drop(exit_token);
+            })
             .map_err(Error::from)?;
+        self.shared().keep_sim_thread(thread);
         Ok(SimControl { tx, state })
     }
 }

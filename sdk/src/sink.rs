@@ -246,8 +246,14 @@ impl Handle {
     /// during [`pump`](Handle::pump) or [`Main::emit`]. A panicking sink is caught and counted.
     /// A sink replaced or removed while it runs (from inside itself) is dropped after it
     /// returns, never during the call.
+    ///
+    /// Inside a plugin this does nothing: the sink belongs to the host, and [`Main::emit`]
+    /// reaches it through the plugin's services.
     pub fn set_sink(&self, sink: Option<Sink>) {
         let shared = self.shared();
+        if shared.remote.is_some() {
+            return;
+        }
         let old = {
             let mut slot = lock(&shared.sink);
             shared

@@ -27,7 +27,7 @@ struct StreamInner<T> {
 
 impl<T: Send + 'static> StreamInner<T> {
     /// Same coalescing rule as the doorbell: only the sender that raises `scheduled` posts.
-    fn schedule(self: &Arc<Self>, shared: &Shared) {
+    fn schedule(self: &Arc<Self>, shared: &Arc<Shared>) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             let inner = self.clone();
             let posted =

@@ -68,8 +68,11 @@ impl Declarations {
                 continue;
             }
             if let Some(rest) = trimmed.strip_prefix("#define") {
-                let name = rest.split_whitespace().next().unwrap_or_default();
-                if name.starts_with("HL_") && !name.contains('(') {
+                let mut words = rest.split_whitespace();
+                let name = words.next().unwrap_or_default();
+                // String constants (the entry symbol's name) are checked on their own.
+                let is_string = words.next().is_some_and(|v| v.starts_with('"'));
+                if name.starts_with("HL_") && !name.contains('(') && !is_string {
                     self.constants.push(name.to_owned());
                 }
                 continue;
@@ -103,7 +106,7 @@ impl Declarations {
                 let name = rest[close + 1..].trim().to_owned();
                 let fields = rest[open + 1..close]
                     .split(';')
-                    .filter_map(last_identifier)
+                    .filter_map(field_name)
                     .collect();
                 self.structs.push(Struct { name, fields });
             }
@@ -180,6 +183,14 @@ fn statements(code: &str) -> Vec<String> {
     out
 }
 
+/// A struct member's name: the last identifier, or `name` in a function pointer `R (*name)(P)`.
+fn field_name(s: &str) -> Option<String> {
+    match s.find("(*") {
+        Some(start) => last_identifier(s[start + 2..].split(')').next()?),
+        None => last_identifier(s),
+    }
+}
+
 /// The last C identifier in `s`, if any.
 fn last_identifier(s: &str) -> Option<String> {
     let s = s.trim_end();
@@ -207,7 +218,8 @@ mod tests {
                 "/** doc (with a fake(call); */\n#ifndef G\n#define G\n#define HL_A 1\n\
                  #ifdef __cplusplus\nextern \"C\" {\n#endif\n\
                  enum {\n  /** x */ HL_B = 2,\n  HL_C = 3\n};\n\
-                 typedef struct hl_s_t {\n uint32_t a; /* c */\n const char *b;\n} hl_s_t;\n\
+                 typedef struct hl_s_t {\n uint32_t a; /* c */\n const char *b;\n \
+                 hl_status_t (*f)(void *host,\n int x);\n} hl_s_t;\n#define HL_NAME \"x\"\n\
                  typedef void (*hl_cb_fn)(void *user_data);\n\
                  const char *hl_f(void);\nhl_status_t hl_g(hl_s_t *s,\n  uint64_t n);\n\
                  #ifdef __cplusplus\n}\n#endif\n#endif\n",
@@ -222,7 +234,7 @@ mod tests {
             d.structs,
             [Struct {
                 name: "hl_s_t".into(),
-                fields: vec!["a".into(), "b".into()]
+                fields: vec!["a".into(), "b".into(), "f".into()]
             }]
         );
         assert_eq!(d.callbacks, ["hl_cb_fn"]);

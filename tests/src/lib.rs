@@ -55,9 +55,13 @@ pub fn cpp_dir() -> PathBuf {
     repo_root().join("tests").join("cpp")
 }
 
-/// Every public C header: the umbrella `include/hostloop.h` and `include/hostloop/*.h`, sorted.
+/// Every public C header: the umbrella `include/hostloop.h`, the plugin ABI
+/// `include/hostloop_plugin.h` and `include/hostloop/*.h`, sorted.
 pub fn c_headers() -> Vec<PathBuf> {
-    let mut headers = vec![include_dir().join("hostloop.h")];
+    let mut headers = vec![
+        include_dir().join("hostloop.h"),
+        include_dir().join("hostloop_plugin.h"),
+    ];
     let mut inner: Vec<PathBuf> = std::fs::read_dir(include_dir().join("hostloop"))
         .expect("include/hostloop/ exists")
         .map(|e| e.expect("readable include/hostloop/").path())
@@ -115,6 +119,58 @@ pub fn lib_dir() -> &'static Path {
         );
         dir
     })
+}
+
+/// The fixture plugins of `tests/fixtures/` (Rust cdylibs), built on first use like
+/// [`lib_dir`]: the directory holding `libfixture_counter_v1.so`, `_v2`, `_v3` and
+/// `libfixture_panicky.so`.
+pub fn fixture_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = profile_dir();
+        let target_dir = dir.parent().expect("target/<profile> has a parent");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(repo_root()).arg("build");
+        for p in FIXTURE_PACKAGES {
+            cmd.args(["-p", p]);
+        }
+        cmd.arg("--profile")
+            .arg(profile())
+            .env("CARGO_TARGET_DIR", target_dir);
+        run(&mut cmd, HANG_LIMIT).assert_success("cargo build (fixture plugins)");
+        dir
+    })
+}
+
+const FIXTURE_PACKAGES: &[&str] = &[
+    "hostloop-fixture-counter-v1",
+    "hostloop-fixture-counter-v2",
+    "hostloop-fixture-counter-v3",
+    "hostloop-fixture-panicky",
+];
+
+/// The path of a Rust fixture plugin by its library name (`fixture_counter_v1`).
+pub fn fixture(name: &str) -> PathBuf {
+    let path = fixture_dir().join(format!("lib{name}.so"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// Compiles `tests/fixtures/c/plugin.c` into `dir/<name>.so` with extra `-D` flags: a plugin
+/// written in C against `hostloop_plugin.h` alone (it does not link libhostloop).
+pub fn c_plugin(dir: &TestDir, name: &str, defines: &[&str]) -> PathBuf {
+    let src = repo_root().join("tests/fixtures/c/plugin.c");
+    let mut flags = vec![
+        format!("-I{}", include_dir().display()),
+        "-shared".to_owned(),
+        "-fPIC".to_owned(),
+    ];
+    flags.extend(defines.iter().map(|d| d.to_string()));
+    Build::bare(Lang::C)
+        .flags(&flags)
+        .source(src)
+        .compile(dir.join(format!("{name}.so")))
 }
 
 /// Linker flags for a program using the shared library, found at run time through its rpath.

@@ -14,6 +14,7 @@ use std::process::Command;
 use bridge::ffi::common::*;
 use bridge::ffi::event::*;
 use bridge::ffi::job::*;
+use bridge::ffi::plugin::*;
 use bridge::ffi::runtime::*;
 use bridge::ffi::sink::*;
 use bridge::sdk;
@@ -26,7 +27,10 @@ use hostloop_tests::{c_headers, lib_dir, run, run_program, test_dir, Build, Lang
 fn every_header_compiles_alone_and_twice_as_c11_and_cxx17_with_warnings_as_errors() {
     let dir = test_dir!("headers-standalone");
     let headers = c_headers();
-    assert!(headers.len() >= 6, "expected hostloop.h and its five parts");
+    assert!(
+        headers.len() >= 8,
+        "expected hostloop.h, hostloop_plugin.h and six parts"
+    );
     for (i, header) in headers.iter().enumerate() {
         let include = format!("#include \"{}\"\n", header.display());
         for (lang, ext) in [(Lang::C, "c"), (Lang::Cxx, "cpp")] {
@@ -171,6 +175,17 @@ signatures! {
         => unsafe extern "C" fn(*const hl_job_ctx_t) -> hl_status_t;
     hl_job_ctx_progress: "hl_status_t (*)(hl_job_ctx_t *, float)"
         => unsafe extern "C" fn(*mut hl_job_ctx_t, f32) -> hl_status_t;
+    hl_plugin_load: "hl_status_t (*)(hl_runtime_t *, const char *, hl_plugin_t **)"
+        => unsafe extern "C" fn(*mut hl_runtime_t, *const c_char, *mut *mut hl_plugin_t)
+            -> hl_status_t;
+    hl_plugin_unload: "hl_status_t (*)(hl_plugin_t *, uint32_t, hl_unload_report_t *)"
+        => unsafe extern "C" fn(*mut hl_plugin_t, u32, *mut hl_unload_report_t) -> hl_status_t;
+    hl_plugin_reload: "hl_status_t (*)(hl_plugin_t *, const char *, uint32_t)"
+        => unsafe extern "C" fn(*mut hl_plugin_t, *const c_char, u32) -> hl_status_t;
+    hl_plugin_info: "hl_status_t (*)(const hl_plugin_t *, hl_plugin_info_t *)"
+        => unsafe extern "C" fn(*const hl_plugin_t, *mut hl_plugin_info_t) -> hl_status_t;
+    hl_runtime_plugin_stats: "hl_status_t (*)(const hl_runtime_t *, hl_plugin_stats_t *)"
+        => unsafe extern "C" fn(*const hl_runtime_t, *mut hl_plugin_stats_t) -> hl_status_t;
 }
 
 /// The callback typedefs: `name: "C type" => Rust type;`, checked the same way.
@@ -199,6 +214,14 @@ callbacks! {
         => Option<unsafe extern "C" fn(*mut c_void, *mut hl_job_ctx_t) -> i32>;
     hl_job_done_fn: "void (*)(void *, hl_status_t, int32_t)"
         => Option<unsafe extern "C" fn(*mut c_void, hl_status_t, i32)>;
+    hl_task_fn: "void (*)(void *)" => Option<unsafe extern "C" fn(*mut c_void)>;
+    hl_main_task_fn: "uint32_t (*)(void *, uint64_t)"
+        => Option<unsafe extern "C" fn(*mut c_void, u64) -> u32>;
+    hl_drop_fn: "void (*)(void *)" => Option<unsafe extern "C" fn(*mut c_void)>;
+    hl_write_fn: "void (*)(void *, const uint8_t *, size_t)"
+        => Option<unsafe extern "C" fn(*mut c_void, *const u8, usize)>;
+    hl_plugin_entry_fn: "const hl_plugin_descriptor_t *(*)(void)"
+        => Option<unsafe extern "C" fn() -> *const hl_plugin_descriptor_t>;
 }
 
 /// `R (*)(P)` with a name: `R (*name)(P)`.
@@ -226,7 +249,7 @@ fn every_function_and_callback_has_the_same_signature_in_the_header_and_the_libr
     // C: exact types via _Generic, typed pointers, and a call of every function (with zeros:
     // NULL for pointers, so every status-returning function must say NULL_ARG).
     let mut c = String::from(
-        "#include \"hostloop.h\"\n#include <stdio.h>\n\n\
+        "#include \"hostloop.h\"\n#include \"hostloop_plugin.h\"\n#include <stdio.h>\n\n\
          _Static_assert(sizeof(hl_status_t) == 4, \"hl_status_t is 32 bits\");\n",
     );
     for (name, ty) in &sigs {
@@ -335,6 +358,23 @@ fn library_constants() -> Vec<(&'static str, i64)> {
         ("HL_STATUS_PENDING", v(HL_STATUS_PENDING)),
         ("HL_STATUS_INVALID_UTF8", v(HL_STATUS_INVALID_UTF8)),
         ("HL_STATUS_OS", v(HL_STATUS_OS)),
+        ("HL_STATUS_FILE_NOT_FOUND", v(HL_STATUS_FILE_NOT_FOUND)),
+        ("HL_STATUS_NOT_A_LIBRARY", v(HL_STATUS_NOT_A_LIBRARY)),
+        ("HL_STATUS_NO_ENTRY_SYMBOL", v(HL_STATUS_NO_ENTRY_SYMBOL)),
+        ("HL_STATUS_BAD_DESCRIPTOR", v(HL_STATUS_BAD_DESCRIPTOR)),
+        ("HL_STATUS_ALREADY_LOADED", v(HL_STATUS_ALREADY_LOADED)),
+        ("HL_PLUGIN_ABI_VERSION", v(HL_PLUGIN_ABI_VERSION)),
+        ("HL_PLUGIN_LANE_HIGH", v(HL_PLUGIN_LANE_HIGH)),
+        ("HL_PLUGIN_LANE_NORMAL", v(HL_PLUGIN_LANE_NORMAL)),
+        ("HL_PLUGIN_LANE_LOW", v(HL_PLUGIN_LANE_LOW)),
+        ("HL_PLUGIN_LANE_BACKGROUND", v(HL_PLUGIN_LANE_BACKGROUND)),
+        ("HL_PLUGIN_LANE_IO", v(HL_PLUGIN_LANE_IO)),
+        ("HL_STEP_DONE", v(HL_STEP_DONE)),
+        ("HL_STEP_CONTINUE", v(HL_STEP_CONTINUE)),
+        (
+            "HL_PLUGIN_FLAG_RETAIN_IMAGE",
+            v(HL_PLUGIN_FLAG_RETAIN_IMAGE),
+        ),
         // The bridge hands the sdk's discriminants to C (`a.elem() as u32`, `e.kind() as u32`).
         ("HL_ELEM_U8", v(ElemType::U8 as u32)),
         ("HL_ELEM_I32", v(ElemType::I32 as u32)),
@@ -393,10 +433,12 @@ fn every_public_constant_evaluates_in_c_to_the_value_the_library_uses() {
         "a constant is defined twice"
     );
 
-    let mut c = String::from("#include \"hostloop.h\"\n#include <stdio.h>\n\nint main(void) {\n");
+    let mut c = String::from("#include \"hostloop.h\"\n#include \"hostloop_plugin.h\"\n#include <stdio.h>\n\nint main(void) {\n");
     for name in &declared {
         let _ = writeln!(c, "    printf(\"{name}=%lld\\n\", (long long)({name}));");
     }
+    // The one string constant: the symbol the loader looks up.
+    c.push_str("    printf(\"HL_PLUGIN_ENTRY_SYMBOL=%s\\n\", HL_PLUGIN_ENTRY_SYMBOL);\n");
     c.push_str("    return 0;\n}\n");
     let dir = test_dir!("headers-constants");
     let src = dir.write("constants.c", &c);
@@ -405,6 +447,11 @@ fn every_public_constant_evaluates_in_c_to_the_value_the_library_uses() {
         .compile(dir.join("constants"));
     let out = run_program(&exe, &[], &[]);
     out.assert_success("constants.c");
+    assert_eq!(
+        out.value("HL_PLUGIN_ENTRY_SYMBOL"),
+        sdk::plugin::abi::HL_PLUGIN_ENTRY_SYMBOL.to_str().ok(),
+        "the entry symbol's name in C vs the loader"
+    );
     for (name, value) in expected {
         assert_eq!(
             out.value(name),
@@ -469,6 +516,20 @@ layouts! {
     hl_job_desc_t {
         struct_size, priority, lane, reserved, name, run, done, user_data, finalize,
     }
+    hl_plugin_info_t { struct_size, generation, flags, reserved, name, version, path, pending }
+    hl_unload_report_t { struct_size, retired, dropped, stragglers, elapsed_us }
+    hl_plugin_stats_t {
+        struct_size, reserved, loaded, loads, unloads, reloads, failed_reloads, images_retired,
+        images_closed, stragglers,
+    }
+    hl_plugin_services_t {
+        struct_size, abi_version, host, spawn, post_main, emit, post_event, is_main_thread,
+        is_worker_thread, workers, is_closing,
+    }
+    hl_plugin_descriptor_t {
+        struct_size, abi_version, flags, reserved, name, version, load, unload, event,
+        save_state, restore_state,
+    }
 }
 
 #[test]
@@ -492,7 +553,7 @@ fn every_struct_has_the_same_fields_size_alignment_and_offsets_in_c_and_in_the_l
     }
 
     let mut c = String::from(
-        "#include \"hostloop.h\"\n#include <stddef.h>\n#include <stdio.h>\n\nint main(void) {\n",
+        "#include \"hostloop.h\"\n#include \"hostloop_plugin.h\"\n#include <stddef.h>\n#include <stdio.h>\n\nint main(void) {\n",
     );
     for l in &layouts {
         let n = l.name;

@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_void};
 
 /// `hl_status_t`.
-pub type hl_status_t = u32;
+pub use sdk::plugin::abi::hl_status_t;
 /// `hl_finalizer_fn` (NULL is `None`).
 pub type hl_finalizer_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 
@@ -14,24 +14,15 @@ pub const HL_VERSION_MINOR: u32 = 1;
 pub const HL_VERSION_PATCH: u32 = 0;
 pub const HL_ABI_VERSION: u32 = 1;
 
-pub const HL_STATUS_OK: hl_status_t = 0;
-pub const HL_STATUS_NULL_ARG: hl_status_t = 1;
-pub const HL_STATUS_INVALID_ARG: hl_status_t = 2;
-pub const HL_STATUS_WRONG_THREAD: hl_status_t = 3;
-pub const HL_STATUS_REENTRANT: hl_status_t = 4;
-pub const HL_STATUS_HOST_BUSY: hl_status_t = 5;
-pub const HL_STATUS_SHUT_DOWN: hl_status_t = 6;
-pub const HL_STATUS_VERSION_MISMATCH: hl_status_t = 7;
-pub const HL_STATUS_PANIC: hl_status_t = 8;
-pub const HL_STATUS_INVALID_HANDLE: hl_status_t = 9;
-pub const HL_STATUS_CANCELLED: hl_status_t = 10;
-pub const HL_STATUS_TIMEOUT: hl_status_t = 11;
-pub const HL_STATUS_FAILED: hl_status_t = 12;
-pub const HL_STATUS_PENDING: hl_status_t = 13;
-pub const HL_STATUS_INVALID_UTF8: hl_status_t = 14;
-pub const HL_STATUS_OS: hl_status_t = 15;
+pub use sdk::plugin::abi::{
+    HL_STATUS_ALREADY_LOADED, HL_STATUS_BAD_DESCRIPTOR, HL_STATUS_CANCELLED, HL_STATUS_FAILED,
+    HL_STATUS_FILE_NOT_FOUND, HL_STATUS_HOST_BUSY, HL_STATUS_INVALID_ARG, HL_STATUS_INVALID_HANDLE,
+    HL_STATUS_INVALID_UTF8, HL_STATUS_NOT_A_LIBRARY, HL_STATUS_NO_ENTRY_SYMBOL, HL_STATUS_NULL_ARG,
+    HL_STATUS_OK, HL_STATUS_OS, HL_STATUS_PANIC, HL_STATUS_PENDING, HL_STATUS_REENTRANT,
+    HL_STATUS_SHUT_DOWN, HL_STATUS_TIMEOUT, HL_STATUS_VERSION_MISMATCH, HL_STATUS_WRONG_THREAD,
+};
 
-const STATUS_NAMES: [&std::ffi::CStr; 16] = [
+const STATUS_NAMES: [&std::ffi::CStr; 21] = [
     c"HL_STATUS_OK",
     c"HL_STATUS_NULL_ARG",
     c"HL_STATUS_INVALID_ARG",
@@ -48,6 +39,11 @@ const STATUS_NAMES: [&std::ffi::CStr; 16] = [
     c"HL_STATUS_PENDING",
     c"HL_STATUS_INVALID_UTF8",
     c"HL_STATUS_OS",
+    c"HL_STATUS_FILE_NOT_FOUND",
+    c"HL_STATUS_NOT_A_LIBRARY",
+    c"HL_STATUS_NO_ENTRY_SYMBOL",
+    c"HL_STATUS_BAD_DESCRIPTOR",
+    c"HL_STATUS_ALREADY_LOADED",
 ];
 
 /// See `hl_last_error` in `hostloop/common.h`.

@@ -2,7 +2,7 @@
 //! returned, the error message kept per thread for `hl_last_error`.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::common::*;
@@ -25,19 +25,13 @@ impl Failure {
 
 impl From<sdk::Error> for Failure {
     fn from(err: sdk::Error) -> Self {
-        let status = match &err {
-            sdk::Error::Cancelled => HL_STATUS_CANCELLED,
-            sdk::Error::Panicked(_) => HL_STATUS_PANIC,
-            sdk::Error::Failed(_) => HL_STATUS_FAILED,
-            sdk::Error::WrongThread => HL_STATUS_WRONG_THREAD,
-            sdk::Error::Reentrant => HL_STATUS_REENTRANT,
-            sdk::Error::HostBusy => HL_STATUS_HOST_BUSY,
-            sdk::Error::ShutDown => HL_STATUS_SHUT_DOWN,
-            sdk::Error::Timeout => HL_STATUS_TIMEOUT,
-            sdk::Error::InvalidArgument(_) => HL_STATUS_INVALID_ARG,
-            _ => HL_STATUS_FAILED,
-        };
-        Failure::new(status, err.to_string())
+        Failure::new(sdk::plugin::abi::status_of(&err), err.to_string())
+    }
+}
+
+impl From<sdk::plugin::abi::AbiError> for Failure {
+    fn from(err: sdk::plugin::abi::AbiError) -> Self {
+        Failure::new(err.status, err.message)
     }
 }
 
@@ -122,14 +116,8 @@ pub(crate) unsafe fn arg_mut<'a, T>(ptr: *mut T, name: &str) -> FfiResult<&'a mu
 ///
 /// A non-NULL `ptr` must point to a NUL-terminated string that stays valid during the call.
 pub(crate) unsafe fn utf8<'a>(ptr: *const c_char, name: &str) -> FfiResult<&'a str> {
-    if ptr.is_null() {
-        return Err(Failure::new(HL_STATUS_NULL_ARG, format!("{name} is NULL")));
-    }
-    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
-    let bytes = unsafe { CStr::from_ptr(ptr) };
-    bytes
-        .to_str()
-        .map_err(|e| Failure::new(HL_STATUS_INVALID_UTF8, format!("{name} is not UTF-8: {e}")))
+    // SAFETY: per this function's contract.
+    Ok(unsafe { sdk::plugin::abi::utf8(ptr, name) }?)
 }
 
 /// `len` bytes at `ptr` (NULL allowed only with `len == 0`).
@@ -138,17 +126,8 @@ pub(crate) unsafe fn utf8<'a>(ptr: *const c_char, name: &str) -> FfiResult<&'a s
 ///
 /// A non-NULL `ptr` must point to `len` readable bytes during the call.
 pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> FfiResult<&'a [u8]> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    if ptr.is_null() {
-        return Err(Failure::new(
-            HL_STATUS_NULL_ARG,
-            format!("{name} is NULL but its length is {len}"),
-        ));
-    }
-    // SAFETY: `len` readable bytes at non-NULL `ptr`, per the caller's contract.
-    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    // SAFETY: per this function's contract.
+    Ok(unsafe { sdk::plugin::abi::bytes(ptr, len, name) }?)
 }
 
 /// Refuses an output struct (NULL allowed) whose `struct_size` is too small, before any work is
@@ -227,6 +206,7 @@ impl Drop for UserData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CStr;
 
     fn last_error() -> String {
         // SAFETY: `last_error_ptr` always points to a NUL-terminated string.

@@ -5,5 +5,6 @@ pub mod event;
 pub(crate) mod guard;
 pub(crate) mod handles;
 pub mod job;
+pub mod plugin;
 pub mod runtime;
 pub mod sink;

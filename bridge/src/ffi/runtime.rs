@@ -93,6 +93,8 @@ pub(crate) struct RuntimeState {
     shutdown: Mutex<Option<(hl_shutdown_report_t, Option<String>)>>,
     /// Subscriptions made through `hl_runtime_subscribe`, by id.
     pub(crate) subscriptions: Mutex<std::collections::HashMap<u64, sdk::Subscription>>,
+    /// Plugins loaded through `hl_plugin_load`, unloaded before the runtime shuts down.
+    pub(crate) plugins: Mutex<Vec<usize>>,
 }
 
 pub(crate) static RUNTIMES: Registry<RuntimeState> = Registry::new("hl_runtime_t");
@@ -254,6 +256,7 @@ pub unsafe extern "C" fn hl_runtime_new(
             free_deadline,
             shutdown: Mutex::new(None),
             subscriptions: Mutex::default(),
+            plugins: Mutex::default(),
         });
         Ok(())
     })
@@ -265,6 +268,8 @@ fn shutdown(state: &RuntimeState, deadline: Duration) -> (hl_shutdown_report_t, 
     if let Some(first) = &*done {
         return first.clone();
     }
+    // Plugins go first, while the pool can still finish their work.
+    super::plugin::unload_all(state, deadline);
     let r = state.rt.shutdown(deadline);
     let report = hl_shutdown_report_t {
         struct_size: std::mem::size_of::<hl_shutdown_report_t>() as u32,

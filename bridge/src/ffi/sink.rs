@@ -8,60 +8,13 @@ use super::common::*;
 use super::guard::{arg, bytes, guard, utf8, Failure, FfiResult, UserData};
 use super::runtime::{hl_runtime_t, live};
 
-pub const HL_PAYLOAD_BYTES: u32 = 1;
-pub const HL_PAYLOAD_ARRAY: u32 = 2;
-pub const HL_ELEM_U8: u32 = 1;
-pub const HL_ELEM_I32: u32 = 2;
-pub const HL_ELEM_U32: u32 = 3;
-pub const HL_ELEM_I64: u32 = 4;
-pub const HL_ELEM_U64: u32 = 5;
-pub const HL_ELEM_F32: u32 = 6;
-pub const HL_ELEM_F64: u32 = 7;
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct hl_array_view_t {
-    pub elem_type: u32,
-    pub components: u32,
-    pub count: u64,
-    pub stride: u64,
-    pub data: *const c_void,
-    pub byte_len: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct hl_message_t {
-    pub struct_size: u32,
-    pub payload_kind: u32,
-    pub topic: *const c_char,
-    pub topic_len: usize,
-    pub bytes: *const u8,
-    pub bytes_len: usize,
-    pub array: hl_array_view_t,
-}
+pub use sdk::plugin::abi::{
+    hl_array_view_t, hl_message_t, HL_ELEM_F32, HL_ELEM_F64, HL_ELEM_I32, HL_ELEM_I64, HL_ELEM_U32,
+    HL_ELEM_U64, HL_ELEM_U8, HL_PAYLOAD_ARRAY, HL_PAYLOAD_BYTES,
+};
 
 pub type hl_sink_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, message: *const hl_message_t)>;
-
-fn elem_type(code: u32) -> FfiResult<sdk::ElemType> {
-    use sdk::ElemType::*;
-    Ok(match code {
-        HL_ELEM_U8 => U8,
-        HL_ELEM_I32 => I32,
-        HL_ELEM_U32 => U32,
-        HL_ELEM_I64 => I64,
-        HL_ELEM_U64 => U64,
-        HL_ELEM_F32 => F32,
-        HL_ELEM_F64 => F64,
-        other => {
-            return Err(Failure::new(
-                HL_STATUS_INVALID_ARG,
-                format!("unknown element type {other}"),
-            ))
-        }
-    })
-}
 
 /// Validates a C array view against its own byte length.
 ///
@@ -69,23 +22,8 @@ fn elem_type(code: u32) -> FfiResult<sdk::ElemType> {
 ///
 /// `view.data` points to `view.byte_len` readable bytes (or is NULL with `count == 0`).
 unsafe fn array_view<'a>(view: &hl_array_view_t) -> FfiResult<sdk::ArrayView<'a>> {
-    let elem = elem_type(view.elem_type)?;
-    let len = usize::try_from(view.byte_len)
-        .map_err(|_| Failure::new(HL_STATUS_INVALID_ARG, "byte_len does not fit in memory"))?;
-    let len = if view.count == 0 { 0 } else { len };
     // SAFETY: per this function's contract.
-    let data = unsafe { bytes(view.data.cast(), len, "view->data") }?;
-    let count = usize::try_from(view.count)
-        .map_err(|_| Failure::new(HL_STATUS_INVALID_ARG, "count does not fit in memory"))?;
-    let stride = usize::try_from(view.stride)
-        .map_err(|_| Failure::new(HL_STATUS_INVALID_ARG, "stride does not fit in memory"))?;
-    Ok(sdk::ArrayView::strided(
-        elem,
-        view.components as usize,
-        count,
-        stride,
-        data,
-    )?)
+    Ok(unsafe { sdk::plugin::abi::array_view_from_c(view) }?)
 }
 
 /// See `hl_runtime_set_sink` in `hostloop/sink.h`.
@@ -119,47 +57,11 @@ pub unsafe extern "C" fn hl_runtime_set_sink(
         state
             .rt
             .set_sink(Some(Box::new(move |m: &sdk::Message<'_>| {
-                topic_buf.clear();
-                topic_buf.extend_from_slice(m.topic.as_bytes());
-                topic_buf.push(0);
-                let mut msg = hl_message_t {
-                    struct_size: std::mem::size_of::<hl_message_t>() as u32,
-                    payload_kind: HL_PAYLOAD_BYTES,
-                    topic: topic_buf.as_ptr().cast(),
-                    topic_len: m.topic.len(),
-                    bytes: std::ptr::null(),
-                    bytes_len: 0,
-                    array: hl_array_view_t {
-                        elem_type: 0,
-                        components: 0,
-                        count: 0,
-                        stride: 0,
-                        data: std::ptr::null(),
-                        byte_len: 0,
-                    },
-                };
-                match m.payload {
-                    sdk::Payload::Bytes(b) => {
-                        if !b.is_empty() {
-                            msg.bytes = b.as_ptr();
-                            msg.bytes_len = b.len();
-                        }
-                    }
-                    sdk::Payload::Array(a) => {
-                        msg.payload_kind = HL_PAYLOAD_ARRAY;
-                        msg.array = hl_array_view_t {
-                            elem_type: a.elem() as u32,
-                            components: a.components() as u32,
-                            count: a.count() as u64,
-                            stride: a.stride() as u64,
-                            data: a.bytes().as_ptr().cast(),
-                            byte_len: a.bytes().len() as u64,
-                        };
-                    }
-                }
-                // SAFETY: the host registered `f` with this user_data; `msg` and what it points to
-                // live until `f` returns, as the header promises.
-                unsafe { f(ud.ptr(), &msg) };
+                sdk::plugin::abi::with_c_message(m, &mut topic_buf, |msg| {
+                    // SAFETY: the host registered `f` with this user_data; `msg` and what it
+                    // points to live until `f` returns, as the header promises.
+                    unsafe { f(ud.ptr(), msg) }
+                });
             })));
         Ok(())
     })

@@ -1,0 +1,316 @@
+//! `hostloop/plugin.h`: loading, unloading, reloading and describing plugins from C.
+//!
+//! The plugin ABI types themselves (`hostloop_plugin.h`) live in the SDK
+//! (`sdk::plugin::abi`), which both sides of the boundary share; this module wraps the SDK's
+//! loader ([`sdk::plugin::LoadedPlugin`]) in handles.
+
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_char, CString};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use sdk::plugin::abi::{
+    hl_drop_fn, hl_main_task_fn, hl_plugin_descriptor_t, hl_plugin_entry_fn, hl_plugin_services_t,
+    hl_task_fn, hl_write_fn, HL_PLUGIN_ABI_VERSION, HL_PLUGIN_FLAG_RETAIN_IMAGE,
+    HL_PLUGIN_LANE_BACKGROUND, HL_PLUGIN_LANE_HIGH, HL_PLUGIN_LANE_IO, HL_PLUGIN_LANE_LOW,
+    HL_PLUGIN_LANE_NORMAL, HL_STEP_CONTINUE, HL_STEP_DONE,
+};
+
+use super::common::*;
+use super::guard::{arg, guard, utf8, write_sized, Failure, FfiResult};
+use super::handles::Registry;
+use super::runtime::{hl_runtime_t, live, RuntimeState, RUNTIMES};
+
+/// The opaque plugin type of the header. Values of `*mut hl_plugin_t` are registry tokens.
+#[derive(Debug)]
+pub enum hl_plugin_t {}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_plugin_info_t {
+    pub struct_size: u32,
+    pub generation: u32,
+    pub flags: u32,
+    pub reserved: u32,
+    pub name: *const c_char,
+    pub version: *const c_char,
+    pub path: *const c_char,
+    pub pending: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_unload_report_t {
+    pub struct_size: u32,
+    pub retired: u32,
+    pub dropped: u64,
+    pub stragglers: u64,
+    pub elapsed_us: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_plugin_stats_t {
+    pub struct_size: u32,
+    pub reserved: u32,
+    pub loaded: u64,
+    pub loads: u64,
+    pub unloads: u64,
+    pub reloads: u64,
+    pub failed_reloads: u64,
+    pub images_retired: u64,
+    pub images_closed: u64,
+    pub stragglers: u64,
+}
+
+/// What a plugin handle stands for.
+struct PluginState {
+    plugin: Mutex<Option<sdk::plugin::LoadedPlugin>>,
+    /// The strings `hl_plugin_info` hands out: valid until the next reload or unload.
+    info: Mutex<[CString; 3]>,
+    /// The runtime's state, whose list of plugins holds this handle.
+    runtime: Arc<RuntimeState>,
+}
+
+static PLUGINS: Registry<PluginState> = Registry::new("hl_plugin_t");
+
+impl From<sdk::plugin::PluginError> for Failure {
+    fn from(e: sdk::plugin::PluginError) -> Self {
+        Failure::new(e.status(), e.to_string())
+    }
+}
+
+fn info_strings(p: &sdk::plugin::LoadedPlugin) -> [CString; 3] {
+    let info = p.info();
+    let c = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
+    [
+        c(&info.name),
+        c(&info.version),
+        c(&info.path.to_string_lossy()),
+    ]
+}
+
+fn main_thread(state: &RuntimeState) -> FfiResult {
+    if state.rt.is_main_thread() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            HL_STATUS_WRONG_THREAD,
+            "[main-thread] function called from another thread",
+        ))
+    }
+}
+
+fn deadline(ms: u32) -> Duration {
+    Duration::from_millis(u64::from(ms))
+}
+
+/// See `hl_plugin_load` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `path` is NULL or NUL-terminated; `plugin` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_plugin_load(
+    rt: *mut hl_runtime_t,
+    path: *const c_char,
+    plugin: *mut *mut hl_plugin_t,
+) -> hl_status_t {
+    guard("hl_plugin_load", || {
+        let state = live(rt)?;
+        // SAFETY: per this function's contract.
+        let path = unsafe { utf8(path, "path") }?;
+        if plugin.is_null() {
+            return Err(Failure::new(HL_STATUS_NULL_ARG, "plugin is NULL"));
+        }
+        main_thread(&state)?;
+        let loaded = state.rt.load_plugin(path)?;
+        let info = info_strings(&loaded);
+        let handle: *mut hl_plugin_t = PLUGINS.insert(PluginState {
+            plugin: Mutex::new(Some(loaded)),
+            info: Mutex::new(info),
+            runtime: state.clone(),
+        });
+        lock(&state.plugins).push(handle as usize);
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { *plugin = handle };
+        Ok(())
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Unloads the plugin behind a removed handle; returns its report.
+fn unload_state(
+    state: &PluginState,
+    token: usize,
+    ms: Duration,
+) -> Option<sdk::plugin::UnloadReport> {
+    lock(&state.runtime.plugins).retain(|&h| h != token);
+    let loaded = lock(&state.plugin).take()?;
+    Some(loaded.unload(ms))
+}
+
+/// See `hl_plugin_unload` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `report` is NULL or points to a writable `hl_unload_report_t` with its `struct_size` set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_plugin_unload(
+    plugin: *mut hl_plugin_t,
+    deadline_ms: u32,
+    report: *mut hl_unload_report_t,
+) -> hl_status_t {
+    guard("hl_plugin_unload", || {
+        let state = PLUGINS.get(plugin, "plugin")?;
+        main_thread(&state.runtime)?;
+        // SAFETY: per this function's contract (checked before any work is done).
+        unsafe { super::guard::check_size(report, "report") }?;
+        let state = PLUGINS.remove(plugin, "plugin")?;
+        let Some(r) = unload_state(&state, plugin as usize, deadline(deadline_ms)) else {
+            return Ok(());
+        };
+        if !report.is_null() {
+            let out = hl_unload_report_t {
+                struct_size: std::mem::size_of::<hl_unload_report_t>() as u32,
+                retired: u32::from(r.retired),
+                dropped: r.dropped as u64,
+                stragglers: r.stragglers as u64,
+                elapsed_us: r.elapsed.as_micros().min(u128::from(u64::MAX)) as u64,
+            };
+            // SAFETY: non-NULL, sized as checked above.
+            unsafe { write_sized(report, out, "report") }?;
+        }
+        if r.stragglers > 0 {
+            return Err(Failure::new(
+                HL_STATUS_TIMEOUT,
+                format!(
+                    "{} calls into the plugin were still running at the deadline; its image is retired, not unmapped",
+                    r.stragglers
+                ),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// See `hl_plugin_reload` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `path` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_plugin_reload(
+    plugin: *mut hl_plugin_t,
+    path: *const c_char,
+    deadline_ms: u32,
+) -> hl_status_t {
+    guard("hl_plugin_reload", || {
+        let state = PLUGINS.get(plugin, "plugin")?;
+        // SAFETY: per this function's contract.
+        let path = unsafe { utf8(path, "path") }?;
+        main_thread(&state.runtime)?;
+        // Not held across the reload's plugin callbacks: a plugin asking for `hl_plugin_info`
+        // of itself from `restore_state` must not deadlock.
+        let mut loaded = lock(&state.plugin).take().ok_or_else(|| {
+            Failure::new(
+                HL_STATUS_REENTRANT,
+                "the plugin is being reloaded or unloaded already",
+            )
+        })?;
+        let result = loaded.reload(path, deadline(deadline_ms));
+        if result.is_ok() {
+            *lock(&state.info) = info_strings(&loaded);
+        }
+        *lock(&state.plugin) = Some(loaded);
+        result?;
+        Ok(())
+    })
+}
+
+/// See `hl_plugin_info` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `info` is NULL or points to a writable `hl_plugin_info_t` with its `struct_size` set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_plugin_info(
+    plugin: *const hl_plugin_t,
+    info: *mut hl_plugin_info_t,
+) -> hl_status_t {
+    guard("hl_plugin_info", || {
+        let state = PLUGINS.get(plugin, "plugin")?;
+        // SAFETY: per this function's contract.
+        unsafe { arg(info, "info") }?;
+        main_thread(&state.runtime)?;
+        let loaded = lock(&state.plugin);
+        let Some(loaded) = loaded.as_ref() else {
+            return Err(Failure::new(
+                HL_STATUS_REENTRANT,
+                "the plugin is being reloaded",
+            ));
+        };
+        let i = loaded.info();
+        let strings = lock(&state.info);
+        let out = hl_plugin_info_t {
+            struct_size: std::mem::size_of::<hl_plugin_info_t>() as u32,
+            generation: i.generation,
+            flags: i.flags,
+            reserved: 0,
+            name: strings[0].as_ptr(),
+            version: strings[1].as_ptr(),
+            path: strings[2].as_ptr(),
+            pending: i.pending as u64,
+        };
+        // SAFETY: non-NULL per the check above and sized per the contract.
+        unsafe { write_sized(info, out, "info") }
+    })
+}
+
+/// See `hl_runtime_plugin_stats` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `stats` is NULL or points to a writable `hl_plugin_stats_t` with its `struct_size` set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_runtime_plugin_stats(
+    rt: *const hl_runtime_t,
+    stats: *mut hl_plugin_stats_t,
+) -> hl_status_t {
+    guard("hl_runtime_plugin_stats", || {
+        let state = RUNTIMES.get(rt, "rt")?;
+        // SAFETY: per this function's contract.
+        unsafe { arg(stats, "stats") }?;
+        let s = state.rt.plugin_stats();
+        let out = hl_plugin_stats_t {
+            struct_size: std::mem::size_of::<hl_plugin_stats_t>() as u32,
+            reserved: 0,
+            loaded: s.loaded,
+            loads: s.loads,
+            unloads: s.unloads,
+            reloads: s.reloads,
+            failed_reloads: s.failed_reloads,
+            images_retired: s.images_retired,
+            images_closed: s.images_closed,
+            stragglers: s.stragglers,
+        };
+        // SAFETY: non-NULL per the check above and sized per the contract.
+        unsafe { write_sized(stats, out, "stats") }
+    })
+}
+
+/// Unloads every plugin of a runtime that is shutting down (their handles become invalid).
+pub(crate) fn unload_all(state: &RuntimeState, deadline: Duration) {
+    let handles = std::mem::take(&mut *lock(&state.plugins));
+    for h in handles {
+        if let Ok(p) = PLUGINS.remove(h as *mut hl_plugin_t, "plugin") {
+            if let Some(loaded) = lock(&p.plugin).take() {
+                loaded.unload(deadline);
+            }
+        }
+    }
+}

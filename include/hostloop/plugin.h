@@ -1,0 +1,156 @@
+/**
+ * \file hostloop/plugin.h
+ * \brief Loading tool plugins into a runtime, unloading them safely, and hot-reloading them
+ * while the host keeps running. What a plugin exports is described in `hostloop_plugin.h`.
+ *
+ * All plugins share the runtime they are loaded into: their jobs run on its workers, their
+ * main-thread work at its pumps, their messages reach its sink. At most one plugin of a given
+ * name is loaded per runtime (`HL_STATUS_ALREADY_LOADED` otherwise): the dynamic loader would
+ * hand a second load the same image, whose globals two instances would then share. To replace a
+ * plugin's code, reload it.
+ *
+ * Loading a library runs its code: load only plugins you trust, as with any native plugin.
+ *
+ * \section plugin_platform Platform-specific behaviour
+ *
+ * A Rust plugin cannot be `dlclose`d safely on glibc (its standard library registers
+ * thread-local destructors on the host's threads), so its descriptor sets
+ * `HL_PLUGIN_FLAG_RETAIN_IMAGE` and unloading *retires* the image: it stays mapped, unused, and is
+ * counted in `hl_plugin_stats_t::images_retired`. Loading the same unchanged file again reuses
+ * it, so load/unload cycles do not grow memory; a changed file at that path, and every reload,
+ * is loaded from a fresh copy in the temporary directory (removed once mapped), because the
+ * loader caches libraries by path.
+ */
+#ifndef HOSTLOOP_PLUGIN_API_H
+#define HOSTLOOP_PLUGIN_API_H
+
+#include "common.h"
+#include "runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** \brief A loaded plugin. Free with `hl_plugin_unload` (or `hl_runtime_free`, which unloads
+ * every plugin of the runtime first). */
+typedef struct hl_plugin_t hl_plugin_t;
+
+/** \brief What `hl_plugin_info` reports. */
+typedef struct hl_plugin_info_t {
+    /** `sizeof(hl_plugin_info_t)`: set it before the call. */
+    uint32_t struct_size;
+    /** 0 after load, +1 per successful reload. */
+    uint32_t generation;
+    /** The descriptor's `HL_PLUGIN_FLAG_*`. */
+    uint32_t flags;
+    uint32_t reserved;
+    /** NUL-terminated UTF-8, owned by the handle: valid until its next reload or unload. */
+    const char *name;
+    const char *version;
+    /** The path the plugin was (re)loaded from. */
+    const char *path;
+    /** The plugin's work queued or running now. */
+    uint64_t pending;
+} hl_plugin_info_t;
+
+/** \brief What `hl_plugin_unload` did. */
+typedef struct hl_unload_report_t {
+    /** `sizeof(hl_unload_report_t)`: set it before the call. */
+    uint32_t struct_size;
+    /** Non-zero if the image was retired (kept mapped) instead of unmapped. */
+    uint32_t retired;
+    /** The plugin's queued work dropped unrun (its `drop` called). */
+    uint64_t dropped;
+    /** Calls into the plugin still running at the deadline (then the status is TIMEOUT). */
+    uint64_t stragglers;
+    uint64_t elapsed_us;
+} hl_unload_report_t;
+
+/** \brief Counters of a runtime's plugin activity (`hl_runtime_plugin_stats`). */
+typedef struct hl_plugin_stats_t {
+    /** `sizeof(hl_plugin_stats_t)`: set it before the call. */
+    uint32_t struct_size;
+    uint32_t reserved;
+    /** Plugins loaded now. */
+    uint64_t loaded;
+    /** Successful loads, reloads included. */
+    uint64_t loads;
+    uint64_t unloads;
+    /** Successful hot reloads. */
+    uint64_t reloads;
+    /** Reloads that failed (the old build kept running). */
+    uint64_t failed_reloads;
+    /** Images kept mapped at unload (Rust plugins, or stragglers). */
+    uint64_t images_retired;
+    /** Images really unmapped (`dlclose`). */
+    uint64_t images_closed;
+    /** Calls into plugins still running at an unload's deadline. */
+    uint64_t stragglers;
+} hl_plugin_stats_t;
+
+/**
+ * \brief Loads the plugin library at `path` into `rt` and calls its `load`.
+ * \param path    NUL-terminated UTF-8 path of the shared library; not NULL.
+ * \param plugin  receives the handle on success; not NULL. Free with `hl_plugin_unload`.
+ * \return NULL_ARG; INVALID_HANDLE; INVALID_UTF8; WRONG_THREAD; SHUT_DOWN;
+ * FILE_NOT_FOUND; NOT_A_LIBRARY (with the loader's message); NO_ENTRY_SYMBOL;
+ * VERSION_MISMATCH (built for an older or newer plugin ABI); BAD_DESCRIPTOR (struct too small,
+ * NULL name/load/unload); ALREADY_LOADED; PANIC (its `load` panicked); FAILED (its `load`
+ * returned an error, whose text is in `hl_last_error()`); OS (a temporary copy failed). On
+ * every failure nothing of the plugin stays loaded (a retired image stays mapped).
+ * [main-thread] [not re-entrant]
+ */
+hl_status_t hl_plugin_load(hl_runtime_t *rt, const char *path, hl_plugin_t **plugin);
+
+/**
+ * \brief Unloads a plugin and frees its handle: calls its `unload` (a Rust plugin's jobs see
+ * cancellation and its simulations stop), drops its queued work unrun, waits up to
+ * `deadline_ms` for calls into it that are running, then releases the library. No call into the
+ * plugin can start after this returns.
+ * \param report  NULL, or receives what was done (`struct_size` set by the caller).
+ * \return OK; NULL_ARG; INVALID_HANDLE; WRONG_THREAD; INVALID_ARG (report too small);
+ * TIMEOUT: calls were still running at the deadline — the handle is freed anyway and the image
+ * retired (kept mapped) so they finish safely.
+ * [main-thread] [not re-entrant]: from inside the plugin's own callbacks its `unload` is not
+ * called and its image is retired.
+ */
+hl_status_t hl_plugin_unload(hl_plugin_t *plugin, uint32_t deadline_ms,
+                             hl_unload_report_t *report);
+
+/**
+ * \brief Hot-reloads a plugin from `path` (usually a rebuilt library) while the host runs.
+ *
+ * Loads the new build from a fresh copy; asks the running instance to `save_state` (which
+ * suspends it); lets its work finish or cancels it, waiting up to `deadline_ms`; calls the new
+ * build's `load` and `restore_state` with the bytes; then unloads the old build. The handle
+ * stays the same; its generation grows by one.
+ * \return OK; NULL_ARG; INVALID_HANDLE; INVALID_UTF8; WRONG_THREAD; REENTRANT (from inside the
+ * plugin's callbacks); any status of `hl_plugin_load` for the new build (BAD_DESCRIPTOR also
+ * when it is another plugin); FAILED or PANIC (save or restore failed); TIMEOUT (the old
+ * build's work did not stop in time). On every failure the old build keeps running, its state
+ * handed back through its own `restore_state`.
+ * [main-thread] [not re-entrant]
+ */
+hl_status_t hl_plugin_reload(hl_plugin_t *plugin, const char *path, uint32_t deadline_ms);
+
+/**
+ * \brief Describes a loaded plugin.
+ * \param info  not NULL; `struct_size` set by the caller.
+ * \return NULL_ARG; INVALID_HANDLE; INVALID_ARG (info too small); WRONG_THREAD.
+ * [main-thread]
+ */
+hl_status_t hl_plugin_info(const hl_plugin_t *plugin, hl_plugin_info_t *info);
+
+/**
+ * \brief Counters of a runtime's plugin activity (works after shutdown too).
+ * \param stats  not NULL; `struct_size` set by the caller.
+ * \return NULL_ARG; INVALID_HANDLE; INVALID_ARG (stats too small).
+ * [any-thread]
+ */
+hl_status_t hl_runtime_plugin_stats(const hl_runtime_t *rt, hl_plugin_stats_t *stats);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* HOSTLOOP_PLUGIN_API_H */

@@ -1,0 +1,524 @@
+//! The C ABI shared by plugins and the runtime: `#[repr(C)]` mirrors of `include/hostloop_plugin.h`
+//! (and of the event and sink structs it uses), with conversions to and from the crate's types.
+//!
+//! Plugin authors rarely need this module: [`export_plugin!`](crate::export_plugin) and
+//! [`Plugin`](super::Plugin) speak it for them. It is public for hosts and tools that build or
+//! inspect descriptors by hand. The header is the contract; tests prove the two agree.
+
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_char, c_void, CStr, CString};
+
+use crate::event::Event;
+use crate::sink::{ArrayView, ElemType, Message, Payload};
+
+/// `hl_status_t`.
+pub type hl_status_t = u32;
+
+pub const HL_STATUS_OK: hl_status_t = 0;
+pub const HL_STATUS_NULL_ARG: hl_status_t = 1;
+pub const HL_STATUS_INVALID_ARG: hl_status_t = 2;
+pub const HL_STATUS_WRONG_THREAD: hl_status_t = 3;
+pub const HL_STATUS_REENTRANT: hl_status_t = 4;
+pub const HL_STATUS_HOST_BUSY: hl_status_t = 5;
+pub const HL_STATUS_SHUT_DOWN: hl_status_t = 6;
+pub const HL_STATUS_VERSION_MISMATCH: hl_status_t = 7;
+pub const HL_STATUS_PANIC: hl_status_t = 8;
+pub const HL_STATUS_INVALID_HANDLE: hl_status_t = 9;
+pub const HL_STATUS_CANCELLED: hl_status_t = 10;
+pub const HL_STATUS_TIMEOUT: hl_status_t = 11;
+pub const HL_STATUS_FAILED: hl_status_t = 12;
+pub const HL_STATUS_PENDING: hl_status_t = 13;
+pub const HL_STATUS_INVALID_UTF8: hl_status_t = 14;
+pub const HL_STATUS_OS: hl_status_t = 15;
+pub const HL_STATUS_FILE_NOT_FOUND: hl_status_t = 16;
+pub const HL_STATUS_NOT_A_LIBRARY: hl_status_t = 17;
+pub const HL_STATUS_NO_ENTRY_SYMBOL: hl_status_t = 18;
+pub const HL_STATUS_BAD_DESCRIPTOR: hl_status_t = 19;
+pub const HL_STATUS_ALREADY_LOADED: hl_status_t = 20;
+
+pub const HL_EVENT_FRAME_CHANGED: u32 = 1;
+pub const HL_EVENT_SELECTION_CHANGED: u32 = 2;
+pub const HL_EVENT_SCENE_OPENED: u32 = 3;
+pub const HL_EVENT_SCENE_SAVED: u32 = 4;
+pub const HL_EVENT_PLAYBACK_STARTED: u32 = 5;
+pub const HL_EVENT_PLAYBACK_STOPPED: u32 = 6;
+pub const HL_EVENT_SHUTDOWN_REQUESTED: u32 = 7;
+pub const HL_EVENT_CUSTOM: u32 = 8;
+
+pub const HL_PAYLOAD_BYTES: u32 = 1;
+pub const HL_PAYLOAD_ARRAY: u32 = 2;
+pub const HL_ELEM_U8: u32 = 1;
+pub const HL_ELEM_I32: u32 = 2;
+pub const HL_ELEM_U32: u32 = 3;
+pub const HL_ELEM_I64: u32 = 4;
+pub const HL_ELEM_U64: u32 = 5;
+pub const HL_ELEM_F32: u32 = 6;
+pub const HL_ELEM_F64: u32 = 7;
+
+pub const HL_PLUGIN_ABI_VERSION: u32 = 1;
+/// The exported symbol's name, NUL-terminated (`HL_PLUGIN_ENTRY_SYMBOL`).
+pub const HL_PLUGIN_ENTRY_SYMBOL: &CStr = c"hostloop_plugin_entry";
+pub const HL_PLUGIN_LANE_HIGH: u32 = 0;
+pub const HL_PLUGIN_LANE_NORMAL: u32 = 1;
+pub const HL_PLUGIN_LANE_LOW: u32 = 2;
+pub const HL_PLUGIN_LANE_BACKGROUND: u32 = 3;
+pub const HL_PLUGIN_LANE_IO: u32 = 4;
+pub const HL_STEP_DONE: u32 = 0;
+pub const HL_STEP_CONTINUE: u32 = 1;
+pub const HL_PLUGIN_FLAG_RETAIN_IMAGE: u32 = 1;
+
+/// `hl_event_t` (`hostloop/event.h`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_event_t {
+    pub struct_size: u32,
+    pub kind: u32,
+    pub frame: f64,
+    pub path: *const c_char,
+    pub topic: *const c_char,
+    pub bytes: *const c_void,
+    pub bytes_len: usize,
+    pub coalesce: u32,
+    pub reserved: u32,
+}
+
+/// `hl_array_view_t` (`hostloop/sink.h`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_array_view_t {
+    pub elem_type: u32,
+    pub components: u32,
+    pub count: u64,
+    pub stride: u64,
+    pub data: *const c_void,
+    pub byte_len: u64,
+}
+
+/// `hl_message_t` (`hostloop/sink.h`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_message_t {
+    pub struct_size: u32,
+    pub payload_kind: u32,
+    pub topic: *const c_char,
+    pub topic_len: usize,
+    pub bytes: *const u8,
+    pub bytes_len: usize,
+    pub array: hl_array_view_t,
+}
+
+pub type hl_task_fn = Option<unsafe extern "C" fn(data: *mut c_void)>;
+pub type hl_main_task_fn =
+    Option<unsafe extern "C" fn(data: *mut c_void, budget_left_ns: u64) -> u32>;
+pub type hl_drop_fn = Option<unsafe extern "C" fn(data: *mut c_void)>;
+pub type hl_write_fn = Option<unsafe extern "C" fn(out: *mut c_void, bytes: *const u8, len: usize)>;
+
+/// `hl_plugin_services_t`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_plugin_services_t {
+    pub struct_size: u32,
+    pub abi_version: u32,
+    pub host: *mut c_void,
+    pub spawn: Option<
+        unsafe extern "C" fn(
+            host: *mut c_void,
+            lane: u32,
+            data: *mut c_void,
+            call: hl_task_fn,
+            drop: hl_drop_fn,
+        ) -> hl_status_t,
+    >,
+    pub post_main: Option<
+        unsafe extern "C" fn(
+            host: *mut c_void,
+            data: *mut c_void,
+            call: hl_main_task_fn,
+            drop: hl_drop_fn,
+        ) -> hl_status_t,
+    >,
+    pub emit: Option<
+        unsafe extern "C" fn(
+            host: *mut c_void,
+            message: *const hl_message_t,
+            delivered: *mut u32,
+        ) -> hl_status_t,
+    >,
+    pub post_event:
+        Option<unsafe extern "C" fn(host: *mut c_void, event: *const hl_event_t) -> hl_status_t>,
+    pub is_main_thread: Option<unsafe extern "C" fn(host: *mut c_void) -> u32>,
+    pub is_worker_thread: Option<unsafe extern "C" fn(host: *mut c_void) -> u32>,
+    pub workers: Option<unsafe extern "C" fn(host: *mut c_void) -> u32>,
+    pub is_closing: Option<unsafe extern "C" fn(host: *mut c_void) -> u32>,
+}
+
+/// `hl_plugin_descriptor_t`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_plugin_descriptor_t {
+    pub struct_size: u32,
+    pub abi_version: u32,
+    pub flags: u32,
+    pub reserved: u32,
+    pub name: *const c_char,
+    pub version: *const c_char,
+    pub load: Option<
+        unsafe extern "C" fn(
+            services: *const hl_plugin_services_t,
+            instance: *mut *mut c_void,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> hl_status_t,
+    >,
+    pub unload: Option<unsafe extern "C" fn(instance: *mut c_void)>,
+    pub event: Option<unsafe extern "C" fn(instance: *mut c_void, event: *const hl_event_t)>,
+    pub save_state: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            out: *mut c_void,
+            write: hl_write_fn,
+        ) -> hl_status_t,
+    >,
+    pub restore_state: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            bytes: *const u8,
+            len: usize,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> hl_status_t,
+    >,
+}
+
+// SAFETY: a descriptor is immutable static data (strings and function pointers) that plugins
+// export for any thread to read; the functions' own thread tags govern calling them.
+unsafe impl Sync for hl_plugin_descriptor_t {}
+// SAFETY: as above.
+unsafe impl Send for hl_plugin_descriptor_t {}
+
+/// `hl_plugin_entry_fn`.
+pub type hl_plugin_entry_fn = Option<unsafe extern "C" fn() -> *const hl_plugin_descriptor_t>;
+
+/// Why a C value could not be read: a status and a message naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbiError {
+    /// An `HL_STATUS_*` code.
+    pub status: hl_status_t,
+    /// What was wrong, naming the parameter or field.
+    pub message: String,
+}
+
+impl AbiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: hl_status_t, message: impl Into<String>) -> Self {
+        AbiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for AbiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AbiError {}
+
+/// The status for a crate error, as the C ABI reports it.
+pub fn status_of(err: &crate::Error) -> hl_status_t {
+    use crate::Error;
+    match err {
+        Error::Cancelled => HL_STATUS_CANCELLED,
+        Error::Panicked(_) => HL_STATUS_PANIC,
+        Error::Failed(_) => HL_STATUS_FAILED,
+        Error::WrongThread => HL_STATUS_WRONG_THREAD,
+        Error::Reentrant => HL_STATUS_REENTRANT,
+        Error::HostBusy => HL_STATUS_HOST_BUSY,
+        Error::ShutDown => HL_STATUS_SHUT_DOWN,
+        Error::Timeout => HL_STATUS_TIMEOUT,
+        Error::InvalidArgument(_) => HL_STATUS_INVALID_ARG,
+        Error::ResultTaken => HL_STATUS_FAILED,
+    }
+}
+
+impl From<crate::Error> for AbiError {
+    fn from(err: crate::Error) -> Self {
+        AbiError::new(status_of(&err), err.to_string())
+    }
+}
+
+/// A NUL-terminated C string as UTF-8: NULL_ARG or INVALID_UTF8 naming the parameter.
+///
+/// # Safety
+///
+/// A non-NULL `ptr` must point to a NUL-terminated string that stays valid for `'a`.
+pub unsafe fn utf8<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, AbiError> {
+    if ptr.is_null() {
+        return Err(AbiError::new(HL_STATUS_NULL_ARG, format!("{name} is NULL")));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    let bytes = unsafe { CStr::from_ptr(ptr) };
+    bytes
+        .to_str()
+        .map_err(|e| AbiError::new(HL_STATUS_INVALID_UTF8, format!("{name} is not UTF-8: {e}")))
+}
+
+/// `len` bytes at `ptr` (NULL allowed only with `len == 0`).
+///
+/// # Safety
+///
+/// A non-NULL `ptr` must point to `len` readable bytes for `'a`.
+pub unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8], AbiError> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(AbiError::new(
+            HL_STATUS_NULL_ARG,
+            format!("{name} is NULL but its length is {len}"),
+        ));
+    }
+    // SAFETY: `len` readable bytes at non-NULL `ptr`, per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// The element type for an `HL_ELEM_*` code.
+pub fn elem_type(code: u32) -> Result<ElemType, AbiError> {
+    Ok(match code {
+        HL_ELEM_U8 => ElemType::U8,
+        HL_ELEM_I32 => ElemType::I32,
+        HL_ELEM_U32 => ElemType::U32,
+        HL_ELEM_I64 => ElemType::I64,
+        HL_ELEM_U64 => ElemType::U64,
+        HL_ELEM_F32 => ElemType::F32,
+        HL_ELEM_F64 => ElemType::F64,
+        other => {
+            return Err(AbiError::new(
+                HL_STATUS_INVALID_ARG,
+                format!("unknown element type {other}"),
+            ))
+        }
+    })
+}
+
+/// Reads and validates a C array view against its own byte length.
+///
+/// # Safety
+///
+/// `view.data` points to `view.byte_len` readable bytes for `'a` (or `count` is 0).
+pub unsafe fn array_view_from_c<'a>(view: &hl_array_view_t) -> Result<ArrayView<'a>, AbiError> {
+    let elem = elem_type(view.elem_type)?;
+    let too_big = |what: &str| {
+        AbiError::new(
+            HL_STATUS_INVALID_ARG,
+            format!("{what} does not fit in memory"),
+        )
+    };
+    let len = usize::try_from(view.byte_len).map_err(|_| too_big("byte_len"))?;
+    let len = if view.count == 0 { 0 } else { len };
+    // SAFETY: per this function's contract.
+    let data = unsafe { bytes(view.data.cast(), len, "view->data") }?;
+    let count = usize::try_from(view.count).map_err(|_| too_big("count"))?;
+    let stride = usize::try_from(view.stride).map_err(|_| too_big("stride"))?;
+    Ok(ArrayView::strided(
+        elem,
+        view.components as usize,
+        count,
+        stride,
+        data,
+    )?)
+}
+
+/// The C view of an array (borrowing its bytes).
+pub fn array_view_to_c(a: &ArrayView<'_>) -> hl_array_view_t {
+    hl_array_view_t {
+        elem_type: a.elem() as u32,
+        components: a.components() as u32,
+        count: a.count() as u64,
+        stride: a.stride() as u64,
+        data: a.bytes().as_ptr().cast(),
+        byte_len: a.bytes().len() as u64,
+    }
+}
+
+/// Reads a C message (topic and payload, borrowed).
+///
+/// # Safety
+///
+/// `m` and everything it points to are valid for `'a`, as `hostloop/sink.h` describes.
+pub unsafe fn message_from_c<'a>(m: &hl_message_t) -> Result<Message<'a>, AbiError> {
+    let ours = std::mem::size_of::<hl_message_t>();
+    if (m.struct_size as usize) < ours {
+        return Err(AbiError::new(
+            HL_STATUS_INVALID_ARG,
+            format!("message->struct_size is {}, expected {ours}", m.struct_size),
+        ));
+    }
+    // SAFETY: per this function's contract.
+    let topic = unsafe { utf8(m.topic, "message->topic") }?;
+    let payload = match m.payload_kind {
+        HL_PAYLOAD_BYTES => {
+            // SAFETY: per this function's contract.
+            Payload::Bytes(unsafe { bytes(m.bytes, m.bytes_len, "message->bytes") }?)
+        }
+        // SAFETY: per this function's contract.
+        HL_PAYLOAD_ARRAY => Payload::Array(unsafe { array_view_from_c(&m.array) }?),
+        other => {
+            return Err(AbiError::new(
+                HL_STATUS_INVALID_ARG,
+                format!("unknown payload kind {other}"),
+            ))
+        }
+    };
+    Ok(Message { topic, payload })
+}
+
+/// Calls `f` with the C form of `m`. `topic_buf` holds the NUL-terminated topic (reused
+/// across calls to save an allocation per message).
+pub fn with_c_message<R>(
+    m: &Message<'_>,
+    topic_buf: &mut Vec<u8>,
+    f: impl FnOnce(&hl_message_t) -> R,
+) -> R {
+    topic_buf.clear();
+    topic_buf.extend_from_slice(m.topic.as_bytes());
+    topic_buf.push(0);
+    let mut msg = hl_message_t {
+        struct_size: std::mem::size_of::<hl_message_t>() as u32,
+        payload_kind: HL_PAYLOAD_BYTES,
+        topic: topic_buf.as_ptr().cast(),
+        topic_len: m.topic.len(),
+        bytes: std::ptr::null(),
+        bytes_len: 0,
+        array: hl_array_view_t {
+            elem_type: 0,
+            components: 0,
+            count: 0,
+            stride: 0,
+            data: std::ptr::null(),
+            byte_len: 0,
+        },
+    };
+    match m.payload {
+        Payload::Bytes(b) => {
+            if !b.is_empty() {
+                msg.bytes = b.as_ptr();
+                msg.bytes_len = b.len();
+            }
+        }
+        Payload::Array(a) => {
+            msg.payload_kind = HL_PAYLOAD_ARRAY;
+            msg.array = array_view_to_c(&a);
+        }
+    }
+    f(&msg)
+}
+
+/// Reads a C event (copying its strings and bytes).
+///
+/// # Safety
+///
+/// The event's pointers are valid as `hostloop/event.h` describes for its kind.
+pub unsafe fn event_from_c(e: &hl_event_t) -> Result<Event, AbiError> {
+    let ours = std::mem::size_of::<hl_event_t>();
+    if (e.struct_size as usize) < ours {
+        return Err(AbiError::new(
+            HL_STATUS_INVALID_ARG,
+            format!("event->struct_size is {}, expected {ours}", e.struct_size),
+        ));
+    }
+    // SAFETY: the pointers a kind needs are valid per this function's contract.
+    let path = || unsafe { utf8(e.path, "event->path") }.map(str::to_owned);
+    Ok(match e.kind {
+        HL_EVENT_FRAME_CHANGED => Event::FrameChanged { frame: e.frame },
+        HL_EVENT_SELECTION_CHANGED => Event::SelectionChanged,
+        HL_EVENT_SCENE_OPENED => Event::SceneOpened { path: path()? },
+        HL_EVENT_SCENE_SAVED => Event::SceneSaved { path: path()? },
+        HL_EVENT_PLAYBACK_STARTED => Event::PlaybackStarted,
+        HL_EVENT_PLAYBACK_STOPPED => Event::PlaybackStopped,
+        HL_EVENT_SHUTDOWN_REQUESTED => Event::ShutdownRequested,
+        HL_EVENT_CUSTOM => {
+            // SAFETY: as above, for the custom kind's topic and bytes.
+            let (topic, data) = unsafe {
+                (
+                    utf8(e.topic, "event->topic")?,
+                    bytes(e.bytes.cast(), e.bytes_len, "event->bytes")?,
+                )
+            };
+            Event::Custom {
+                topic: topic.to_owned(),
+                bytes: data.to_vec(),
+                coalesce: e.coalesce != 0,
+            }
+        }
+        other => {
+            return Err(AbiError::new(
+                HL_STATUS_INVALID_ARG,
+                format!("unknown event kind {other}"),
+            ))
+        }
+    })
+}
+
+/// Calls `f` with the C form of `e` (its strings NUL-terminated for the call's duration;
+/// interior NULs are removed).
+pub fn with_c_event<R>(e: &Event, f: impl FnOnce(&hl_event_t) -> R) -> R {
+    let mut c = hl_event_t {
+        struct_size: std::mem::size_of::<hl_event_t>() as u32,
+        kind: e.kind() as u32,
+        frame: 0.0,
+        path: std::ptr::null(),
+        topic: std::ptr::null(),
+        bytes: std::ptr::null(),
+        bytes_len: 0,
+        coalesce: 0,
+        reserved: 0,
+    };
+    let c_string = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
+    let mut keep: Option<CString> = None;
+    match e {
+        Event::FrameChanged { frame } => c.frame = *frame,
+        Event::SceneOpened { path } | Event::SceneSaved { path } => {
+            c.path = keep.insert(c_string(path)).as_ptr();
+        }
+        Event::Custom {
+            topic,
+            bytes,
+            coalesce,
+        } => {
+            c.topic = keep.insert(c_string(topic)).as_ptr();
+            if !bytes.is_empty() {
+                c.bytes = bytes.as_ptr().cast();
+                c.bytes_len = bytes.len();
+            }
+            c.coalesce = u32::from(*coalesce);
+        }
+        _ => {}
+    }
+    let r = f(&c);
+    drop(keep);
+    r
+}
+
+/// Writes `msg` NUL-terminated into a C buffer of `len` bytes, truncating on a UTF-8 boundary.
+///
+/// # Safety
+///
+/// A non-NULL `buf` points to `len` writable bytes.
+pub unsafe fn write_c_error(buf: *mut c_char, len: usize, msg: &str) {
+    if buf.is_null() || len == 0 {
+        return;
+    }
+    let mut n = msg.len().min(len - 1);
+    while !msg.is_char_boundary(n) {
+        n -= 1;
+    }
+    // SAFETY: `n + 1 <= len` bytes are writable at `buf` per the contract.
+    unsafe {
+        std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n);
+        *buf.add(n) = 0;
+    }
+}

@@ -1,0 +1,212 @@
+//! Plugins: tools built as shared libraries that a host loads, unloads and hot-reloads while it
+//! keeps running.
+//!
+//! # Writing a plugin
+//!
+//! A plugin is a `cdylib` crate that implements [`Plugin`] and exports it with
+//! [`export_plugin!`](crate::export_plugin). Inside it the whole `hostloop` API works as in a
+//! host — [`Handle::spawn`], [`Job::on_main`](crate::Job::on_main), [`Handle::post`],
+//! [`Handle::simulate`], events, the sink — but nothing runs on threads of the plugin's own: jobs
+//! and main-thread work go to the host's runtime through the services table of
+//! `include/hostloop_plugin.h`. All plugins in a process share that one pool.
+//!
+//! ```no_run
+//! use hostloop::plugin::{Plugin, PluginContext};
+//! use hostloop::{Event, Handle, Main, Result, SnapshotReader, SnapshotWriter};
+//!
+//! pub struct Counter {
+//!     rt: Handle,
+//!     count: u64,
+//! }
+//!
+//! impl Plugin for Counter {
+//!     const NAME: &'static str = "counter";
+//!     const VERSION: &'static str = "1.0.0";
+//!
+//!     fn load(ctx: &PluginContext) -> Result<Self> {
+//!         Ok(Counter { rt: ctx.handle().clone(), count: 0 })
+//!     }
+//!
+//!     fn event(&mut self, event: &Event, _main: &mut Main<'_>) {
+//!         if let Event::FrameChanged { .. } = event {
+//!             self.count += 1;
+//!             // Heavy work goes to the host's pool; the result comes back at a pump.
+//!             let n = self.count;
+//!             let _ = self.rt.spawn(move |_| Ok(n * n)).map(|job| {
+//!                 job.on_main(|r, main| {
+//!                     let _ = main.emit("counter/square", hostloop::Payload::Bytes(
+//!                         &r.unwrap_or(0).to_le_bytes(),
+//!                     ));
+//!                 })
+//!             });
+//!         }
+//!     }
+//!
+//!     fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
+//!         out.u64(self.count);
+//!         Ok(())
+//!     }
+//!
+//!     fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
+//!         self.count = input.u64().map_err(hostloop::Error::failed)?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! hostloop::export_plugin!(Counter);
+//! ```
+//!
+//! # Loading plugins
+//!
+//! C and C++ hosts use `hl_plugin_load`, `hl_plugin_unload`, `hl_plugin_reload` and
+//! `hl_plugin_info` (`include/hostloop/plugin.h`); Rust hosts use [`Handle::load_plugin`] and
+//! [`LoadedPlugin`]. Both are the same code.
+//!
+//! # Safety
+//!
+//! Loading a library runs its initialisers, and calling its entry symbol runs its code: a
+//! plugin is trusted native code, as in every DCC host. What hostloop guarantees is the
+//! boundary: panics are caught on both sides, every triple is called or dropped exactly once,
+//! and after [`LoadedPlugin::unload`] returns no call into the plugin's code can start.
+//!
+//! # Thread safety
+//!
+//! Loading, unloading, reloading and events happen on the host's main thread (the runtime's);
+//! a plugin's jobs run on the host's workers, its main-thread work at the host's pumps.
+//!
+//! # Platform-specific behaviour
+//!
+//! A Rust `cdylib` cannot be `dlclose`d safely on glibc: its standard library registers
+//! thread-local destructors on the host's threads. Plugins built with
+//! [`export_plugin!`](crate::export_plugin) therefore set `HL_PLUGIN_FLAG_RETAIN_IMAGE`, and
+//! unloading *retires* their image — it stays mapped, unused, and is counted in
+//! [`PluginStats::images_retired`]. Loading the same unchanged file again reuses the retired
+//! image, so load/unload cycles do not grow memory; each hot reload maps a new copy. C plugins
+//! without the flag are really unloaded.
+
+pub mod abi;
+pub(crate) mod guest;
+pub(crate) mod host;
+
+pub use host::{LoadedPlugin, PluginError, PluginErrorKind, PluginInfo, PluginStats, UnloadReport};
+
+use crate::error::Result;
+use crate::event::Event;
+use crate::main_thread::Main;
+use crate::runtime::Handle;
+use crate::snapshot::{SnapshotReader, SnapshotWriter};
+
+/// A tool plugin. Implement it on the plugin's state and export it with
+/// [`export_plugin!`](crate::export_plugin). Every method runs on the host's main thread.
+pub trait Plugin: Sized + 'static {
+    /// The plugin's name: one instance per name per runtime. Also the kind of its saved state.
+    const NAME: &'static str;
+    /// The plugin's version, shown by `hl_plugin_info`.
+    const VERSION: &'static str;
+    /// The layout version of [`save_state`](Plugin::save_state)'s bytes. A build restores state
+    /// of this version or older (see [`SnapshotReader::version`]).
+    const STATE_VERSION: u32 = 1;
+
+    /// Creates the plugin. Keep `ctx.handle()` to spawn jobs and post to the main thread.
+    ///
+    /// # Errors
+    ///
+    /// Any error: the load fails with `HL_STATUS_FAILED` and the error's text. A panic fails it
+    /// with `HL_STATUS_PANIC`.
+    fn load(ctx: &PluginContext) -> Result<Self>;
+
+    /// A host event (frame changed, scene saved, custom topics...).
+    fn event(&mut self, event: &Event, main: &mut Main<'_>) {
+        let _ = (event, main);
+    }
+
+    /// Saves the state for a hot reload and suspends the plugin: start no new work (pause
+    /// simulations) until [`restore_state`](Plugin::restore_state) or unload. The default
+    /// saves nothing, so a reload starts the new build fresh.
+    ///
+    /// # Errors
+    ///
+    /// An error abandons the reload; the plugin keeps running.
+    fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
+        let _ = out;
+        Ok(())
+    }
+
+    /// Replaces the state with saved bytes and resumes. Called on a new build right after
+    /// [`load`](Plugin::load) during a reload — or on the old build with its own bytes when
+    /// the reload failed.
+    ///
+    /// # Errors
+    ///
+    /// An error fails the reload (the old build keeps running).
+    fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
+        let _ = input;
+        Ok(())
+    }
+
+    /// Called before the plugin is dropped at unload. The runtime is already closing: jobs
+    /// see cancellation and new ones are refused.
+    fn unload(&mut self) {}
+}
+
+/// What a plugin receives at load.
+#[derive(Debug)]
+pub struct PluginContext {
+    pub(crate) handle: Handle,
+}
+
+impl PluginContext {
+    /// The runtime, as the plugin sees it: the host's pool and main thread.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+/// Exports a [`Plugin`] as the `hostloop_plugin_entry` symbol of a `cdylib`.
+///
+/// ```ignore
+/// hostloop::export_plugin!(MyTool);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        /// The plugin's entry point (`hostloop_plugin.h`).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn hostloop_plugin_entry(
+        ) -> *const $crate::plugin::abi::hl_plugin_descriptor_t {
+            static DESCRIPTOR: ::std::sync::OnceLock<$crate::plugin::abi::hl_plugin_descriptor_t> =
+                ::std::sync::OnceLock::new();
+            DESCRIPTOR.get_or_init($crate::plugin::__export::descriptor::<$plugin>)
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __export {
+    use super::abi::*;
+    use super::{guest, Plugin};
+
+    /// The descriptor of `P` (built once per image by `export_plugin!`).
+    pub fn descriptor<P: Plugin>() -> hl_plugin_descriptor_t {
+        let c = |s: &str| {
+            std::ffi::CString::new(s.replace('\0', ""))
+                .unwrap_or_default()
+                .into_raw()
+                .cast_const()
+        };
+        hl_plugin_descriptor_t {
+            struct_size: std::mem::size_of::<hl_plugin_descriptor_t>() as u32,
+            abi_version: HL_PLUGIN_ABI_VERSION,
+            flags: HL_PLUGIN_FLAG_RETAIN_IMAGE,
+            reserved: 0,
+            // Leaked on purpose: once per image, and the descriptor is static.
+            name: c(P::NAME),
+            version: c(P::VERSION),
+            load: Some(guest::load::<P>),
+            unload: Some(guest::unload::<P>),
+            event: Some(guest::event::<P>),
+            save_state: Some(guest::save_state::<P>),
+            restore_state: Some(guest::restore_state::<P>),
+        }
+    }
+}
