@@ -265,6 +265,12 @@ pub struct FrameInfo {
 /// What [`SimControl::save`] calls on the main thread with the snapshot.
 type SaveDone = Box<dyn FnOnce(Result<Vec<u8>>, &mut Main<'_>) + Send>;
 
+/// Where a snapshot goes: to a main-thread callback, or straight back to a waiting caller.
+enum SaveTo {
+    Main(SaveDone),
+    Caller(Sender<Result<Vec<u8>>>),
+}
+
 enum Command {
     Play,
     Pause,
@@ -272,8 +278,9 @@ enum Command {
     Seek(u64),
     Reset,
     Rate(Option<f64>),
-    Save(SaveDone),
-    Restore(Vec<u8>),
+    Save(SaveTo),
+    /// The snapshot, and who waits to hear that it was applied.
+    Restore(Vec<u8>, Option<Sender<Result<()>>>),
     Stop,
 }
 
@@ -340,7 +347,37 @@ impl SimControl {
     where
         F: FnOnce(Result<Vec<u8>>, &mut Main<'_>) + Send + 'static,
     {
-        self.send(Command::Save(Box::new(done)));
+        self.send(Command::Save(SaveTo::Main(Box::new(done))));
+    }
+
+    /// Snapshots the simulation at the next step boundary (in command order, like
+    /// [`SimControl::save`]) and returns the bytes, waiting up to `timeout`. No pump is needed,
+    /// so a plugin's `save_state` can call it on the main thread. Send
+    /// [`pause`](SimControl::pause) first to keep the simulation at the saved step.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the driver did not get there in time (an `Every` simulation waiting
+    /// for the main thread to take a frame cannot), [`Error::ShutDown`] if it stopped, or the
+    /// simulation's own save error.
+    pub fn save_now(&self, timeout: Duration) -> Result<Vec<u8>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::Save(SaveTo::Caller(tx)));
+        wait_reply(&rx, timeout)
+    }
+
+    /// Restores a snapshot at the next step boundary and waits (up to `timeout`) until it is
+    /// applied and its frame published. The main-thread counterpart of
+    /// [`save_now`](SimControl::save_now), for a plugin's `restore_state`.
+    ///
+    /// # Errors
+    ///
+    /// As [`save_now`](SimControl::save_now); a damaged or foreign snapshot is refused with
+    /// its reason (and changes nothing).
+    pub fn restore_now(&self, snapshot: Vec<u8>, timeout: Duration) -> Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::Restore(snapshot, Some(tx)));
+        wait_reply(&rx, timeout)
     }
 
     /// Replaces the state with a snapshot from [`SimControl::save`] (of this or another run, on
@@ -348,7 +385,7 @@ impl SimControl {
     /// truncated or foreign snapshot is refused before the simulation sees it and changes
     /// nothing; the reason is in [`SimControl::last_error`].
     pub fn restore(&self, snapshot: Vec<u8>) {
-        self.send(Command::Restore(snapshot));
+        self.send(Command::Restore(snapshot, None));
     }
 
     /// Ends the simulation; its driver thread exits after the current step.
@@ -370,6 +407,14 @@ impl SimControl {
     /// The error (or panic) of the last failed step, if any; a failed step pauses the driver.
     pub fn last_error(&self) -> Option<String> {
         lock(&self.state.error).clone()
+    }
+}
+
+fn wait_reply<T>(rx: &Receiver<Result<T>>, timeout: Duration) -> Result<T> {
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::ShutDown),
     }
 }
 
@@ -544,7 +589,7 @@ impl<S: Simulation> Driver<S> {
                 // `Stop`) waits behind it, so commands keep their order.
                 let moving = pending > 0 || target.is_some();
                 let cmd = match cmd {
-                    c @ (Command::Save(_) | Command::Restore(_)) if moving => {
+                    c @ (Command::Save(_) | Command::Restore(..)) if moving => {
                         self.after_motion.push_back(c);
                         continue;
                     }
@@ -582,22 +627,37 @@ impl<S: Simulation> Driver<S> {
                         self.publish(step);
                     }
                     Command::Rate(r) => self.rate = r.filter(|r| *r > 0.0 && r.is_finite()),
-                    Command::Save(done) => {
+                    Command::Save(to) => {
                         let r = self.save(step);
-                        let _ = self
-                            .handle
-                            .shared()
-                            .post_task(MainTask::Once(Box::new(move |main| done(r, main))));
+                        match to {
+                            SaveTo::Main(done) => {
+                                let _ = self
+                                    .handle
+                                    .shared()
+                                    .post_task(MainTask::Once(Box::new(move |main| done(r, main))));
+                            }
+                            SaveTo::Caller(tx) => {
+                                let _ = tx.send(r);
+                            }
+                        }
                     }
-                    Command::Restore(bytes) => match self.restore(&bytes) {
+                    Command::Restore(bytes, reply) => match self.restore(&bytes) {
                         Ok(restored) => {
                             step = restored;
                             pending = 0;
                             target = None;
                             self.state.step.store(step, Ordering::Release);
                             self.publish(step);
+                            if let Some(tx) = reply {
+                                let _ = tx.send(Ok(()));
+                            }
                         }
-                        Err(e) => *lock(&self.state.error) = Some(e.to_string()),
+                        Err(e) => {
+                            *lock(&self.state.error) = Some(e.to_string());
+                            if let Some(tx) = reply {
+                                let _ = tx.send(Err(e));
+                            }
+                        }
                     },
                     Command::Stop => break 'run,
                 }

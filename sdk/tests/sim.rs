@@ -5,7 +5,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{pump_until, runtime, wait_for};
+use common::{pump_until, runtime, wait_for, HANG};
 use hostloop::{Delivery, Event, SimOptions, Simulation, StepContext};
 
 /// A deterministic toy: `n` agents, each `x[i] = x[i] * 3 + i (mod 2^32)` per step, in parallel
@@ -457,4 +457,36 @@ fn snapshot_restore_continue_equals_an_uninterrupted_run_bit_for_bit() {
     assert_eq!(resumed.step(), 30);
     resumed.step_by(1);
     assert_eq!(pump_to_frame(&rt, &seen2, 31), expected(n, 31));
+}
+
+#[test]
+fn save_now_and_restore_now_need_no_pump_and_keep_command_order() {
+    let rt = runtime(2);
+    let n = 5_001;
+    let (seen, on_frame) = recorder();
+    let sim = rt
+        .simulate(Toy::new(n), SimOptions::default(), on_frame)
+        .unwrap();
+    // Both run on the main thread without a pump: what a plugin's save/restore_state does.
+    sim.step_by(7);
+    let bytes = sim.save_now(HANG).unwrap();
+    assert_eq!(
+        sim.step(),
+        7,
+        "the save came after the 7 steps sent before it"
+    );
+    sim.step_by(5);
+    sim.restore_now(bytes.clone(), HANG).unwrap();
+    assert_eq!(sim.step(), 7);
+    assert_eq!(pump_to_frame(&rt, &seen, 7), expected(n, 7));
+
+    let mut damaged = bytes;
+    damaged.truncate(damaged.len() - 1);
+    let err = sim.restore_now(damaged, HANG).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert_eq!(sim.step(), 7, "a refused snapshot changes nothing");
+
+    sim.stop();
+    wait_for("the driver to stop", || sim.is_stopped());
+    assert!(matches!(sim.save_now(HANG), Err(hostloop::Error::ShutDown)));
 }
