@@ -82,6 +82,7 @@ mod scheduler {
 
 mod doorbell;
 pub mod frames;
+mod gate;
 mod sync;
 
 #[cfg(not(loom))]
@@ -107,6 +108,7 @@ pub use crate::{
 pub mod loom_models {
     pub use crate::doorbell::Coalescer;
     pub use crate::frames::{latest, LatestReader, LatestWriter};
+    pub use crate::gate::{Gate, Pass};
     pub use crate::scheduler::sleep::{Sleep, Sleepy};
 }
 

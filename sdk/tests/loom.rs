@@ -6,7 +6,9 @@
 //!   `sdk/src/scheduler/README.md`): a posted job is never left queued while every worker sleeps,
 //!   and `terminate` releases every sleeper;
 //! * the latest-frame triple buffer (`sdk/src/frames.rs`): the reader never sees a torn frame
-//!   or an older frame after a newer one, and always gets the last one published.
+//!   or an older frame after a newer one, and always gets the last one published;
+//! * a plugin's unload gate (`sdk/src/gate.rs`): once unload has closed the gate, drained and
+//!   waited for idle, no plugin code runs and nothing stays queued.
 //!
 //! A lost wake-up shows up either as a failed assertion (doorbell: an item is queued and the fake
 //! fd is not readable) or as a loom deadlock (sleep: the worker blocks forever on its condvar with
@@ -29,7 +31,7 @@
 
 use std::collections::VecDeque;
 
-use hostloop::loom_models::{Coalescer, Sleep};
+use hostloop::loom_models::{Coalescer, Gate, Sleep};
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
@@ -596,4 +598,102 @@ fn triple_buffer_two_frames_two_reads() {
 #[test]
 fn triple_buffer_three_frames_three_reads() {
     triple_buffer_model(3, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugin unload gate
+// ---------------------------------------------------------------------------------------------
+
+/// How a plugin-side call uses the gate: the real order (count in, then read `closing`), or the
+/// mutant's (read `closing`, then count in).
+#[derive(Clone, Copy, PartialEq)]
+enum Entry {
+    Real,
+    CheckBeforeCount,
+}
+
+/// One call: `Real` passes the real gate; the mutant reads the flag before it has a pass.
+fn call(gate: &Gate, entry: Entry, body: impl FnOnce(bool)) {
+    match entry {
+        Entry::Real => {
+            let pass = gate.enter();
+            body(pass.closing());
+        }
+        Entry::CheckBeforeCount => {
+            let closing = gate.is_closing();
+            let _pass = gate.enter();
+            body(closing);
+        }
+    }
+}
+
+/// `callers` plugin-side calls race with an unload. Each call, if the gate is not closing,
+/// queues an item and "runs plugin code" (flags `inside` for its duration). The unloader
+/// closes, drains, waits for idle, drains again, and then checks: no plugin code is running
+/// and none can start (every later call sees the gate closing), and nothing is left queued.
+fn gate_model(callers: usize, entry: Entry) {
+    model(Some(3), move || {
+        let gate = Arc::new(Gate::new());
+        let queue = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let released = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..callers)
+            .map(|i| {
+                let (gate, queue, inside, released) = (
+                    gate.clone(),
+                    queue.clone(),
+                    inside.clone(),
+                    released.clone(),
+                );
+                thread::spawn(move || {
+                    call(&gate, entry, |closing| {
+                        if !closing {
+                            inside.fetch_add(1, SeqCst);
+                            assert_eq!(released.load(SeqCst), 0, "plugin code ran after unload");
+                            queue.lock().unwrap().push(i as u32);
+                            inside.fetch_sub(1, SeqCst);
+                        }
+                    });
+                })
+            })
+            .collect();
+        gate.close();
+        queue.lock().unwrap().clear();
+        gate.wait_idle();
+        queue.lock().unwrap().clear();
+        assert_eq!(
+            inside.load(SeqCst),
+            0,
+            "unload returned with plugin code running"
+        );
+        released.store(1, SeqCst);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            queue.lock().unwrap().is_empty(),
+            "work queued after the unload"
+        );
+    });
+}
+
+#[test]
+fn gate_one_call_races_an_unload() {
+    gate_model(1, Entry::Real);
+}
+
+#[test]
+fn gate_two_calls_race_an_unload() {
+    gate_model(2, Entry::Real);
+}
+
+#[test]
+fn mutant_gate_check_before_count_is_caught() {
+    expect_failure("mutant_model_gate_check_before_count", "unload");
+}
+
+#[test]
+#[ignore = "a mutant that must fail; run by mutant_gate_check_before_count_is_caught"]
+fn mutant_model_gate_check_before_count() {
+    gate_model(1, Entry::CheckBeforeCount);
 }

@@ -8,13 +8,15 @@
 //! that holds only the instance (host memory) and pops one triple when it runs. So the plugin's
 //! pending work is always in a place the instance owns, and unload can take it all:
 //!
-//! 1. `closing` is raised (SeqCst). A service call (`spawn`, `post_main`) counts itself in
-//!    `running` (SeqCst) before it reads `closing`, and a wrapper counts itself before it pops.
+//! 1. The instance's gate (`crate::gate`, model-checked) is closed. A service call (`spawn`,
+//!    `post_main`) passes the gate before it reads whether it is closing, and a wrapper passes
+//!    it before it pops.
 //! 2. The plugin's `unload` callback runs, then every parked triple is dropped (its `drop`
-//!    called), then unload waits until `running` is 0 (or the deadline), then drains once more.
-//! 3. Dekker's argument on (`closing`, `running`): a service call or wrapper either sees
-//!    `closing` (and only drops, never calls) or is seen in `running` (and unload waits for it,
-//!    then drains what it queued). A wrapper that runs after unload finds the queues empty.
+//!    called), then unload waits until no pass is under way (or the deadline), and drains again
+//!    until it finds nothing parked.
+//! 3. The gate's argument: a service call or wrapper either sees the gate closing (and only
+//!    drops, never calls) or is waited for (and what it queued is drained). A wrapper that runs
+//!    after unload finds the queues empty.
 //!
 //! Hence once unload returns with `running == 0`, no `call` or `drop` of the plugin can start.
 //! If the deadline passes first (a job ignoring cancellation), the image is retired, never
@@ -25,14 +27,15 @@ use std::ffi::{c_char, c_void, CStr};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::abi::*;
 use crate::event::{EventFilter, Subscription};
+use crate::gate::Gate;
 use crate::job::{Lane, Priority};
 use crate::main_thread::{Main, Step};
 use crate::runtime::Handle;
@@ -252,15 +255,12 @@ struct Instance {
     services: hl_plugin_services_t,
     /// The plugin's `void *instance`.
     instance: AtomicPtr<c_void>,
-    closing: AtomicBool,
+    /// Counts service calls and wrappers under way; closed at unload (see `crate::gate`).
+    gate: Gate,
     lanes: [(Sender<Foreign>, Receiver<Foreign>); LANES],
     main_q: (Sender<ForeignMain>, Receiver<ForeignMain>),
     /// A main-thread triple that asked to continue.
     main_carry: Mutex<Option<ForeignMain>>,
-    /// Service calls and wrappers under way (see the module docs).
-    running: AtomicUsize,
-    idle: Mutex<()>,
-    idle_cv: Condvar,
     /// Depth of the plugin's main-thread code on the main thread's stack.
     in_main: AtomicUsize,
     subscription: Mutex<Option<Subscription>>,
@@ -272,27 +272,6 @@ struct Instance {
 unsafe impl Send for Instance {}
 // SAFETY: as above.
 unsafe impl Sync for Instance {}
-
-/// Counts a service call or wrapper in `running` for its lifetime.
-struct Running<'a>(&'a Instance);
-
-impl<'a> Running<'a> {
-    fn enter(inst: &'a Instance) -> Self {
-        inst.running.fetch_add(1, Ordering::SeqCst);
-        Running(inst)
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        let inst = self.0;
-        if inst.running.fetch_sub(1, Ordering::SeqCst) == 1 && inst.closing.load(Ordering::SeqCst) {
-            // Under the lock, so a waiter between its check and its wait cannot miss it.
-            let _g = lock(&inst.idle);
-            inst.idle_cv.notify_all();
-        }
-    }
-}
 
 /// Marks the plugin's main-thread code as on the stack (for reentrancy checks).
 struct InMain<'a>(&'a Instance);
@@ -325,10 +304,10 @@ impl Pop {
 
     fn pop(&self, call: bool) {
         let inst = &*self.inst;
-        let _running = Running::enter(inst);
+        let pass = inst.gate.enter();
         std::sync::atomic::fence(Ordering::SeqCst);
         if let Ok(item) = inst.lanes[self.lane].1.try_recv() {
-            if call && !inst.closing.load(Ordering::SeqCst) {
+            if call && !pass.closing() {
                 let item = std::mem::ManuallyDrop::new(item);
                 // SAFETY: the plugin's `call` consumes `data`; `item` is not dropped after.
                 unsafe { (item.call)(item.data) };
@@ -388,8 +367,8 @@ unsafe extern "C" fn svc_spawn(
             call,
             drop: drop_fn,
         };
-        let _running = Running::enter(inst);
-        if inst.closing.load(Ordering::SeqCst) || inst.rt.is_shut_down() {
+        let pass = inst.gate.enter();
+        if pass.closing() || inst.rt.is_shut_down() {
             drop(item);
             return HL_STATUS_SHUT_DOWN;
         }
@@ -437,8 +416,8 @@ unsafe extern "C" fn svc_post_main(
             call,
             drop: drop_fn,
         };
-        let _running = Running::enter(inst);
-        if inst.closing.load(Ordering::SeqCst) || inst.rt.is_shut_down() {
+        let pass = inst.gate.enter();
+        if pass.closing() || inst.rt.is_shut_down() {
             drop(item);
             return HL_STATUS_SHUT_DOWN;
         }
@@ -529,7 +508,7 @@ unsafe extern "C" fn svc_workers(host: *mut c_void) -> u32 {
 unsafe extern "C" fn svc_is_closing(host: *mut c_void) -> u32 {
     // SAFETY: `host` is ours, per the ABI.
     let inst = unsafe { instance(host) };
-    u32::from(inst.closing.load(Ordering::Acquire))
+    u32::from(inst.gate.is_closing())
 }
 
 /// Collects `save_state`'s bytes.
@@ -575,13 +554,10 @@ impl Instance {
                 is_closing: Some(svc_is_closing),
             },
             instance: AtomicPtr::new(std::ptr::null_mut()),
-            closing: AtomicBool::new(false),
+            gate: Gate::new(),
             lanes: std::array::from_fn(|_| crossbeam_channel::unbounded()),
             main_q: crossbeam_channel::unbounded(),
             main_carry: Mutex::new(None),
-            running: AtomicUsize::new(0),
-            idle: Mutex::new(()),
-            idle_cv: Condvar::new(),
             in_main: AtomicUsize::new(0),
             subscription: Mutex::new(None),
         })
@@ -599,7 +575,7 @@ impl Instance {
         let Some(item) = item else {
             return Step::Done;
         };
-        if self.closing.load(Ordering::SeqCst) {
+        if self.gate.is_closing() {
             drop(item);
             return Step::Done;
         }
@@ -668,7 +644,7 @@ impl Instance {
         };
         let me = self.clone();
         let sub = self.rt.subscribe(EventFilter::All, move |e, _main| {
-            if me.closing.load(Ordering::SeqCst) {
+            if me.gate.is_closing() {
                 return;
             }
             let _in = InMain::enter(&me);
@@ -768,11 +744,11 @@ impl Instance {
     /// Stops intake and drops the parked work, then waits up to `deadline` for running calls
     /// (and drops what they queued meanwhile). Returns (dropped, still running at the deadline).
     fn quiesce(&self, deadline: Instant) -> (usize, usize) {
-        self.closing.store(true, Ordering::SeqCst);
+        self.gate.close();
         let mut dropped = 0;
         loop {
             dropped += self.drain();
-            let running = self.wait_idle(deadline);
+            let running = self.gate.wait_idle(Some(deadline));
             if running > 0 {
                 return (dropped + self.drain(), running);
             }
@@ -781,22 +757,6 @@ impl Instance {
             if self.parked() == 0 {
                 return (dropped, 0);
             }
-        }
-    }
-
-    /// Waits until no service call or wrapper runs, or `deadline`; returns how many still run.
-    fn wait_idle(&self, deadline: Instant) -> usize {
-        let mut g = lock(&self.idle);
-        loop {
-            let running = self.running.load(Ordering::SeqCst);
-            let now = Instant::now();
-            if running == 0 || now >= deadline {
-                return running;
-            }
-            g = match self.idle_cv.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
         }
     }
 
@@ -809,7 +769,7 @@ impl Instance {
 
     /// Main thread: the plugin's `unload`, then `quiesce`. Returns (dropped, still running).
     fn shut(&self, deadline: Instant, call_unload: bool) -> (usize, usize) {
-        self.closing.store(true, Ordering::SeqCst);
+        self.gate.close();
         if let Some(sub) = lock(&self.subscription).take() {
             self.rt.unsubscribe(sub);
         }
@@ -825,7 +785,7 @@ impl Instance {
     }
 
     fn pending(&self) -> usize {
-        self.parked() + self.running.load(Ordering::Relaxed)
+        self.parked() + self.gate.running()
     }
 }
 
@@ -1328,7 +1288,7 @@ impl LoadedPlugin {
         };
         // Gives the old build back its state and intake after a failure.
         let revert = |e: PluginError| -> PluginError {
-            old.closing.store(false, Ordering::SeqCst);
+            old.gate.reopen();
             match state.as_deref().map(|s| old.restore(&self.path, s)) {
                 Some(Err(again)) => PluginError::new(
                     e.kind,
