@@ -26,6 +26,8 @@
 
 #include "common.h"
 #include "runtime.h"
+/* The plugin ABI (descriptor, services, HL_PLUGIN_FLAG_*), which hosts read too. */
+#include "../hostloop_plugin.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -249,7 +249,8 @@ fn lane_of(code: u32) -> Option<Lane> {
 /// table's `host` pointer.
 struct Instance {
     me: Weak<Instance>,
-    rt: Handle,
+    /// The runtime, weakly: a retired instance outlives it (see `retire`).
+    shared: Weak<crate::runtime::Shared>,
     desc: hl_plugin_descriptor_t,
     name: String,
     services: hl_plugin_services_t,
@@ -368,14 +369,14 @@ unsafe extern "C" fn svc_spawn(
             drop: drop_fn,
         };
         let pass = inst.gate.enter();
-        if pass.closing() || inst.rt.is_shut_down() {
-            drop(item);
-            return HL_STATUS_SHUT_DOWN;
-        }
-        let Some(me) = inst.me.upgrade() else {
+        let (Some(rt), Some(me)) = (inst.rt(), inst.me.upgrade()) else {
             drop(item);
             return HL_STATUS_SHUT_DOWN;
         };
+        if pass.closing() || rt.is_shut_down() {
+            drop(item);
+            return HL_STATUS_SHUT_DOWN;
+        }
         let index = lane as usize;
         if let Err(e) = inst.lanes[index].0.send(item) {
             drop(e.into_inner());
@@ -387,9 +388,7 @@ unsafe extern "C" fn svc_spawn(
             done: false,
         };
         // If the runtime is shutting down the wrapper is dropped unrun, which drops a triple.
-        inst.rt
-            .shared()
-            .submit_internal(lane_kind, move || pop.run());
+        rt.shared().submit_internal(lane_kind, move || pop.run());
         HL_STATUS_OK
     })
 }
@@ -417,21 +416,21 @@ unsafe extern "C" fn svc_post_main(
             drop: drop_fn,
         };
         let pass = inst.gate.enter();
-        if pass.closing() || inst.rt.is_shut_down() {
-            drop(item);
-            return HL_STATUS_SHUT_DOWN;
-        }
-        let Some(me) = inst.me.upgrade() else {
+        let (Some(rt), Some(me)) = (inst.rt(), inst.me.upgrade()) else {
             drop(item);
             return HL_STATUS_SHUT_DOWN;
         };
+        if pass.closing() || rt.is_shut_down() {
+            drop(item);
+            return HL_STATUS_SHUT_DOWN;
+        }
         if let Err(e) = inst.main_q.0.send(item) {
             drop(e.into_inner());
             return HL_STATUS_SHUT_DOWN;
         }
         // Refused only by a runtime shutting down: the triple stays parked and is dropped at
         // unload.
-        let _ = inst.rt.post_chunked(move |main| me.run_main_one(main));
+        let _ = rt.post_chunked(move |main| me.run_main_one(main));
         HL_STATUS_OK
     })
 }
@@ -444,7 +443,10 @@ unsafe extern "C" fn svc_emit(
     service(|| {
         // SAFETY: `host` is ours, per the ABI.
         let inst = unsafe { instance(host) };
-        if !inst.rt.is_main_thread() {
+        let Some(rt) = inst.rt() else {
+            return HL_STATUS_SHUT_DOWN;
+        };
+        if !rt.is_main_thread() {
             return HL_STATUS_WRONG_THREAD;
         }
         if message.is_null() {
@@ -455,7 +457,7 @@ unsafe extern "C" fn svc_emit(
             Ok(m) => m,
             Err(e) => return e.status,
         };
-        match inst.rt.shared().deliver_to_sink(&msg) {
+        match rt.shared().deliver_to_sink(&msg) {
             Ok(took) => {
                 if !delivered.is_null() {
                     // SAFETY: non-NULL and writable per the ABI.
@@ -480,7 +482,10 @@ unsafe extern "C" fn svc_post_event(host: *mut c_void, event: *const hl_event_t)
             Ok(e) => e,
             Err(e) => return e.status,
         };
-        match inst.rt.post_event(event) {
+        let Some(rt) = inst.rt() else {
+            return HL_STATUS_SHUT_DOWN;
+        };
+        match rt.post_event(event) {
             Ok(()) => HL_STATUS_OK,
             Err(e) => status_of(&e),
         }
@@ -490,19 +495,20 @@ unsafe extern "C" fn svc_post_event(host: *mut c_void, event: *const hl_event_t)
 unsafe extern "C" fn svc_is_main_thread(host: *mut c_void) -> u32 {
     // SAFETY: `host` is ours, per the ABI.
     let inst = unsafe { instance(host) };
-    u32::from(inst.rt.is_main_thread())
+    u32::from(inst.rt().is_some_and(|rt| rt.is_main_thread()))
 }
 
 unsafe extern "C" fn svc_is_worker_thread(host: *mut c_void) -> u32 {
     // SAFETY: `host` is ours, per the ABI.
     let inst = unsafe { instance(host) };
-    u32::from(inst.rt.is_worker_thread())
+    u32::from(inst.rt().is_some_and(|rt| rt.is_worker_thread()))
 }
 
 unsafe extern "C" fn svc_workers(host: *mut c_void) -> u32 {
     // SAFETY: `host` is ours, per the ABI.
     let inst = unsafe { instance(host) };
-    u32::try_from(inst.rt.workers()).unwrap_or(u32::MAX)
+    inst.rt()
+        .map_or(1, |rt| u32::try_from(rt.workers()).unwrap_or(u32::MAX))
 }
 
 unsafe extern "C" fn svc_is_closing(host: *mut c_void) -> u32 {
@@ -536,7 +542,7 @@ impl Instance {
     fn new(rt: &Handle, desc: hl_plugin_descriptor_t, name: String) -> Arc<Instance> {
         Arc::new_cyclic(|me: &Weak<Instance>| Instance {
             me: me.clone(),
-            rt: rt.clone(),
+            shared: Arc::downgrade(rt.shared()),
             desc,
             name,
             services: hl_plugin_services_t {
@@ -561,6 +567,11 @@ impl Instance {
             in_main: AtomicUsize::new(0),
             subscription: Mutex::new(None),
         })
+    }
+
+    /// The runtime, unless it is gone (only a retired instance outlives it).
+    fn rt(&self) -> Option<Handle> {
+        self.shared.upgrade().map(Handle::from_shared)
     }
 
     fn ptr(&self) -> *mut c_void {
@@ -638,12 +649,12 @@ impl Instance {
         ))
     }
 
-    fn subscribe(self: &Arc<Self>) {
+    fn subscribe(self: &Arc<Self>, rt: &Handle) {
         let Some(event_fn) = self.desc.event else {
             return;
         };
         let me = self.clone();
-        let sub = self.rt.subscribe(EventFilter::All, move |e, _main| {
+        let sub = rt.subscribe(EventFilter::All, move |e, _main| {
             if me.gate.is_closing() {
                 return;
             }
@@ -770,8 +781,8 @@ impl Instance {
     /// Main thread: the plugin's `unload`, then `quiesce`. Returns (dropped, still running).
     fn shut(&self, deadline: Instant, call_unload: bool) -> (usize, usize) {
         self.gate.close();
-        if let Some(sub) = lock(&self.subscription).take() {
-            self.rt.unsubscribe(sub);
+        if let (Some(sub), Some(rt)) = (lock(&self.subscription).take(), self.rt()) {
+            rt.unsubscribe(sub);
         }
         let p = self.instance.swap(std::ptr::null_mut(), Ordering::AcqRel);
         if call_unload {
@@ -1148,7 +1159,7 @@ fn instantiate(
     let inst = Instance::new(rt, desc, name.to_owned());
     match inst.load(path) {
         Ok(()) => {
-            inst.subscribe();
+            inst.subscribe(rt);
             Ok(inst)
         }
         Err(e) => {
@@ -1173,6 +1184,15 @@ fn release(rt: &Handle, image: Image, desc: &hl_plugin_descriptor_t, stragglers:
     }
     reg.stats.stragglers += stragglers as u64;
     retired
+}
+
+/// Keeps a retired image's instance alive for good: code of that image may still run (a
+/// straggler, a thread the plugin started) and call its services table, whose `host` pointer is
+/// the instance. It holds the runtime only weakly, so it does not keep a freed runtime (its
+/// threads and doorbell) alive; its services then answer SHUT_DOWN. A few hundred bytes each.
+fn retire(inst: &Arc<Instance>) {
+    static RETIRED: Mutex<Vec<Arc<Instance>>> = Mutex::new(Vec::new());
+    lock(&RETIRED).push(inst.clone());
 }
 
 impl LoadedPlugin {
@@ -1213,8 +1233,7 @@ impl LoadedPlugin {
         };
         let retired = release(&self.rt, image, &inst.desc, stragglers);
         if retired {
-            // A retired image's code may still call its services table.
-            std::mem::forget(inst.clone());
+            retire(&inst);
         }
         let mut reg = lock(&self.rt.shared().plugins);
         reg.names.remove(&inst.name);
@@ -1328,7 +1347,7 @@ impl LoadedPlugin {
         let (_, stragglers) = old.shut(start + deadline, true);
         if let Some(old_image) = self.image.replace(image) {
             if release(&self.rt, old_image, &old.desc, stragglers) {
-                std::mem::forget(old.clone());
+                retire(&old);
             }
         }
         self.inst = new;
