@@ -17,7 +17,9 @@
  * thread-local destructors on the host's threads), so its descriptor sets
  * `HL_PLUGIN_FLAG_RETAIN_IMAGE` and unloading *retires* the image: it stays mapped, unused, and is
  * counted in `hl_plugin_stats_t::images_retired`. Loading the same unchanged file again reuses
- * it, so load/unload cycles do not grow memory; a changed file at that path, and every reload,
+ * it, so a load/unload cycle costs only the retired instance's bookkeeping (under 10 KiB: 100
+ * cycles of a Rust and a C plugin grew resident memory by about 0.8 MiB in the tests); a changed
+ * file at that path, and every reload,
  * is loaded from a fresh copy in the temporary directory (removed once mapped), because the
  * loader caches libraries by path.
  */
