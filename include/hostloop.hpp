@@ -19,6 +19,10 @@
  *     [](hl_status_t status, int32_t code) { report(status, code); });
  * // In the host's idle callback, or when rt.wake_fd() is readable:
  * rt.pump(std::chrono::milliseconds(2));
+ *
+ * // A tool plugin (hostloop/plugin.h), unloaded when `tool` is destroyed:
+ * hostloop::Plugin tool = hostloop::Plugin::load(rt, "/studio/tools/libretime.so");
+ * tool.reload("/studio/tools/build/libretime.so");  // hot reload, state kept
  * \endcode
  *
  * \section hpp_errors Errors
@@ -28,16 +32,21 @@
  * Constructors throw too. The few checks made here before calling C (an empty callable, a
  * negative duration, an array size that overflows) throw `Error` with `HL_STATUS_NULL_ARG` or
  * `HL_STATUS_INVALID_ARG` as the C call would. Nothing else is thrown apart from
- * `std::bad_alloc` when memory runs out. Destructors never throw; they ignore the status of `_free`. Two outcomes are results, not
- * errors: `hl_job_status` (`Job::status()` returns PENDING/OK/FAILED/CANCELLED/PANIC as a value)
- * and a shutdown that hits its deadline (`ShutdownReport::timed_out`), because the C API writes
- * the report in that case and the runtime is shut down either way.
+ * `std::bad_alloc` when memory runs out. Destructors never throw; they ignore the status of `_free`
+ * (and of `hl_plugin_unload`). Three outcomes are results, not errors: `hl_job_status`
+ * (`Job::status()` returns PENDING/OK/FAILED/CANCELLED/PANIC as a value), a shutdown that hits its
+ * deadline (`ShutdownReport::timed_out`) and a plugin unload that hits its deadline
+ * (`UnloadReport::timed_out`), because the C API writes the report in those cases and the runtime
+ * is shut down, or the plugin unloaded, either way.
  *
  * \section hpp_ownership Ownership
  *
- * `Runtime` and `Job` are move-only owners of one handle each: the destructor calls
- * `hl_runtime_free` / `hl_job_free`, a moved-from object owns nothing (and its methods throw
- * `HL_STATUS_NULL_ARG`). `capi()` lends the handle, `release()` gives it up. `JobContext` and
+ * `Runtime`, `Job` and `Plugin` are move-only owners of one handle each: the destructor calls
+ * `hl_runtime_free` / `hl_job_free` / `hl_plugin_unload`, a moved-from object owns nothing (and its
+ * methods throw `HL_STATUS_NULL_ARG`). `capi()` lends the handle, `release()` gives it up. A
+ * `Plugin` belongs to the runtime it was loaded into, which unloads it when shut down or freed;
+ * the `Plugin` is then left with a dead handle (its methods throw `HL_STATUS_INVALID_HANDLE`, its
+ * destructor does nothing), so it may outlive its `Runtime`. `JobContext` and
  * `Message` are borrowed views, valid only during the callback that receives them; they can not
  * be copied.
  *
@@ -55,7 +64,9 @@
  * `const` methods are exactly the `[any-thread]` ones, so a `const Runtime &` can be handed to
  * worker threads and exposes only what they may call; its non-const methods are `[main-thread]`
  * (and move, `release()` and destruction need exclusive access as well). Every `Job` method is
- * `[any-thread]`; `JobContext` is used on the job's worker during `run`.
+ * `[any-thread]`; `JobContext` is used on the job's worker during `run`. Every `Plugin` method is
+ * `[main-thread]`, `const` ones included, and so are its destruction and move assignment (they
+ * unload).
  *
  * \section hpp_exceptions Exceptions in callbacks
  *
@@ -401,6 +412,49 @@ struct ShutdownReport {
 /** \brief The runtime's counters: the C struct, with `struct_size` set. */
 using Stats = hl_stats_t;
 
+/** \brief What `Plugin::unload()` did (`hl_unload_report_t`). */
+struct UnloadReport {
+    /** True when the image was retired (kept mapped, unused) instead of unmapped: always for a
+     *  plugin with `HL_PLUGIN_FLAG_RETAIN_IMAGE` (every Rust plugin), and after stragglers. */
+    bool retired = false;
+    /** The plugin's queued work dropped unrun. */
+    uint64_t dropped = 0;
+    /** Calls into the plugin still running at the deadline. */
+    uint64_t stragglers = 0;
+    /** How long the unload took. */
+    std::chrono::microseconds elapsed{0};
+    /** True when calls were still running at the deadline (the C call returned TIMEOUT): the
+     *  plugin is unloaded anyway and its image retired, so they finish safely. */
+    bool timed_out = false;
+    /** When `timed_out`: the library's message. */
+    std::string timeout_message;
+};
+
+/** \brief A loaded plugin's description (`hl_plugin_info_t`), its strings copied: it stays valid
+ *  after the plugin is reloaded or unloaded. */
+struct PluginInfo {
+    /** The plugin's name, unique per runtime (UTF-8). */
+    std::string name;
+    /** The plugin's own version (UTF-8). */
+    std::string version;
+    /** The path it was last (re)loaded from, as given to `Plugin::load` or `Plugin::reload`. */
+    std::string path;
+    /** 0 after load, +1 per successful reload. */
+    uint32_t generation = 0;
+    /** The descriptor's `HL_PLUGIN_FLAG_*`. */
+    uint32_t flags = 0;
+    /** The plugin's work queued or running at the time of the call. */
+    uint64_t pending = 0;
+
+    /** \brief True when `flags` has `HL_PLUGIN_FLAG_RETAIN_IMAGE` (every Rust plugin): unloading
+     *  retires the image instead of unmapping it. */
+    [[nodiscard]] bool retains_image() const noexcept { return (flags & HL_PLUGIN_FLAG_RETAIN_IMAGE) != 0; }
+};
+
+/** \brief A runtime's plugin counters (`hl_runtime_plugin_stats`): the C struct, with
+ *  `struct_size` set. */
+using PluginStats = hl_plugin_stats_t;
+
 /**
  * \brief One message to the sink, borrowed: valid only during the sink callback (copy what you
  * keep). Wraps `const hl_message_t &`.
@@ -692,9 +746,9 @@ public:
 
     /**
      * \brief Shuts down (if `shutdown()` was not called, with the options' `free_deadline`) and
-     * frees the runtime with `hl_runtime_free`. Registered callables are destroyed through their
-     * finalizers, some on other threads. Never throws. [main-thread] (other threads must have
-     * stopped using the runtime)
+     * frees the runtime with `hl_runtime_free`, unloading its plugins first. Registered callables
+     * are destroyed through their finalizers, some on other threads. Never throws. [main-thread]
+     * (other threads must have stopped using the runtime)
      */
     ~Runtime() { reset(); }
 
@@ -729,11 +783,11 @@ public:
     }
 
     /**
-     * \brief Shuts down within `deadline`: stops intake, cancels every job, drops queued
-     * main-thread items, joins the threads. Missing the deadline is not thrown: it sets
-     * `timed_out` and `timeout_message`. Calling it again returns the first report. Throws
-     * `Error` (INVALID_HANDLE, WRONG_THREAD, INVALID_ARG for a negative deadline; clamped to
-     * `UINT32_MAX` ms). [main-thread]
+     * \brief Shuts down within `deadline`: unloads the runtime's plugins (their `Plugin` handles
+     * go dead), stops intake, cancels every job, drops queued main-thread items, joins the
+     * threads. Missing the deadline is not thrown: it sets `timed_out` and `timeout_message`.
+     * Calling it again returns the first report. Throws `Error` (INVALID_HANDLE, WRONG_THREAD,
+     * INVALID_ARG for a negative deadline; clamped to `UINT32_MAX` ms). [main-thread]
      */
     ShutdownReport shutdown(std::chrono::milliseconds deadline) {
         hl_shutdown_report_t raw{};
@@ -761,6 +815,15 @@ public:
         Stats stats{};
         stats.struct_size = sizeof stats;
         detail::check(hl_runtime_stats(raw_, &stats));
+        return stats;
+    }
+
+    /** \brief A copy of the runtime's plugin counters; works after shutdown too. Throws `Error`
+     *  (INVALID_HANDLE). [any-thread] */
+    [[nodiscard]] PluginStats plugin_stats() const {
+        PluginStats stats{};
+        stats.struct_size = sizeof stats;
+        detail::check(hl_runtime_plugin_stats(raw_, &stats));
         return stats;
     }
 
@@ -992,6 +1055,154 @@ private:
     }
 
     hl_runtime_t *raw_ = nullptr;
+};
+
+/**
+ * \brief A loaded tool plugin (`hostloop/plugin.h`): move-only owner of an `hl_plugin_t *`.
+ * Destroying it unloads the plugin with `default_deadline`; call `unload()` to choose the deadline
+ * and read the report.
+ *
+ * Every method is `[main-thread]`, `const` ones included. Loading a library runs its code: load
+ * only plugins you trust. When the runtime is shut down or freed it unloads the plugin itself;
+ * this object is then left with a dead handle, detected by the library (handles are never
+ * reused): its methods throw `Error` (INVALID_HANDLE) and its destructor does nothing.
+ */
+class Plugin {
+public:
+    /** \brief The deadline the destructor and move assignment give `hl_plugin_unload`, and the
+     *  default of `unload()` and `reload()`. */
+    static constexpr std::chrono::milliseconds default_deadline{2000};
+
+    /** \brief No plugin (`operator bool` is false). */
+    Plugin() noexcept = default;
+
+    /**
+     * \brief Loads the plugin library at `path` (UTF-8) into `rt` and calls its `load`. Throws
+     * `Error` (NULL_ARG, INVALID_HANDLE, INVALID_UTF8, WRONG_THREAD, SHUT_DOWN, FILE_NOT_FOUND,
+     * NOT_A_LIBRARY, NO_ENTRY_SYMBOL, VERSION_MISMATCH, BAD_DESCRIPTOR, ALREADY_LOADED when a
+     * plugin of that name is loaded in `rt`, PANIC, FAILED with the plugin's reason, OS); nothing
+     * of the plugin stays loaded then. [main-thread] [not re-entrant]
+     */
+    explicit Plugin(Runtime &rt, CStr path) { detail::check(hl_plugin_load(rt.capi(), path.c_str(), &raw_)); }
+
+    /** \brief Same as the constructor. Throws `Error`. [main-thread] [not re-entrant] */
+    [[nodiscard]] static Plugin load(Runtime &rt, CStr path) { return Plugin(rt, std::move(path)); }
+
+    /** \brief Takes ownership of `raw` (from `hl_plugin_load`). */
+    [[nodiscard]] static Plugin from_capi(hl_plugin_t *raw) noexcept { return Plugin(raw, Adopt{}); }
+
+    /** \brief Move-only: one owner per handle. */
+    Plugin(const Plugin &) = delete;
+    /** \brief Move-only: one owner per handle. */
+    Plugin &operator=(const Plugin &) = delete;
+    /** \brief Takes `other`'s handle; `other` owns nothing afterwards. */
+    Plugin(Plugin &&other) noexcept : raw_(std::exchange(other.raw_, nullptr)) {}
+    /** \brief Unloads this plugin (as the destructor does), then takes `other`'s handle.
+     *  [main-thread] */
+    Plugin &operator=(Plugin &&other) noexcept {
+        if (this != &other) {
+            reset();
+            raw_ = std::exchange(other.raw_, nullptr);
+        }
+        return *this;
+    }
+
+    /**
+     * \brief Unloads the plugin with `hl_plugin_unload` and `default_deadline`, ignoring the
+     * status (a missed deadline retires the image; a dead handle is left alone). Never throws.
+     * [main-thread] (elsewhere the plugin stays loaded until its runtime is shut down)
+     */
+    ~Plugin() { reset(); }
+
+    /**
+     * \brief Hot-reloads the plugin from `path` (UTF-8; usually a rebuilt library) while the host
+     * runs: the running build saves its state and is suspended, its work finishes or is cancelled
+     * within `deadline`, the new build is loaded from a fresh copy and restores the state, then
+     * the old build is unloaded. The handle stays the same; `info().generation` grows by one.
+     * Throws `Error` (NULL_ARG, INVALID_HANDLE, INVALID_UTF8, WRONG_THREAD, REENTRANT, any status
+     * of loading the new build, BAD_DESCRIPTOR also when it is another plugin, FAILED or PANIC
+     * when saving or restoring failed, TIMEOUT when the old build's work did not stop in time,
+     * INVALID_ARG for a negative deadline; clamped to `UINT32_MAX` ms); the old build then keeps
+     * running with its own state. [main-thread] [not re-entrant]
+     */
+    void reload(CStr path, std::chrono::milliseconds deadline = default_deadline) {
+        const uint32_t ms = detail::to_u32(deadline, "deadline");
+        detail::check(hl_plugin_reload(raw_, path.c_str(), ms));
+    }
+
+    /**
+     * \brief Unloads the plugin and frees the handle: calls the plugin's `unload`, drops its
+     * queued work unrun, waits up to `deadline` for calls into it that are running, then
+     * releases the library. No call into the plugin starts after this returns, and this object
+     * owns nothing afterwards. Missing the deadline is not thrown (the plugin is unloaded either
+     * way): it sets `timed_out` and `timeout_message`. Throws `Error` (NULL_ARG when this object
+     * owns nothing; INVALID_HANDLE when the runtime unloaded the plugin already, after which this
+     * object owns nothing; WRONG_THREAD, after which it still owns the plugin; INVALID_ARG for a
+     * negative deadline; clamped to `UINT32_MAX` ms). [main-thread] [not re-entrant]
+     */
+    UnloadReport unload(std::chrono::milliseconds deadline = default_deadline) {
+        const uint32_t ms = detail::to_u32(deadline, "deadline");
+        hl_unload_report_t raw{};
+        raw.struct_size = sizeof raw;
+        const hl_status_t status = hl_plugin_unload(raw_, ms, &raw);
+        UnloadReport report;
+        if (status == HL_STATUS_TIMEOUT) {
+            raw_ = nullptr;
+            report.timed_out = true;
+            report.timeout_message = detail::last_error(status).message();
+        } else if (status == HL_STATUS_OK) {
+            raw_ = nullptr;
+        } else {
+            Error error = detail::last_error(status);
+            if (status == HL_STATUS_INVALID_HANDLE) {
+                raw_ = nullptr;  // gone for good: handles are never reused
+            }
+            throw error;
+        }
+        report.retired = raw.retired != 0;
+        report.dropped = raw.dropped;
+        report.stragglers = raw.stragglers;
+        report.elapsed = std::chrono::microseconds(static_cast<std::chrono::microseconds::rep>(raw.elapsed_us));
+        return report;
+    }
+
+    /**
+     * \brief Describes the plugin; the strings are copied. Throws `Error` (NULL_ARG,
+     * INVALID_HANDLE, WRONG_THREAD, REENTRANT while it is being reloaded). [main-thread]
+     */
+    [[nodiscard]] PluginInfo info() const {
+        hl_plugin_info_t raw{};
+        raw.struct_size = sizeof raw;
+        detail::check(hl_plugin_info(raw_, &raw));
+        PluginInfo info;
+        info.name = raw.name != nullptr ? raw.name : "";
+        info.version = raw.version != nullptr ? raw.version : "";
+        info.path = raw.path != nullptr ? raw.path : "";
+        info.generation = raw.generation;
+        info.flags = raw.flags;
+        info.pending = raw.pending;
+        return info;
+    }
+
+    /** \brief True when this object owns a handle (it may have gone dead with its runtime). */
+    explicit operator bool() const noexcept { return raw_ != nullptr; }
+    /** \brief The handle, still owned by this object (NULL if none). */
+    [[nodiscard]] hl_plugin_t *capi() const noexcept { return raw_; }
+    /** \brief Gives up the handle: the caller unloads it with `hl_plugin_unload`. */
+    [[nodiscard]] hl_plugin_t *release() noexcept { return std::exchange(raw_, nullptr); }
+
+private:
+    struct Adopt {};
+    Plugin(hl_plugin_t *raw, Adopt) noexcept : raw_(raw) {}
+
+    void reset() noexcept {
+        if (raw_ != nullptr) {
+            (void)hl_plugin_unload(raw_, static_cast<uint32_t>(default_deadline.count()), nullptr);
+            raw_ = nullptr;
+        }
+    }
+
+    hl_plugin_t *raw_ = nullptr;
 };
 
 }  // namespace hostloop

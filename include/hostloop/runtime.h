@@ -107,9 +107,10 @@ typedef struct hl_shutdown_report_t {
 } hl_shutdown_report_t;
 
 /**
- * \brief Shuts the runtime down within `deadline_ms`: stops intake, cancels every job, drops
- * queued main-thread items, joins the threads. A job that ignores cancellation cannot hold it
- * past the deadline; its name and age are in `hl_last_error()` when the return is TIMEOUT.
+ * \brief Shuts the runtime down within `deadline_ms`: unloads every plugin loaded into it (their
+ * handles become invalid; each unload gets the same deadline), stops intake, cancels every job,
+ * drops queued main-thread items, joins the threads. A job that ignores cancellation cannot hold
+ * it past the deadline; its name and age are in `hl_last_error()` when the return is TIMEOUT.
  *
  * Every later call on `rt` returns SHUT_DOWN, except `hl_runtime_stats`, `hl_runtime_free` and
  * this function, which returns the first call's report again.

@@ -1,8 +1,43 @@
 //! C++17 programs: one on the plain C header (`tests/cpp/host.cpp`) and, on `hostloop.hpp`, a
-//! host (`tests/cpp/host_hpp.cpp`) and two translation units that both include it twice
-//! (`tests/cpp/tu_a.cpp`, `tests/cpp/tu_b.cpp`).
+//! host (`tests/cpp/host_hpp.cpp`), a host of plugins (`tests/cpp/plugin_hpp.cpp`) and two
+//! translation units that both include it twice (`tests/cpp/tu_a.cpp`, `tests/cpp/tu_b.cpp`).
 
-use hostloop_tests::{cpp_dir, include_dir, run_program, test_dir, Build, Lang, SANITIZER_FLAGS};
+use std::path::{Path, PathBuf};
+
+use hostloop_tests::{
+    c_plugin, cpp_dir, fixture, include_dir, run_program, test_dir, Build, Lang, Run, TestDir,
+    SANITIZER_FLAGS,
+};
+
+/// Runs a program built with [`SANITIZER_FLAGS`], leak detection on, and fails on any
+/// AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer report.
+fn run_sanitized(exe: &Path, args: &[&str]) -> Run {
+    let run = run_program(
+        exe,
+        args,
+        &[
+            ("ASAN_OPTIONS", "detect_leaks=1"),
+            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+        ],
+    );
+    assert!(
+        !run.stderr.contains("Sanitizer") && !run.stderr.contains("runtime error:"),
+        "sanitizer report:\n{}",
+        run.describe()
+    );
+    run
+}
+
+/// Fails listing every `key=value` of `expected` that the program did not print as expected.
+#[track_caller]
+fn assert_values(run: &Run, expected: &[(&str, &str)]) {
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(key, value)| run.value(key) != Some(*value))
+        .map(|(key, value)| format!("{key}: expected {value:?}, got {:?}", run.value(key)))
+        .collect();
+    assert!(wrong.is_empty(), "{}\n{}", wrong.join("\n"), run.describe());
+}
 
 #[test]
 fn a_cxx17_host_on_the_c_header_runs_jobs_and_pumps() {
@@ -82,20 +117,7 @@ fn a_cxx17_host_on_hostloop_hpp_runs_jobs_swallows_callback_exceptions_and_frees
 #[test]
 fn the_hostloop_hpp_host_is_clean_under_address_and_undefined_behaviour_sanitizers() {
     let (_dir, exe) = build_hpp_host("cpp-hpp-host-asan", SANITIZER_FLAGS);
-    let run = run_program(
-        &exe,
-        &[],
-        &[
-            ("ASAN_OPTIONS", "detect_leaks=1"),
-            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
-        ],
-    );
-    assert!(
-        !run.stderr.contains("Sanitizer") && !run.stderr.contains("runtime error:"),
-        "sanitizer report:\n{}",
-        run.describe()
-    );
-    assert_hpp_host(&run);
+    assert_hpp_host(&run_sanitized(&exe, &[]));
 }
 
 /// hostloop.hpp: an `Error` with `HL_STATUS_CANCELLED` escaping `run` (what `JobContext::check()`
@@ -125,4 +147,129 @@ fn two_translation_units_including_hostloop_hpp_twice_link_into_one_program() {
     let run = run_program(&exe, &[], &[]);
     run.assert_success("tu_a.cpp + tu_b.cpp");
     assert_eq!(run.value("two_tus"), Some("OK"), "{}", run.describe());
+}
+
+/// `tests/cpp/plugin_hpp.cpp` and the C fixture plugin, built into a fresh directory.
+struct PluginHost {
+    dir: TestDir,
+    exe: PathBuf,
+    cplugin: PathBuf,
+}
+
+impl PluginHost {
+    fn build(name: &str, extra_flags: &[&str]) -> PluginHost {
+        let dir = test_dir!(name);
+        let exe = Build::new(Lang::Cxx)
+            .flags(extra_flags)
+            .source(cpp_dir().join("plugin_hpp.cpp"))
+            .compile(dir.join("plugin_hpp"));
+        let cplugin = c_plugin(&dir, "cplugin", &[]);
+        PluginHost { dir, exe, cplugin }
+    }
+
+    /// A path with no file behind it.
+    fn missing(&self) -> PathBuf {
+        self.dir.join("missing.so")
+    }
+
+    /// The program's arguments: the C plugin, counter v1 and v2, a missing file.
+    fn args(&self) -> Vec<String> {
+        [
+            self.cplugin.clone(),
+            fixture("fixture_counter_v1"),
+            fixture("fixture_counter_v2"),
+            self.missing(),
+        ]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect()
+    }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// What `plugin_hpp.cpp` must print (see its comments).
+fn assert_plugin_hpp_host(run: &Run) {
+    run.assert_success("plugin_hpp.cpp");
+    assert!(run.has_line("plugin hpp: OK"), "{}", run.describe());
+    let c_total = (50 * 500_500u64).to_string();
+    assert_values(
+        run,
+        &[
+            // A missing file: `Error` with FILE_NOT_FOUND and the library's message (the path).
+            ("missing_load", "HL_STATUS_FILE_NOT_FOUND"),
+            ("missing_names_path", "1"),
+            // The C plugin (constructor): its info copied, 50 items summed on the host's pool.
+            ("c_name", "cplugin"),
+            ("c_version", "1.0.0"),
+            ("c_generation", "0"),
+            ("c_retain", "0"),
+            ("c_path_ok", "1"),
+            ("c_answers", "50"),
+            ("c_total", &c_total),
+            // The Rust counter (static factory) beside it: +1 per tick.
+            ("counter_name", "counter"),
+            ("counter_version", "1.0.0"),
+            ("counter_retain", "1"),
+            ("v1_ticks", "1/1/1,1/2/2,1/3/3"),
+            ("second_counter", "HL_STATUS_ALREADY_LOADED"),
+            // A failed reload throws and v1 runs on.
+            ("missing_reload", "HL_STATUS_FILE_NOT_FOUND"),
+            ("failed_reload_generation", "0"),
+            ("after_failed_reload", "1/4/4"),
+            // v1 -> v2: the steps continue from v1's state, +2 each.
+            ("reload_version", "2.0.0"),
+            ("reload_generation", "1"),
+            ("reload_path_ok", "1"),
+            ("v2_ticks", "2/5/6,2/6/8"),
+            // Moved-from objects own nothing, throw NULL_ARG, unload nothing; the target works.
+            ("moved_from_errors", "6"),
+            ("moved_from_owns", "0"),
+            ("moved_tick", "2/7/10"),
+            ("unloads_before", "0"),
+            // An explicit unload: a Rust image is retired, the object owns nothing after.
+            ("unload_retired", "1"),
+            ("unload_stragglers", "0"),
+            ("unload_timed_out", "0"),
+            ("unloaded_owns", "0"),
+            ("unload_again", "HL_STATUS_NULL_ARG"),
+            ("counter_block_loaded", "1"),
+            ("counter_block_unloads", "1"),
+            // The C plugin's destructor unloaded it (and its image was unmapped).
+            ("after_destructor_loaded", "0"),
+            ("after_destructor_unloads", "2"),
+            ("stats_loads", "3"),
+            ("stats_reloads", "1"),
+            ("stats_failed_reloads", "1"),
+            ("stats_retired", "2"),
+            ("stats_closed", "1"),
+            ("stats_stragglers", "0"),
+            // Its name is free again: a fresh instance.
+            ("again_total", "500500"),
+            // Shutdown unloads the plugins still loaded; their handles are dead, detected.
+            ("shutdown_timed_out", "0"),
+            ("loaded_after_shutdown", "0"),
+            ("unloads_after_shutdown", "4"),
+            ("dead_info", "HL_STATUS_INVALID_HANDLE"),
+            ("dead_unload", "HL_STATUS_INVALID_HANDLE"),
+            ("dead_owns", "0"),
+            ("load_after_shutdown", "HL_STATUS_SHUT_DOWN"),
+        ],
+    );
+}
+
+#[test]
+fn a_hpp_host_loads_hot_reloads_and_unloads_c_and_rust_plugins_with_hostloop_plugin() {
+    let host = PluginHost::build("cpp-hpp-plugins", &[]);
+    let args = host.args();
+    assert_plugin_hpp_host(&run_program(&host.exe, &strs(&args), &[]));
+}
+
+#[test]
+fn the_hpp_plugin_host_is_clean_under_address_and_undefined_behaviour_sanitizers() {
+    let host = PluginHost::build("cpp-hpp-plugins-asan", SANITIZER_FLAGS);
+    let args = host.args();
+    assert_plugin_hpp_host(&run_sanitized(&host.exe, &strs(&args)));
 }
