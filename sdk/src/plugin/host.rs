@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::abi::*;
 use crate::event::{EventFilter, Subscription};
-use crate::gate::Gate;
+use crate::gate::{Gate, Pass};
 use crate::job::{Lane, Priority};
 use crate::main_thread::{Main, Step};
 use crate::runtime::Handle;
@@ -345,6 +345,25 @@ fn service(body: impl FnOnce() -> hl_status_t) -> hl_status_t {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(HL_STATUS_PANIC)
 }
 
+/// Parks a triple in one of the instance's queues, through the gate. Returns the pass (keep it
+/// until the wrapper is queued), the runtime and the instance; a refused triple is dropped
+/// (its `drop` called) and the status says why.
+fn park<'a, T>(
+    inst: &'a Instance,
+    item: T,
+    queue: &Sender<T>,
+) -> Result<(Pass<'a>, Handle, Arc<Instance>), hl_status_t> {
+    let pass = inst.gate.enter();
+    let (Some(rt), Some(me)) = (inst.rt(), inst.me.upgrade()) else {
+        return Err(HL_STATUS_SHUT_DOWN);
+    };
+    if pass.closing() || rt.is_shut_down() {
+        return Err(HL_STATUS_SHUT_DOWN);
+    }
+    queue.send(item).map_err(|_| HL_STATUS_SHUT_DOWN)?;
+    Ok((pass, rt, me))
+}
+
 unsafe extern "C" fn svc_spawn(
     host: *mut c_void,
     lane: u32,
@@ -368,20 +387,11 @@ unsafe extern "C" fn svc_spawn(
             call,
             drop: drop_fn,
         };
-        let pass = inst.gate.enter();
-        let (Some(rt), Some(me)) = (inst.rt(), inst.me.upgrade()) else {
-            drop(item);
-            return HL_STATUS_SHUT_DOWN;
-        };
-        if pass.closing() || rt.is_shut_down() {
-            drop(item);
-            return HL_STATUS_SHUT_DOWN;
-        }
         let index = lane as usize;
-        if let Err(e) = inst.lanes[index].0.send(item) {
-            drop(e.into_inner());
-            return HL_STATUS_SHUT_DOWN;
-        }
+        let (_pass, rt, me) = match park(inst, item, &inst.lanes[index].0) {
+            Ok(admitted) => admitted,
+            Err(status) => return status,
+        };
         let pop = Pop {
             inst: me,
             lane: index,
@@ -415,19 +425,10 @@ unsafe extern "C" fn svc_post_main(
             call,
             drop: drop_fn,
         };
-        let pass = inst.gate.enter();
-        let (Some(rt), Some(me)) = (inst.rt(), inst.me.upgrade()) else {
-            drop(item);
-            return HL_STATUS_SHUT_DOWN;
+        let (_pass, rt, me) = match park(inst, item, &inst.main_q.0) {
+            Ok(admitted) => admitted,
+            Err(status) => return status,
         };
-        if pass.closing() || rt.is_shut_down() {
-            drop(item);
-            return HL_STATUS_SHUT_DOWN;
-        }
-        if let Err(e) = inst.main_q.0.send(item) {
-            drop(e.into_inner());
-            return HL_STATUS_SHUT_DOWN;
-        }
         // Refused only by a runtime shutting down: the triple stays parked and is dropped at
         // unload.
         let _ = rt.post_chunked(move |main| me.run_main_one(main));
