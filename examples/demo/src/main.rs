@@ -1,0 +1,5 @@
+//! The reference host (work in progress).
+
+fn main() {
+    println!("hostloop-demo: not yet");
+}
