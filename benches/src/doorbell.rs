@@ -11,7 +11,7 @@ use hostloop::Runtime;
 use crate::report::{Row, Samples, Target, Unit};
 
 /// Pumps until the main queue is empty; returns how many items ran.
-fn pump_until_idle(rt: &Runtime) -> hostloop::Result<usize> {
+pub fn pump_until_idle(rt: &Runtime) -> hostloop::Result<usize> {
     let mut ran = 0;
     loop {
         let report = rt.pump(Duration::from_millis(50))?;
@@ -20,6 +20,23 @@ fn pump_until_idle(rt: &Runtime) -> hostloop::Result<usize> {
             return Ok(ran);
         }
     }
+}
+
+/// Waits (off the blocking path: the main thread may not block on a job) until `job` has
+/// finished, and returns its result.
+pub fn await_job<T: Send + 'static>(
+    job: &hostloop::Job<T>,
+    timeout: Duration,
+) -> hostloop::Result<T> {
+    let give_up = std::time::Instant::now() + timeout;
+    while !job.is_finished() {
+        if std::time::Instant::now() > give_up {
+            return Err(hostloop::Error::Timeout);
+        }
+        thread::sleep(Duration::from_micros(50));
+    }
+    job.try_result()
+        .unwrap_or(Err(hostloop::Error::ResultTaken))
 }
 
 /// Rings of one burst of `burst` posts.

@@ -179,7 +179,7 @@ fn measure(mut queue: impl MainQueue, items: usize, producers: usize) -> f64 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Contender {
+pub enum Contender {
     Hostloop,
     Crossbeam,
     Mutex,
@@ -187,14 +187,14 @@ enum Contender {
 }
 
 impl Contender {
-    const ALL: [Contender; 4] = [
+    pub const ALL: [Contender; 4] = [
         Contender::Hostloop,
         Contender::Crossbeam,
         Contender::Mutex,
         Contender::Mpsc,
     ];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Contender::Hostloop => "hostloop",
             Contender::Crossbeam => "crossbeam unbounded",
@@ -215,7 +215,7 @@ impl Contender {
     }
 
     /// One measurement on a fresh queue (hostloop's is the runtime's own); items/s.
-    fn run(self, rt: &Runtime, items: usize, producers: usize) -> f64 {
+    pub fn run(self, rt: &Runtime, items: usize, producers: usize) -> f64 {
         match self {
             Contender::Hostloop => measure(Hostloop(rt), items, producers),
             Contender::Crossbeam => {
@@ -276,6 +276,11 @@ impl Bench {
                 }
             }
         }
+    }
+
+    /// hostloop's items/s with one producer, per round.
+    pub fn hostloop_1p(&self) -> &Samples {
+        &self.rates[0][0]
     }
 
     pub fn rows(&self) -> Vec<Row> {

@@ -2,73 +2,143 @@
 //!
 //! Every benchmark runs all its contenders once per round, interleaved (A B A B, with the order
 //! reversed every other round), so the noise of a small VM hits everyone alike; the table
-//! reports the median of the rounds and hostloop's ratio to each peer. Timings are reported,
-//! never asserted.
+//! reports the median of the rounds (or percentiles of the pooled latency samples) and
+//! hostloop's ratio to each peer or to the machine's limit measured in the same run. Timings
+//! are reported, never asserted.
 //!
 //! ```text
-//! cargo run --release -p hostloop-bench             # full run
-//! cargo run --release -p hostloop-bench -- --quick  # smoke run (CI)
+//! cargo run --release -p hostloop-bench                # full run, prints the table
+//! cargo run --release -p hostloop-bench -- --report    # full run, writes BENCHMARKS.md and plots
+//! cargo run --release -p hostloop-bench -- --quick     # smoke run (CI): writes nothing
 //! ```
 
 mod alloc;
+mod cancel;
 mod doorbell;
 mod drain;
+mod frames;
+mod frametime;
+mod memory;
+mod oversub;
 mod particles;
+mod plot;
 mod report;
 mod spawn;
+mod sys;
+mod wake;
 
 use std::error::Error;
+use std::fmt::Write as _;
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use report::Row;
 
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
 
 const USAGE: &str = "\
-usage: hostloop-bench [--quick]
+usage: hostloop-bench [--quick] [--report]
 
-  (default)  full sizes, 15 interleaved rounds (about a minute on 2 cores)
+  (default)  full sizes, 15 interleaved rounds (several minutes on 2 cores)
   --quick    small sizes, one round: proves the bench builds and runs (CI)
+  --report   also write BENCHMARKS.md at the workspace root and SVG plots in benches/plots/
 ";
 
 /// Sizes of one run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Config {
+    name: &'static str,
     rounds: usize,
     /// Items per drain measurement (benchmark 1).
     items: usize,
-    /// Jobs per spawn measurement (benchmark 2).
+    /// Jobs per spawn measurement (benchmark 4).
     jobs: usize,
-    /// Posts per doorbell burst (benchmark 3).
+    /// Posts per doorbell burst (benchmark 2).
     burst: usize,
-    /// Particles in the big and small step (benchmark 4), and steps per big measurement.
-    particles: (usize, usize, usize),
+    /// Wake-ups per contender and round (benchmark 2).
+    wake_samples: usize,
+    /// Marshal samples per mode, round and host tick of 1/10/50 ms (benchmark 3).
+    marshal_samples: [usize; 3],
+    /// Particle counts (ascending) and particles stepped per measurement (benchmark 5).
+    particles: &'static [usize],
+    updates: usize,
+    /// Operations per latest-frame measurement (benchmark 6).
+    frame_ops: usize,
+    frame_window: Duration,
+    /// Host frame period and frames per block (benchmark 7), particles simulated meanwhile.
+    frame_period: Duration,
+    frames_per_block: usize,
+    frame_particles: usize,
+    /// Cancels per contender and round, queued jobs at shutdown, shutdown runs (benchmark 8).
+    cancels: usize,
+    queued: usize,
+    shutdowns: usize,
+    /// Agent counts (benchmark 9).
+    agents: &'static [usize],
+    /// Items and jobs of the oversubscribed runs (benchmark 10).
+    oversub: (usize, usize),
 }
 
 impl Config {
-    const FULL: Config = Config {
-        rounds: 15,
-        items: 1_000_000,
-        jobs: 200_000,
-        burst: 100_000,
-        particles: (1_000_000, 1_000, 20),
-    };
+    fn full() -> Config {
+        Config {
+            name: "full",
+            rounds: 15,
+            items: 1_000_000,
+            jobs: 200_000,
+            burst: 100_000,
+            wake_samples: 200,
+            marshal_samples: [60, 20, 8],
+            particles: &[1_000, 10_000, 100_000, 1_000_000],
+            updates: 20_000_000,
+            frame_ops: 5_000_000,
+            frame_window: Duration::from_millis(50),
+            frame_period: Duration::from_micros(16_667),
+            frames_per_block: 60,
+            frame_particles: 1_000_000,
+            cancels: 100,
+            queued: 1_000_000,
+            shutdowns: 3,
+            agents: &[100_000, 1_000_000],
+            oversub: (500_000, 100_000),
+        }
+    }
 
-    const QUICK: Config = Config {
-        rounds: 1,
-        items: 200_000,
-        jobs: 50_000,
-        burst: 100_000,
-        particles: (100_000, 1_000, 2),
-    };
+    fn quick() -> Config {
+        Config {
+            name: "quick",
+            rounds: 1,
+            items: 200_000,
+            jobs: 50_000,
+            burst: 100_000,
+            wake_samples: 100,
+            marshal_samples: [30, 10, 4],
+            particles: &[1_000, 100_000],
+            updates: 2_000_000,
+            frame_ops: 1_000_000,
+            frame_window: Duration::from_millis(10),
+            frame_period: Duration::from_millis(5),
+            frames_per_block: 40,
+            frame_particles: 100_000,
+            cancels: 50,
+            queued: 100_000,
+            shutdowns: 1,
+            agents: &[100_000],
+            oversub: (100_000, 20_000),
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let mut config = Config::FULL;
+    let mut config = Config::full();
+    let mut write_report = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
-            "--quick" => config = Config::QUICK,
+            "--quick" => config = Config::quick(),
+            "--report" => write_report = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -79,7 +149,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    match run(config) {
+    match run(&config, write_report) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hostloop-bench: {e}");
@@ -88,17 +158,51 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> Result<(), Box<dyn Error>> {
+/// Everything measured, for the table, the notes and the plots.
+struct Results {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    wake: wake::Bench,
+    scaling: Vec<(usize, [f64; 3])>,
+    elapsed: Duration,
+}
+
+fn run(config: &Config, write_report: bool) -> Result<(), Box<dyn Error>> {
+    let command = format!(
+        "cargo run --release -p hostloop-bench{}{}",
+        if config.name == "quick" {
+            " -- --quick"
+        } else {
+            ""
+        },
+        match (write_report, config.name == "quick") {
+            (true, true) => " --report",
+            (true, false) => " -- --report",
+            _ => "",
+        }
+    );
+    let results = measure(config)?;
+    let table = report::table(&results.rows);
+    println!();
+    print!("{table}");
+    println!();
+    for note in &results.notes {
+        println!("- {note}");
+    }
+    if write_report {
+        write_files(config, &command, &table, &results)?;
+    }
+    Ok(())
+}
+
+fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
+    sys::remember_cpus()?;
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     // The main thread keeps a core, as in a host application.
     let workers = cores.saturating_sub(1).max(1);
     println!(
-        "hostloop-bench: {cores} cores, {workers} worker(s) for hostloop and rayon, {} round(s)",
-        config.rounds
-    );
-    println!(
-        "  drain: {} items; spawn: {} jobs; doorbell: {}-post bursts",
-        config.items, config.jobs, config.burst
+        "hostloop-bench ({}): {cores} cores, {workers} worker(s) for hostloop and rayon, {} round(s)",
+        config.name, config.rounds
     );
 
     // This thread builds the runtime, so it is the runtime's main thread.
@@ -113,35 +217,254 @@ fn run(config: Config) -> Result<(), Box<dyn Error>> {
     let mut drain = drain::Bench::new(config.items);
     let mut spawn = spawn::Bench::new(config.jobs);
     let mut doorbell = doorbell::Bench::new(config.burst);
-    let (big, small, steps) = config.particles;
-    let mut particles = particles::Bench::new(big, small, steps, workers + 1);
+    let mut wake = wake::Bench::new(config.wake_samples, config.marshal_samples);
+    let mut particles = particles::Bench::new(config.particles, config.updates, workers + 1);
+    let mut frames = frames::Bench::new(config.frame_ops, config.frame_window);
+    let mut frametime = frametime::Bench::new(
+        config.frame_period,
+        config.frames_per_block,
+        config.frame_particles,
+    );
+    let mut cancel = cancel::Bench::new(config.cancels, config.queued, config.shutdowns);
+    let mut oversub = oversub::Bench::new(config.oversub.0, config.oversub.1);
+    let mut memory = memory::Bench::new(config.agents.to_vec());
+
     let start = Instant::now();
+    let section = |name: &str, f: &mut dyn FnMut() -> Result<(), Box<dyn Error>>| {
+        let t = Instant::now();
+        let r = f();
+        eprint!(" {name} {:.1}s", t.elapsed().as_secs_f64());
+        r
+    };
     for round in 0..config.rounds {
         let reversed = round % 2 == 1;
-        drain.round(&rt, reversed);
-        spawn.round(&rt, &pool, reversed)?;
-        doorbell.round(&rt)?;
-        particles.round(&rt, reversed);
+        eprint!("round {}/{}:", round + 1, config.rounds);
+        section("drain", &mut || {
+            drain.round(&rt, reversed);
+            Ok(())
+        })?;
+        section("spawn", &mut || Ok(spawn.round(&rt, &pool, reversed)?))?;
+        section("doorbell", &mut || Ok(doorbell.round(&rt)?))?;
+        section("wake", &mut || wake.round_wake(&rt, reversed))?;
+        section("marshal", &mut || Ok(wake.round_marshal(&rt, reversed)?))?;
+        section("particles", &mut || Ok(particles.round(&rt, reversed)?))?;
+        section("frames", &mut || {
+            frames.round(reversed);
+            Ok(())
+        })?;
+        section("cancel", &mut || cancel.round(&rt, reversed))?;
+        section("frametime", &mut || Ok(frametime.round(&rt, reversed)?))?;
+        section("oversub", &mut || oversub.round(&rt, &pool, reversed))?;
+        eprintln!();
     }
+    frametime.finish();
+    let t = Instant::now();
+    memory.run(&rt)?;
+    eprintln!("memory {:.1}s", t.elapsed().as_secs_f64());
     let elapsed = start.elapsed();
 
     let mut rows = drain.rows();
-    rows.extend(spawn.rows());
     rows.extend(doorbell.rows());
+    rows.extend(wake.rows());
+    rows.extend(spawn.rows());
     rows.extend(particles.rows());
-    println!();
-    report::print_table(&rows);
-    println!();
-    println!(
-        "medians of {} round(s); ratio = median of the per-round hostloop/peer ratios; {:.1} s",
+    rows.extend(frames.rows());
+    rows.extend(frametime.rows());
+    rows.extend(cancel.rows());
+    rows.extend(memory.rows());
+    rows.extend(oversub.rows(drain.hostloop_1p()));
+
+    let mut notes = vec![format!(
+        "medians of {} round(s) (latencies: percentiles of all samples pooled); ratio = median \
+         of the per-round hostloop/peer ratios, or hostloop/peer (or /limit) of the pooled \
+         percentiles; measured in {:.1} s",
         config.rounds,
         elapsed.as_secs_f64()
-    );
-    for note in drain.notes().into_iter().chain(particles.notes()) {
-        println!("{note}");
-    }
+    )];
+    notes.extend(drain.notes());
+    notes.extend(wake.notes());
+    notes.extend(particles.notes());
+    notes.extend(frametime.notes());
+    notes.extend(cancel.notes());
     if config.rounds == 1 {
-        println!("a single cold round is a smoke test, not a measurement");
+        notes.push("a single cold round is a smoke test, not a measurement".to_owned());
     }
+    Ok(Results {
+        rows,
+        notes,
+        scaling: particles.scaling(),
+        wake,
+        elapsed,
+    })
+}
+
+/// The workspace root (the bench crate's parent directory).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The first line of `/proc/cpuinfo` starting with `key`, its value.
+fn proc_value(file: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    let model = proc_value("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".to_owned());
+    let memory = proc_value("/proc/meminfo", "MemTotal")
+        .and_then(|m| m.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0),
+        );
+    let virt = proc_value("/proc/cpuinfo", "flags")
+        .is_some_and(|f| f.split_whitespace().any(|x| x == "hypervisor"));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
+    format!(
+        "- CPUs (`nproc`): {cores}\n- CPU model: {model}{}\n- memory: {memory}\n- Linux {kernel}\n",
+        if virt { " (virtual machine)" } else { "" }
+    )
+}
+
+/// Where hand-written notes begin in BENCHMARKS.md; `--report` keeps everything after it.
+const KEEP_MARKER: &str =
+    "<!-- Everything below this line is hand-written and kept by --report. -->";
+
+fn write_files(
+    config: &Config,
+    command: &str,
+    table: &str,
+    results: &Results,
+) -> Result<(), Box<dyn Error>> {
+    let root = workspace_root();
+    let plots = root.join("benches").join("plots");
+    std::fs::create_dir_all(&plots)?;
+    let mut wake = results.wake.clone_distributions();
+    let us = plot::Axis {
+        label: "latency (microseconds, log scale)",
+        log: true,
+    };
+    let fraction = plot::Axis {
+        label: "fraction of samples at or below",
+        log: false,
+    };
+    std::fs::write(
+        plots.join("wake-latency.svg"),
+        plot::line_plot(
+            "Wake latency of a sleeping host loop (CDF)",
+            us,
+            fraction,
+            &[
+                plot::cdf("hostloop doorbell", wake.0.sorted(), 1e6),
+                plot::cdf("raw eventfd", wake.1.sorted(), 1e6),
+            ],
+        ),
+    )?;
+    let mut series = Vec::new();
+    for (ms, [fd, timer]) in wake::TICKS_MS.iter().zip(wake.2.iter_mut()) {
+        series.push(plot::cdf(format!("{ms} ms tick, fd"), fd.sorted(), 1e6));
+        series.push(plot::cdf(
+            format!("{ms} ms tick, timer"),
+            timer.sorted(),
+            1e6,
+        ));
+    }
+    std::fs::write(
+        plots.join("marshal-latency.svg"),
+        plot::line_plot(
+            "Post -> run on the main thread, by host tick (CDF)",
+            us,
+            fraction,
+            &series,
+        ),
+    )?;
+    let names = ["hostloop parallel_for", "rayon best grain", "sequential"];
+    let series: Vec<plot::Series> = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| plot::Series {
+            name: (*name).to_owned(),
+            points: results
+                .scaling
+                .iter()
+                .map(|(n, r)| (*n as f64, r[k] / 1e6))
+                .collect(),
+        })
+        .collect();
+    std::fs::write(
+        plots.join("particle-scaling.svg"),
+        plot::line_plot(
+            "Particle step throughput by particle count",
+            plot::Axis {
+                label: "particles (log scale)",
+                log: true,
+            },
+            plot::Axis {
+                label: "million particles stepped per second",
+                log: false,
+            },
+            &series,
+        ),
+    )?;
+
+    let path = root.join("BENCHMARKS.md");
+    let kept = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.split_once(KEEP_MARKER).map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| "\n".to_owned());
+    let mut md = String::new();
+    let _ = writeln!(md, "# hostloop benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Generated by `{command}` ({} mode, {} round(s), {:.0} s of measuring). Everything above \
+         the marker line below is written by that command; do not edit it by hand.\n",
+        config.name,
+        config.rounds,
+        results.elapsed.as_secs_f64()
+    );
+    let _ = writeln!(md, "## The machine\n\n{}", machine());
+    let _ = writeln!(
+        md,
+        "## Results\n\nhostloop against its peers in the same process, interleaved; `limit` is \
+         the machine's own ceiling measured in the same run (raw eventfd, a plain atomic flag, \
+         the frame period). Ratios are hostloop / peer (or / limit): above 1 is better for rates, \
+         below 1 is better for times and bytes.\n"
+    );
+    let _ = writeln!(md, "```text\n{table}```\n");
+    let missed: Vec<&str> = results
+        .rows
+        .iter()
+        .filter(|r| r.met() == Some(false))
+        .map(Row::benchmark)
+        .collect();
+    let _ = writeln!(md, "## Notes from the run\n");
+    for note in &results.notes {
+        let _ = writeln!(md, "- {note}");
+    }
+    if missed.is_empty() {
+        let _ = writeln!(md, "- every target was met in this run");
+    } else {
+        let _ = writeln!(md, "- targets missed in this run: {}", missed.join("; "));
+    }
+    let _ = writeln!(
+        md,
+        "\n## Plots\n\n![wake latency](benches/plots/wake-latency.svg)\n\n\
+         ![marshal latency](benches/plots/marshal-latency.svg)\n\n\
+         ![particle scaling](benches/plots/particle-scaling.svg)\n"
+    );
+    let _ = write!(md, "{KEEP_MARKER}{kept}");
+    std::fs::write(&path, md)?;
+    println!(
+        "wrote BENCHMARKS.md and benches/plots/*.svg under {}",
+        root.file_name()
+            .map_or_else(|| ".".into(), |n| n.to_string_lossy())
+    );
     Ok(())
 }

@@ -6,9 +6,10 @@
 //! A step reads six `f32` columns and writes four: 40 bytes per particle, from which the
 //! achieved bandwidth is computed and compared with the triad's.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use hostloop::Runtime;
+use hostloop::{Runtime, SimOptions};
+use hostloop_particles::{Kernel, Particles};
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
@@ -127,54 +128,36 @@ fn triad(pool: &ThreadPool, len: usize) -> f64 {
     best
 }
 
-pub struct Bench {
-    big: Columns,
-    small: Columns,
-    steps_big: usize,
-    steps_small: usize,
+/// One problem size: its columns and each contender's particles/s per round.
+struct Size {
+    cols: Columns,
+    steps: usize,
+    /// rayon's best grain for this size, found once by a sweep of 2^8 … 2^16.
     rayon_grain: Option<usize>,
-    hostloop_big: Samples,
-    rayon_big: Samples,
-    sequential_big: Samples,
-    hostloop_small: Samples,
-    sequential_small: Samples,
-    triad: Samples,
-    /// The pool for rayon and the triad: as many threads as hostloop uses (workers + caller).
-    pool: ThreadPool,
+    hostloop: Samples,
+    rayon: Samples,
+    sequential: Samples,
 }
 
-impl Bench {
-    pub fn new(big: usize, small: usize, steps_big: usize, threads: usize) -> Self {
-        Bench {
-            big: Columns::new(big),
-            small: Columns::new(small),
-            steps_big,
-            steps_small: steps_big * 100,
-            rayon_grain: None,
-            hostloop_big: Samples::default(),
-            rayon_big: Samples::default(),
-            sequential_big: Samples::default(),
-            hostloop_small: Samples::default(),
-            sequential_small: Samples::default(),
-            triad: Samples::default(),
-            pool: rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("rayon pool"),
-        }
+impl Size {
+    fn n(&self) -> usize {
+        self.cols.len()
     }
 
-    /// rayon's best grain for the big case, found once by a sweep of 2^8 … 2^16.
-    fn rayon_grain(&mut self) -> usize {
+    fn rayon_grain(&mut self, pool: &ThreadPool) -> usize {
         if let Some(g) = self.rayon_grain {
             return g;
         }
-        let n = self.big.len();
-        let (mut best, mut best_rate) = (1 << 12, 0.0);
-        for shift in 8..=16 {
+        let n = self.n();
+        let (mut best, mut best_rate) = (n, 0.0);
+        let top = n
+            .next_power_of_two()
+            .clamp(1 << 8, 1 << 16)
+            .trailing_zeros();
+        for shift in 8..=top {
             let g = 1usize << shift;
-            let (pool, cols) = (&self.pool, &mut self.big);
-            let r = rate(self.steps_big.min(10), n, || step_rayon(pool, cols, g));
+            let cols = &mut self.cols;
+            let r = rate((self.steps / 2).max(2), n, || step_rayon(pool, cols, g));
             if r > best_rate {
                 (best, best_rate) = (g, r);
             }
@@ -182,92 +165,241 @@ impl Bench {
         self.rayon_grain = Some(best);
         best
     }
+}
 
-    pub fn round(&mut self, rt: &Runtime, reversed: bool) {
-        let grain = self.rayon_grain();
-        let (n, steps) = (self.big.len(), self.steps_big);
-        let mut order = [0, 1, 2];
-        if reversed {
-            order.reverse();
+/// The example's `Particles` simulation under `Handle::simulate`, with the Rust and the C++
+/// (cxx) kernel: particles/s of `step_by` through the driver (each step also writes the
+/// interleaved position frame, 12 B per particle).
+struct Kernels {
+    n: usize,
+    steps: u64,
+    /// `[Rust, C++]`.
+    sims: Vec<hostloop::SimControl>,
+    rates: [Samples; 2],
+}
+
+impl Kernels {
+    fn new(rt: &Runtime, n: usize, steps: u64) -> hostloop::Result<Self> {
+        let mut sims = Vec::new();
+        for kernel in [Kernel::Rust, Kernel::Cpp] {
+            sims.push(rt.simulate(
+                Particles::new(n, kernel),
+                SimOptions {
+                    name: "bench-kernel".to_owned(),
+                    ..SimOptions::default()
+                },
+                |positions, _info, _main| {
+                    std::hint::black_box(positions.first());
+                },
+            )?);
         }
-        for which in order {
-            let cols = &mut self.big;
-            match which {
-                0 => self
-                    .hostloop_big
-                    .push(rate(steps, n, || step_hostloop(rt, cols, 0))),
-                1 => {
-                    let pool = &self.pool;
-                    self.rayon_big
-                        .push(rate(steps, n, || step_rayon(pool, cols, grain)));
+        Ok(Kernels {
+            n,
+            steps,
+            sims,
+            rates: Default::default(),
+        })
+    }
+
+    /// Particles/s of `steps` steps of simulation `k`.
+    fn measure(&self, k: usize) -> hostloop::Result<f64> {
+        let sim = &self.sims[k];
+        let give_up = Instant::now() + Duration::from_secs(60);
+        let target = sim.step() + self.steps;
+        let start = Instant::now();
+        sim.step_by(self.steps);
+        while sim.step() < target {
+            if Instant::now() > give_up || sim.last_error().is_some() {
+                return Err(sim
+                    .last_error()
+                    .map_or(hostloop::Error::Timeout, hostloop::Error::failed));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok((self.steps as usize * self.n) as f64 / start.elapsed().as_secs_f64())
+    }
+
+    fn round(&mut self, reversed: bool) -> hostloop::Result<()> {
+        for k in if reversed { [1, 0] } else { [0, 1] } {
+            let r = self.measure(k)?;
+            self.rates[k].push(r);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Kernels {
+    fn drop(&mut self) {
+        for sim in &self.sims {
+            sim.stop();
+        }
+    }
+}
+
+pub struct Bench {
+    sizes: Vec<Size>,
+    triad: Samples,
+    kernels: Option<Kernels>,
+    /// The pool for rayon and the triad: as many threads as hostloop uses (workers + caller).
+    pool: ThreadPool,
+}
+
+impl std::fmt::Debug for Bench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("particles::Bench").finish_non_exhaustive()
+    }
+}
+
+impl Bench {
+    /// `sizes` in ascending order; each measurement steps about `updates` particles in all.
+    pub fn new(sizes: &[usize], updates: usize, threads: usize) -> Self {
+        Bench {
+            sizes: sizes
+                .iter()
+                .map(|&n| Size {
+                    cols: Columns::new(n),
+                    steps: (updates / n).max(2),
+                    rayon_grain: None,
+                    hostloop: Samples::default(),
+                    rayon: Samples::default(),
+                    sequential: Samples::default(),
+                })
+                .collect(),
+            triad: Samples::default(),
+            kernels: None,
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("rayon pool"),
+        }
+    }
+
+    pub fn round(&mut self, rt: &Runtime, reversed: bool) -> hostloop::Result<()> {
+        for size in &mut self.sizes {
+            let grain = size.rayon_grain(&self.pool);
+            let (n, steps) = (size.n(), size.steps);
+            let mut order = [0, 1, 2];
+            if reversed {
+                order.reverse();
+            }
+            for which in order {
+                let cols = &mut size.cols;
+                match which {
+                    0 => size
+                        .hostloop
+                        .push(rate(steps, n, || step_hostloop(rt, cols, 0))),
+                    1 => {
+                        let pool = &self.pool;
+                        size.rayon
+                            .push(rate(steps, n, || step_rayon(pool, cols, grain)));
+                    }
+                    _ => size
+                        .sequential
+                        .push(rate(steps, n, || step_sequential(cols))),
                 }
-                _ => self
-                    .sequential_big
-                    .push(rate(steps, n, || step_sequential(cols))),
             }
         }
-        let (n, steps) = (self.small.len(), self.steps_small);
-        let cols = &mut self.small;
-        if reversed {
-            self.sequential_small
-                .push(rate(steps, n, || step_sequential(cols)));
-            self.hostloop_small
-                .push(rate(steps, n, || step_hostloop(rt, cols, 0)));
-        } else {
-            self.hostloop_small
-                .push(rate(steps, n, || step_hostloop(rt, cols, 0)));
-            self.sequential_small
-                .push(rate(steps, n, || step_sequential(cols)));
-        }
         self.triad.push(triad(&self.pool, 1 << 23));
+        let big = self.sizes.last().map_or(0, Size::n);
+        if self.kernels.is_none() {
+            let steps = self.sizes.last().map_or(2, |s| s.steps) as u64;
+            self.kernels = Some(Kernels::new(rt, big, steps)?);
+        }
+        if let Some(k) = &mut self.kernels {
+            k.round(reversed)?;
+        }
+        Ok(())
+    }
+
+    /// Median particles/s per size: `(n, [hostloop, rayon, sequential])`.
+    pub fn scaling(&self) -> Vec<(usize, [f64; 3])> {
+        self.sizes
+            .iter()
+            .map(|s| {
+                (
+                    s.n(),
+                    [s.hostloop.median(), s.rayon.median(), s.sequential.median()],
+                )
+            })
+            .collect()
     }
 
     pub fn rows(&self) -> Vec<Row> {
-        let big = self.big.len();
-        let small = self.small.len();
-        let mut pct = Samples::default();
-        for (h, t) in self.hostloop_big.values().iter().zip(self.triad.values()) {
-            pct.push(100.0 * h * BYTES_PER_PARTICLE / t);
-        }
-        vec![
-            Row::versus(
+        let mut rows = Vec::new();
+        let last = self.sizes.len().saturating_sub(1);
+        for (i, size) in self.sizes.iter().enumerate() {
+            let n = size.n();
+            let small = n <= 10_000;
+            if small && i != 0 {
+                continue; // in the scaling plot only
+            }
+            rows.push(Row::versus(
                 format!(
-                    "particle step {big} vs rayon (grain {})",
-                    self.rayon_grain.unwrap_or(0)
+                    "particle step {n} vs rayon (best grain {})",
+                    size.rayon_grain.unwrap_or(0)
                 ),
                 Unit::Rate,
-                &self.hostloop_big,
-                &self.rayon_big,
-                Target::RatioAtLeast(1.0),
-            ),
-            Row::versus(
-                format!("particle step {big} vs sequential"),
+                &size.hostloop,
+                &size.rayon,
+                if small {
+                    Target::None
+                } else {
+                    Target::RatioAtLeast(1.0)
+                },
+            ));
+            rows.push(Row::versus(
+                format!("particle step {n} vs sequential"),
                 Unit::Rate,
-                &self.hostloop_big,
-                &self.sequential_big,
+                &size.hostloop,
+                &size.sequential,
+                if small {
+                    Target::RatioAtLeast(0.9)
+                } else {
+                    Target::None
+                },
+            ));
+            if i == last {
+                let mut pct = Samples::default();
+                for (h, t) in size.hostloop.values().iter().zip(self.triad.values()) {
+                    pct.push(100.0 * h * BYTES_PER_PARTICLE / t);
+                }
+                rows.push(Row::alone(
+                    format!("particle step {n}: % of triad bandwidth"),
+                    Unit::Count(1),
+                    &pct,
+                    Target::AtLeast(80.0),
+                ));
+            }
+        }
+        if let Some(k) = &self.kernels {
+            rows.push(Row::versus(
+                format!(
+                    "particles sim {} via simulate: C++ (cxx) vs Rust kernel",
+                    k.n
+                ),
+                Unit::Rate,
+                &k.rates[1],
+                &k.rates[0],
                 Target::None,
-            ),
-            Row::alone(
-                format!("particle step {big}: % of triad bandwidth"),
-                Unit::Count(1),
-                &pct,
-                Target::AtLeast(80.0),
-            ),
-            Row::versus(
-                format!("particle step {small} vs sequential"),
-                Unit::Rate,
-                &self.hostloop_small,
-                &self.sequential_small,
-                Target::RatioAtLeast(0.9),
-            ),
-        ]
+            ));
+        }
+        rows
     }
 
     pub fn notes(&self) -> Vec<String> {
-        vec![format!(
-            "triad bandwidth (same run, {} threads): {:.1} GB/s",
+        let mut notes = vec![format!(
+            "triad bandwidth (same run, {} threads): {:.1} GB/s; particle step = {} B per particle",
             self.pool.current_num_threads(),
-            self.triad.median() / 1e9
-        )]
+            self.triad.median() / 1e9,
+            BYTES_PER_PARTICLE
+        )];
+        if let Some(k) = &self.kernels {
+            notes.push(format!(
+                "the kernels row steps the example's Particles through the driver, frame write included: Rust {:.1} M/s, C++ {:.1} M/s (the C++ column is the one marked hostloop)",
+                k.rates[0].median() / 1e6,
+                k.rates[1].median() / 1e6
+            ));
+        }
+        notes
     }
 }

@@ -4,6 +4,9 @@
 //! until all have run (no blocking wait). Timed from the first spawn to the last job's
 //! increment. hostloop's `Job` handles are dropped at once (the job is detached).
 //!
+//! `std::thread::scope` spawns one OS thread per job, so it runs at most `THREAD_JOBS` jobs per
+//! measurement (its rate is still jobs per second).
+//!
 //! Allocations per job are counted in a separate, untimed run of the same code each round, so
 //! counting never slows a timed run.
 
@@ -20,17 +23,30 @@ use crate::report::{Row, Samples, Target, Unit};
 /// Jobs run in the current measurement.
 static DONE: AtomicUsize = AtomicUsize::new(0);
 
+/// Most jobs a `std::thread::scope` measurement runs (one OS thread each).
+const THREAD_JOBS: usize = 2_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Contender {
+pub enum Contender {
     Hostloop,
     Rayon,
+    Threads,
 }
 
 impl Contender {
-    const ALL: [Contender; 2] = [Contender::Hostloop, Contender::Rayon];
+    pub const ALL: [Contender; 3] = [Contender::Hostloop, Contender::Rayon, Contender::Threads];
+
+    /// Jobs one measurement runs.
+    fn jobs(self, jobs: usize) -> usize {
+        match self {
+            Contender::Threads => jobs.min(THREAD_JOBS),
+            _ => jobs,
+        }
+    }
 
     /// Spawns `jobs` jobs and waits until they all ran.
     fn run(self, rt: &Runtime, pool: &ThreadPool, jobs: usize) -> hostloop::Result<()> {
+        let jobs = self.jobs(jobs);
         DONE.store(0, Ordering::Relaxed);
         let done: &'static AtomicUsize = &DONE;
         match self {
@@ -51,6 +67,13 @@ impl Contender {
                     });
                 }
             }
+            Contender::Threads => thread::scope(|s| {
+                for _ in 0..jobs {
+                    s.spawn(move || {
+                        done.fetch_add(1, Ordering::Release);
+                    });
+                }
+            }),
         }
         while done.load(Ordering::Acquire) < jobs {
             thread::yield_now();
@@ -59,10 +82,10 @@ impl Contender {
     }
 
     /// Jobs per second of one timed run.
-    fn throughput(self, rt: &Runtime, pool: &ThreadPool, jobs: usize) -> hostloop::Result<f64> {
+    pub fn throughput(self, rt: &Runtime, pool: &ThreadPool, jobs: usize) -> hostloop::Result<f64> {
         let start = Instant::now();
         self.run(rt, pool, jobs)?;
-        Ok(jobs as f64 / start.elapsed().as_secs_f64())
+        Ok(self.jobs(jobs) as f64 / start.elapsed().as_secs_f64())
     }
 
     /// Heap allocations per job, all threads included, of one untimed run.
@@ -73,7 +96,7 @@ impl Contender {
         jobs: usize,
     ) -> hostloop::Result<f64> {
         let (result, allocations) = alloc::count(|| self.run(rt, pool, jobs));
-        result.map(|()| allocations as f64 / jobs as f64)
+        result.map(|()| allocations as f64 / self.jobs(jobs) as f64)
     }
 }
 
@@ -82,9 +105,9 @@ impl Contender {
 pub struct Bench {
     jobs: usize,
     /// Jobs/s, indexed like `Contender::ALL`.
-    rates: [Samples; 2],
+    rates: [Samples; 3],
     /// Allocations per job, indexed like `Contender::ALL`.
-    allocations: [Samples; 2],
+    allocations: [Samples; 3],
 }
 
 impl Bench {
@@ -96,7 +119,7 @@ impl Bench {
         }
     }
 
-    /// Times hostloop and rayon once each, then counts their allocations once each, in
+    /// Times hostloop, rayon and std threads once each, then counts their allocations once each, in
     /// alternating order.
     pub fn round(
         &mut self,
@@ -104,7 +127,7 @@ impl Bench {
         pool: &ThreadPool,
         reversed: bool,
     ) -> hostloop::Result<()> {
-        let mut order = [0, 1];
+        let mut order = [0, 1, 2];
         if reversed {
             order.reverse();
         }
@@ -129,11 +152,25 @@ impl Bench {
                 Target::RatioAtLeast(1.0),
             ),
             Row::versus(
+                format!("spawn+run tiny jobs vs std::thread::scope ({THREAD_JOBS} threads)"),
+                Unit::Rate,
+                &self.rates[0],
+                &self.rates[2],
+                Target::RatioAtLeast(1.0),
+            ),
+            Row::versus(
                 "allocations per job vs rayon::spawn",
                 Unit::Count(3),
                 &self.allocations[0],
                 &self.allocations[1],
                 Target::AtMost(1.0),
+            ),
+            Row::versus(
+                "allocations per job vs std::thread::scope",
+                Unit::Count(3),
+                &self.allocations[0],
+                &self.allocations[2],
+                Target::None,
             ),
         ]
     }
