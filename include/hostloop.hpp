@@ -389,6 +389,18 @@ struct PumpReport {
     std::chrono::microseconds overrun{0};
 };
 
+/** \brief What one `Runtime::run_until()` did (`hl_run_report_t`). */
+struct RunReport {
+    /** True when the condition held; false when the timeout passed first. */
+    bool finished = false;
+    /** Pumps run. */
+    uint64_t pumps = 0;
+    /** Main-thread items those pumps ran. */
+    uint64_t ran = 0;
+    /** Wall-clock time of the whole run. */
+    std::chrono::microseconds elapsed{0};
+};
+
 /** \brief What `Runtime::shutdown()` did (`hl_shutdown_report_t`). */
 struct ShutdownReport {
     /** Runtime threads that exited and were joined. */
@@ -659,6 +671,22 @@ inline void sink_trampoline(void *user_data, const hl_message_t *message) noexce
     }
 }
 
+/** `run_until`'s condition, and what it threw (rethrown by `run_until` once the C call returns). */
+struct UntilState {
+    const std::function<bool()> *until;
+    std::exception_ptr error;
+};
+
+inline int32_t until_trampoline(void *user_data) noexcept {
+    auto *state = static_cast<UntilState *>(user_data);
+    try {
+        return (*state->until)() ? 1 : 0;
+    } catch (...) {
+        state->error = std::current_exception();
+        return 1;  // stop: the exception goes to run_until's caller
+    }
+}
+
 inline void request_pump_trampoline(void *user_data) noexcept {
     try {
         (*static_cast<RequestPumpFn *>(user_data))();
@@ -779,6 +807,37 @@ public:
         report.remaining = raw.remaining;
         report.elapsed = std::chrono::microseconds(static_cast<std::chrono::microseconds::rep>(raw.elapsed_us));
         report.overrun = std::chrono::microseconds(static_cast<std::chrono::microseconds::rep>(raw.overrun_us));
+        return report;
+    }
+
+    /**
+     * \brief Batch mode, for hosts with no running event loop (`blender -b`, `hython`, a farm
+     * job): pumps with `budget`, sleeps on the doorbell until more work arrives, and repeats
+     * until `until()` returns true (`finished`) or `timeout` passes (`finished == false`, not
+     * thrown). `until` runs on this thread between pumps; an exception it throws ends the run
+     * and is rethrown here. An empty `until` runs until the timeout. Throws `Error`
+     * (INVALID_HANDLE, WRONG_THREAD, REENTRANT from a callback a pump runs, SHUT_DOWN,
+     * INVALID_ARG for a negative budget or timeout). [main-thread] [not re-entrant]
+     */
+    RunReport run_until(const std::function<bool()> &until, std::chrono::microseconds budget,
+                        std::chrono::milliseconds timeout) {
+        hl_run_report_t raw{};
+        raw.struct_size = sizeof raw;
+        detail::UntilState state{&until, nullptr};
+        const hl_status_t status =
+            hl_runtime_run_until(raw_, until ? &detail::until_trampoline : nullptr, &state,
+                                 detail::to_u64(budget, "budget"), detail::to_u32(timeout, "timeout"), &raw);
+        if (state.error) {
+            std::rethrow_exception(state.error);
+        }
+        if (status != HL_STATUS_OK && status != HL_STATUS_TIMEOUT) {
+            throw detail::last_error(status);
+        }
+        RunReport report;
+        report.finished = status == HL_STATUS_OK;
+        report.pumps = raw.pumps;
+        report.ran = raw.ran;
+        report.elapsed = std::chrono::microseconds(static_cast<std::chrono::microseconds::rep>(raw.elapsed_us));
         return report;
     }
 

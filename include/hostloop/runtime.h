@@ -193,6 +193,48 @@ typedef struct hl_pump_report_t {
  */
 hl_status_t hl_runtime_pump(hl_runtime_t *rt, uint64_t budget_us, hl_pump_report_t *report);
 
+/**
+ * \brief Asked by `hl_runtime_run_until` after each pump: return non-zero to stop.
+ * [main-thread]: runs on the thread that called `hl_runtime_run_until`, outside any pump (it
+ * may call `[main-thread]` functions, `hl_runtime_pump` and `hl_runtime_run_until` excepted).
+ */
+typedef int32_t (*hl_until_fn)(void *user_data);
+
+/** \brief What one `hl_runtime_run_until` did. Set `struct_size` before the call. */
+typedef struct hl_run_report_t {
+    /** `sizeof(hl_run_report_t)`, set by the caller. */
+    uint32_t struct_size;
+    uint32_t reserved;
+    /** Pumps run. */
+    uint64_t pumps;
+    /** Main-thread items those pumps ran. */
+    uint64_t ran;
+    /** Wall-clock time of the whole run, in microseconds. */
+    uint64_t elapsed_us;
+} hl_run_report_t;
+
+/**
+ * \brief Batch mode: for hosts with no running event loop (`blender -b`, `hython`, `mayapy`, a
+ * render-farm job), the runtime drives its own pump on the calling (main) thread. It pumps
+ * with `pump_budget_us`, sleeps on its doorbell until more main-thread work arrives, and
+ * repeats until `until` returns non-zero or `timeout_ms` passes. `until` is asked before the
+ * first pump and after each one, and at least every 50 ms while nothing arrives.
+ *
+ * \param until           NULL (run until the timeout) or the stop condition.
+ * \param user_data       passed to `until`; not owned.
+ * \param pump_budget_us  the budget of each pump; 0 = the options' `default_budget_us`.
+ * \param report          may be NULL; otherwise `report->struct_size` must be set. Written on
+ *                        OK and on TIMEOUT.
+ * \return OK (`until` returned non-zero); TIMEOUT (`timeout_ms` passed first); NULL_ARG (rt);
+ * INVALID_HANDLE; WRONG_THREAD; REENTRANT (from inside a callback a pump runs); SHUT_DOWN;
+ * INVALID_ARG (report too small).
+ *
+ * [main-thread] [not re-entrant]
+ */
+hl_status_t hl_runtime_run_until(hl_runtime_t *rt, hl_until_fn until, void *user_data,
+                                 uint64_t pump_budget_us, uint32_t timeout_ms,
+                                 hl_run_report_t *report);
+
 /** \brief The runtime's counters. Set `struct_size` before calling `hl_runtime_stats`. */
 typedef struct hl_stats_t {
     /** `sizeof(hl_stats_t)`, set by the caller. */

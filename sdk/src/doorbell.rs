@@ -57,6 +57,11 @@ impl Coalescer {
         !self.rung.swap(true, Ordering::AcqRel)
     }
 
+    /// Whether the bell is rung (work arrived since the last `acknowledge`).
+    pub fn is_rung(&self) -> bool {
+        self.rung.load(Ordering::Acquire)
+    }
+
     /// Called by the consumer before draining. If the bell was rung, runs `clear` (which must make
     /// the fd non-readable) and then lowers the flag. Returns whether it was rung.
     pub fn acknowledge(&self, clear: impl FnOnce()) -> bool {
@@ -169,6 +174,19 @@ mod real {
                     }
                 }
             });
+        }
+
+        /// Blocks the main thread until the doorbell rings or `timeout` passes (a runtime
+        /// driving its own pump). A ring after the last `acknowledge` is seen: the waker's
+        /// event stays queued in the poll until it is consumed, here or by `acknowledge`.
+        pub(crate) fn wait(&self, timeout: Duration) {
+            if self.coalescer.is_rung() {
+                return;
+            }
+            let mut guard = crate::sync::lock(&self.poll);
+            let (poll, events) = &mut *guard;
+            // An interrupted or failed wait only ends the wait early; the caller re-checks.
+            let _ = poll.poll(events, Some(timeout));
         }
 
         pub(crate) fn rings(&self) -> u64 {

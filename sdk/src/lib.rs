@@ -90,7 +90,7 @@ pub use crate::{
     error::{Error, Result},
     event::{Event, EventFilter, EventKind, Subscription},
     job::{Job, JobBuilder, JobContext, JobGroup, JobStatus, Priority, Progress},
-    main_thread::{Main, PumpReport, Step},
+    main_thread::{Main, PumpReport, RunReport, Step},
     runtime::{Builder, Handle, Runtime, ShutdownReport, Straggler},
     sim::{
         Delivery, EveryStep, FrameInfo, Schedule, SimControl, SimOptions, Simulation, StepContext,

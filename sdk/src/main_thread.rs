@@ -33,6 +33,19 @@ pub struct PumpReport {
     pub overrun: Duration,
 }
 
+/// What [`Handle::run_until`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunReport {
+    /// Whether `until` returned `true` (`false`: the timeout passed first).
+    pub finished: bool,
+    /// Pumps run.
+    pub pumps: u64,
+    /// Main-thread items those pumps ran.
+    pub ran: u64,
+    /// Wall-clock time of the whole run.
+    pub elapsed: Duration,
+}
+
 /// The main thread's view while it runs queued work: given to `on_main` continuations, posted
 /// items and stream handlers.
 pub struct Main<'a> {
@@ -123,17 +136,7 @@ impl Handle {
     /// (the host pumps).
     pub fn pump(&self, budget: Duration) -> Result<PumpReport> {
         let shared = self.shared();
-        if shared.remote.is_some() {
-            return Err(Error::InvalidArgument(
-                "a plugin's runtime is pumped by its host",
-            ));
-        }
-        if !self.is_main_thread() {
-            return Err(Error::WrongThread);
-        }
-        if shared.is_shutting_down() {
-            return Err(Error::ShutDown);
-        }
+        self.check_can_pump()?;
         if shared.in_pump.swap(true, Ordering::Acquire) {
             return Err(Error::Reentrant);
         }
@@ -217,6 +220,94 @@ impl Handle {
             elapsed,
             overrun,
         })
+    }
+
+    /// Why this thread may not pump now, if it may not: a plugin, another thread, shut down.
+    fn check_can_pump(&self) -> Result<()> {
+        let shared = self.shared();
+        if shared.remote.is_some() {
+            return Err(Error::InvalidArgument(
+                "a plugin's runtime is pumped by its host",
+            ));
+        }
+        if !self.is_main_thread() {
+            return Err(Error::WrongThread);
+        }
+        if shared.is_shutting_down() {
+            return Err(Error::ShutDown);
+        }
+        Ok(())
+    }
+
+    /// Drives the pump itself, for hosts with no running event loop (`blender -b`, `hython`,
+    /// `mayapy`, a render-farm job): on the calling (main) thread, pumps with `budget`, sleeps
+    /// on the doorbell until more main-thread work arrives, and repeats until `until` returns
+    /// `true` or `timeout` passes. `until` runs on the main thread before the first pump and
+    /// after each one; it is re-checked at least every 50 ms even when nothing arrives.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let rt = hostloop::Runtime::builder().workers(1).build()?;
+    /// let answer = Arc::new(AtomicU64::new(0));
+    /// let slot = answer.clone();
+    /// let _job = rt
+    ///     .spawn(|_| Ok(6 * 7))?
+    ///     .on_main(move |r, _main| slot.store(r.unwrap_or(0), Ordering::Relaxed));
+    /// let budget = Duration::from_millis(2);
+    /// let report = rt.run_until(|| answer.load(Ordering::Relaxed) != 0, budget, Duration::from_secs(60))?;
+    /// assert!(report.finished);
+    /// assert_eq!(answer.load(Ordering::Relaxed), 42);
+    /// # Ok::<(), hostloop::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::pump`]: [`Error::WrongThread`], [`Error::Reentrant`] (from inside a pumped
+    /// item), [`Error::ShutDown`], [`Error::InvalidArgument`] inside a plugin. A timeout is not
+    /// an error: the report says `finished: false`.
+    pub fn run_until<F>(
+        &self,
+        mut until: F,
+        budget: Duration,
+        timeout: Duration,
+    ) -> Result<RunReport>
+    where
+        F: FnMut() -> bool,
+    {
+        /// The longest sleep between two checks of `until`.
+        const SLICE: Duration = Duration::from_millis(50);
+        self.check_can_pump()?;
+        if self.shared().in_pump.load(Ordering::Acquire) {
+            return Err(Error::Reentrant);
+        }
+        let start = Instant::now();
+        let mut report = RunReport::default();
+        let finish = |mut report: RunReport, finished: bool| {
+            report.finished = finished;
+            report.elapsed = start.elapsed();
+            Ok(report)
+        };
+        if catch_unwind(AssertUnwindSafe(&mut until)).map_err(Error::from_panic)? {
+            return finish(report, true);
+        }
+        loop {
+            let pumped = self.pump(budget)?;
+            report.pumps += 1;
+            report.ran += pumped.ran as u64;
+            if catch_unwind(AssertUnwindSafe(&mut until)).map_err(Error::from_panic)? {
+                return finish(report, true);
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return finish(report, false);
+            }
+            if pumped.remaining == 0 {
+                self.shared().doorbell.wait(left.min(SLICE));
+            }
+        }
     }
 
     /// Queues `f` to run once on the main thread, at a later pump.

@@ -228,7 +228,7 @@ pub enum Delivery {
 }
 
 /// Options for [`Handle::simulate`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimOptions {
     /// Names the driver thread (`<name>`), for debuggers and profilers.
     pub name: String,
@@ -241,6 +241,26 @@ pub struct SimOptions {
     /// Follow the host's frame: each [`Event::FrameChanged`] seeks to that frame (default
     /// `false`).
     pub lockstep: bool,
+    /// Start from this snapshot (from [`SimControl::save`], in this or another process)
+    /// instead of the initial state: the first frame shown is the snapshot's step (default
+    /// `None`). A plugin's `restore_state` resumes this way.
+    pub resume: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for SimOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimOptions")
+            .field("name", &self.name)
+            .field("delivery", &self.delivery)
+            .field("rate", &self.rate)
+            .field("playing", &self.playing)
+            .field("lockstep", &self.lockstep)
+            .field(
+                "resume",
+                &self.resume.as_ref().map(|s| format!("{} bytes", s.len())),
+            )
+            .finish()
+    }
 }
 
 impl Default for SimOptions {
@@ -251,6 +271,7 @@ impl Default for SimOptions {
             rate: None,
             playing: false,
             lockstep: false,
+            resume: None,
         }
     }
 }
@@ -281,8 +302,16 @@ enum Command {
     Save(SaveTo),
     /// The snapshot, and who waits to hear that it was applied.
     Restore(Vec<u8>, Option<Sender<Result<()>>>),
+    /// Changes the simulation's own parameters; a type mismatch is an error.
+    Edit(EditFn),
     Stop,
 }
+
+/// What [`SimControl::edit`] sends: applied to the simulation as `dyn Any`.
+type EditFn = Box<dyn FnOnce(&mut dyn std::any::Any) -> Result<()> + Send>;
+
+/// What [`SimControl::on_error`] registers.
+type OnError = Arc<Mutex<Box<dyn FnMut(&str, &mut Main<'_>) + Send>>>;
 
 #[derive(Default)]
 struct SimState {
@@ -290,6 +319,7 @@ struct SimState {
     playing: AtomicBool,
     stopped: AtomicBool,
     error: Mutex<Option<String>>,
+    on_error: Mutex<Option<OnError>>,
 }
 
 /// Controls a running simulation. Cloneable; commands are applied between steps, in order.
@@ -388,6 +418,56 @@ impl SimControl {
         self.send(Command::Restore(snapshot, None));
     }
 
+    /// Changes the running simulation at the next step boundary, in command order: `f`
+    /// receives the simulation itself (`S` must be the type given to
+    /// [`Handle::simulate`]), e.g. to move a camera or a goal from a UI event. A wrong `S`, or a
+    /// panic in `f`, changes nothing and is kept in [`SimControl::last_error`].
+    pub fn edit<S, F>(&self, f: F)
+    where
+        S: Simulation,
+        F: FnOnce(&mut S) + Send + 'static,
+    {
+        self.send(Command::Edit(Box::new(move |sim| {
+            match sim.downcast_mut::<S>() {
+                Some(sim) => {
+                    f(sim);
+                    Ok(())
+                }
+                None => Err(Error::InvalidArgument(
+                    "SimControl::edit: not the type of this simulation",
+                )),
+            }
+        })));
+    }
+
+    /// For a plugin's [`save_state`](crate::plugin::Plugin::save_state): pauses the
+    /// simulation, so the saved step is the last one this build takes, and writes its
+    /// snapshot into `out` (see [`save_now`](SimControl::save_now)).
+    ///
+    /// # Errors
+    ///
+    /// As [`save_now`](SimControl::save_now).
+    pub fn save_into(&self, out: &mut SnapshotWriter, timeout: Duration) -> Result<()> {
+        self.pause();
+        let snapshot = self.save_now(timeout)?;
+        out.bytes(&snapshot);
+        Ok(())
+    }
+
+    /// For a plugin's [`restore_state`](crate::plugin::Plugin::restore_state): reads a
+    /// snapshot written by [`save_into`](SimControl::save_into) and restores it (see
+    /// [`restore_now`](SimControl::restore_now)). The simulation stays paused; call
+    /// [`play`](SimControl::play) to go on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`] if `input` holds no snapshot there; as
+    /// [`restore_now`](SimControl::restore_now).
+    pub fn restore_from(&self, input: &mut SnapshotReader<'_>, timeout: Duration) -> Result<()> {
+        let snapshot = input.bytes().map_err(Error::failed)?.to_vec();
+        self.restore_now(snapshot, timeout)
+    }
+
     /// Ends the simulation; its driver thread exits after the current step.
     pub fn stop(&self) {
         self.send(Command::Stop);
@@ -407,6 +487,15 @@ impl SimControl {
     /// The error (or panic) of the last failed step, if any; a failed step pauses the driver.
     pub fn last_error(&self) -> Option<String> {
         lock(&self.state.error).clone()
+    }
+    /// Calls `f(message, main)` on the main thread, at a pump, each time a step fails or
+    /// panics (the driver has paused), e.g. to tell the artist or forward it to the host sink.
+    /// Replaces an earlier callback. A panic in `f` is caught.
+    pub fn on_error<F>(&self, f: F)
+    where
+        F: FnMut(&str, &mut Main<'_>) + Send + 'static,
+    {
+        *lock(&self.state.on_error) = Some(Arc::new(Mutex::new(Box::new(f))));
     }
 }
 
@@ -445,7 +534,8 @@ impl Handle {
     /// # Errors
     ///
     /// [`Error::ShutDown`] after shutdown; [`Error::InvalidArgument`] for an `Every` capacity of
-    /// 0 or a rate that is not positive; the OS error if the thread cannot start.
+    /// 0 or a rate that is not positive; the snapshot's error for a damaged, truncated or
+    /// foreign [`SimOptions::resume`]; the OS error if the thread cannot start.
     pub fn simulate<S, F>(&self, sim: S, options: SimOptions, on_frame: F) -> Result<SimControl>
     where
         S: Simulation,
@@ -461,6 +551,10 @@ impl Handle {
         }
         let mut sim = sim;
         sim.reset();
+        let start = match &options.resume {
+            Some(snapshot) => restore_into(&mut sim, snapshot)?,
+            None => 0,
+        };
         let initial = sim.frame();
         let publisher = match options.delivery {
             Delivery::Latest => {
@@ -496,6 +590,7 @@ impl Handle {
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let state = Arc::new(SimState::default());
+        state.step.store(start, Ordering::Release);
         let events = options
             .lockstep
             .then(|| self.subscribe_channel(EventFilter::Kind(EventKind::FrameChanged), 64));
@@ -510,6 +605,7 @@ impl Handle {
             events,
             deferred: Default::default(),
             after_motion: Default::default(),
+            start,
         };
         let exit_token = self.shared().sim_exit_token().ok_or(Error::ShutDown)?;
         let thread = std::thread::Builder::new()
@@ -538,11 +634,13 @@ struct Driver<S: Simulation> {
     /// `save`/`restore` that arrived during a seek or `step_by`: applied once it completes,
     /// so they see the state the earlier commands asked for.
     after_motion: std::collections::VecDeque<Command>,
+    /// The step it starts at (that of [`SimOptions::resume`]'s snapshot, or 0).
+    start: u64,
 }
 
 impl<S: Simulation> Driver<S> {
     fn run(mut self) {
-        let mut step: u64 = 0;
+        let mut step: u64 = self.start;
         let mut pending: u64 = 0;
         let mut target: Option<u64> = None;
         let mut next_at = Instant::now();
@@ -585,11 +683,11 @@ impl<S: Simulation> Driver<S> {
                     }
                 };
                 let Some(cmd) = cmd else { break };
-                // A save/restore waits for the motion before it; everything after it (but
+                // A save/restore/edit waits for the motion before it; everything after it (but
                 // `Stop`) waits behind it, so commands keep their order.
                 let moving = pending > 0 || target.is_some();
                 let cmd = match cmd {
-                    c @ (Command::Save(_) | Command::Restore(..)) if moving => {
+                    c @ (Command::Save(_) | Command::Restore(..) | Command::Edit(_)) if moving => {
                         self.after_motion.push_back(c);
                         continue;
                     }
@@ -627,20 +725,7 @@ impl<S: Simulation> Driver<S> {
                         self.publish(step);
                     }
                     Command::Rate(r) => self.rate = r.filter(|r| *r > 0.0 && r.is_finite()),
-                    Command::Save(to) => {
-                        let r = self.save(step);
-                        match to {
-                            SaveTo::Main(done) => {
-                                let _ = self
-                                    .handle
-                                    .shared()
-                                    .post_task(MainTask::Once(Box::new(move |main| done(r, main))));
-                            }
-                            SaveTo::Caller(tx) => {
-                                let _ = tx.send(r);
-                            }
-                        }
-                    }
+                    Command::Save(to) => self.save_to(step, to),
                     Command::Restore(bytes, reply) => match self.restore(&bytes) {
                         Ok(restored) => {
                             step = restored;
@@ -659,6 +744,14 @@ impl<S: Simulation> Driver<S> {
                             }
                         }
                     },
+                    Command::Edit(f) => {
+                        let sim: &mut dyn std::any::Any = &mut self.sim;
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sim)))
+                            .unwrap_or_else(|p| Err(Error::from_panic(p)));
+                        if let Err(e) = r {
+                            *lock(&self.state.error) = Some(e.to_string());
+                        }
+                    }
                     Command::Stop => break 'run,
                 }
             }
@@ -685,7 +778,16 @@ impl<S: Simulation> Driver<S> {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sim.step(&ctx)))
                 .unwrap_or_else(|p| Err(Error::from_panic(p)));
             if let Err(e) = r {
-                *lock(&self.state.error) = Some(e.to_string());
+                let message = e.to_string();
+                if let Some(f) = lock(&self.state.on_error).clone() {
+                    let message = message.clone();
+                    // Runs at a pump (where panics are caught); lost only if shutting down.
+                    let _ = self.handle.post(move |main| {
+                        let mut f = lock(&f);
+                        (*f)(&message, main)
+                    });
+                }
+                *lock(&self.state.error) = Some(message);
                 self.playing = false;
                 pending = 0;
                 target = None;
@@ -712,25 +814,50 @@ impl<S: Simulation> Driver<S> {
         }
     }
 
-    fn save(&self, step: u64) -> Result<Vec<u8>> {
-        let mut w = SnapshotWriter::new(S::SNAPSHOT_KIND, S::SNAPSHOT_VERSION);
-        w.u64(step);
-        let sim = &self.sim;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.save(&mut w)))
-            .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
-        Ok(w.finish())
+    fn save_to(&self, step: u64, to: SaveTo) {
+        save_to(&self.handle, &self.sim, step, to);
     }
+}
 
+/// Snapshots `sim` at `step` and hands the result to `to`.
+fn save_to<S: Simulation>(handle: &Handle, sim: &S, step: u64, to: SaveTo) {
+    let r = save::<S>(sim, step);
+    match to {
+        SaveTo::Main(done) => {
+            let _ = handle
+                .shared()
+                .post_task(MainTask::Once(Box::new(move |main| done(r, main))));
+        }
+        SaveTo::Caller(tx) => {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+fn save<S: Simulation>(sim: &S, step: u64) -> Result<Vec<u8>> {
+    let mut w = SnapshotWriter::new(S::SNAPSHOT_KIND, S::SNAPSHOT_VERSION);
+    w.u64(step);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.save(&mut w)))
+        .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
+    Ok(w.finish())
+}
+
+/// Restores `bytes` into `sim`; returns the step it was taken at. The snapshot is fully
+/// validated and read before the simulation's state is replaced.
+fn restore_into<S: Simulation>(sim: &mut S, bytes: &[u8]) -> Result<u64> {
+    let mut r = SnapshotReader::open(bytes, S::SNAPSHOT_KIND, 0..=S::SNAPSHOT_VERSION)?;
+    let step = r.u64()?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.restore(&mut r)))
+        .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
+    r.finish()?;
+    Ok(step)
+}
+
+impl<S: Simulation> Driver<S> {
     /// Restores `bytes`; returns the step it was taken at. The snapshot is fully validated and
     /// read before the simulation's state is replaced.
     fn restore(&mut self, bytes: &[u8]) -> Result<u64> {
-        let mut r = SnapshotReader::open(bytes, S::SNAPSHOT_KIND, 0..=S::SNAPSHOT_VERSION)?;
-        let step = r.u64()?;
-        let sim = &mut self.sim;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.restore(&mut r)))
-            .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
-        r.finish()?;
-        Ok(step)
+        restore_into(&mut self.sim, bytes)
     }
 
     /// Waits up to `wait` (`None`: until something happens) for a command or a host frame.
@@ -803,9 +930,19 @@ impl<S: Simulation> Driver<S> {
                                 continue;
                             }
                             // A command arrived while we wait: only `Stop` interrupts delivery;
-                            // others are applied, in order, once this frame is delivered.
+                            // others are applied, in order, once this frame is delivered — but
+                            // a caller waiting for a snapshot (a plugin's `save_state` on the
+                            // main thread, which cannot pump meanwhile) gets this step's state
+                            // at once, unless an earlier command would change that state. The
+                            // frame of this step stays owed: a restore publishes it again.
+                            let unchanged = self.deferred.iter().all(|c| {
+                                matches!(c, Command::Play | Command::Pause | Command::Rate(_))
+                            });
                             match self.rx.try_recv() {
                                 Ok(Command::Stop) => return false,
+                                Ok(Command::Save(to @ SaveTo::Caller(_))) if unchanged => {
+                                    save_to(&self.handle, &self.sim, step, to)
+                                }
                                 Ok(other) => self.deferred.push_back(other),
                                 Err(_) => {}
                             }

@@ -431,3 +431,64 @@ fn ten_million_progress_reports_cost_the_main_thread_a_few_reads() {
     assert_eq!(p.fraction, 1.0);
     assert_eq!(p.message.as_deref(), Some("done"));
 }
+
+#[test]
+fn run_until_drives_the_pump_until_the_condition_holds() {
+    let rt = runtime(1);
+    let results = Arc::new(AtomicUsize::new(0));
+    for i in 0..100 {
+        let results = results.clone();
+        let _job = rt.spawn(move |_| Ok(i)).unwrap().on_main(move |r, _| {
+            r.unwrap();
+            results.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    let report = rt
+        .run_until(
+            || results.load(Ordering::SeqCst) == 100,
+            Duration::from_millis(2),
+            HANG,
+        )
+        .unwrap();
+    assert!(report.finished);
+    assert_eq!(results.load(Ordering::SeqCst), 100);
+    assert!(report.pumps >= 1 && report.ran >= 100, "{report:?}");
+}
+
+#[test]
+fn run_until_times_out_asleep_and_refuses_other_threads_and_reentry() {
+    let rt = runtime(1);
+    let report = rt
+        .run_until(
+            || false,
+            Duration::from_millis(2),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+    assert!(!report.finished);
+    assert!(report.elapsed >= Duration::from_millis(200));
+    // Nothing arrived: it slept on the doorbell between pumps instead of spinning.
+    assert!(report.pumps <= 20, "{report:?}");
+
+    let h = rt.handle().clone();
+    let off_main = std::thread::spawn(move || {
+        h.run_until(|| true, Duration::ZERO, Duration::ZERO)
+            .map(|_| ())
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(off_main, Err(Error::WrongThread)), "{off_main:?}");
+
+    let inner = Arc::new(Mutex::new(None));
+    let slot = inner.clone();
+    rt.post(move |main| {
+        let r = main
+            .handle()
+            .run_until(|| false, Duration::ZERO, Duration::from_millis(1));
+        *slot.lock().unwrap() = Some(r.map(|_| ()));
+    })
+    .unwrap();
+    rt.pump(HANG).unwrap();
+    let inner = inner.lock().unwrap().take().expect("the item ran");
+    assert!(matches!(inner, Err(Error::Reentrant)), "{inner:?}");
+}

@@ -246,9 +246,23 @@ fn a_failing_or_panicking_step_pauses_the_driver_with_the_error() {
     let p = rt
         .simulate(Panicky, SimOptions::default(), |_, _, _| {})
         .unwrap();
+    // The error also reaches the main thread, at a pump.
+    let reported = Arc::new(Mutex::new(Vec::<(String, bool)>::new()));
+    let sink = reported.clone();
+    p.on_error(move |message, main| {
+        let on_main = main.handle().is_main_thread();
+        sink.lock().unwrap().push((message.to_owned(), on_main));
+    });
     p.step_by(1);
     wait_for("panic reported", || p.last_error().is_some());
     assert!(p.last_error().unwrap().contains("sim bug"));
+    pump_until(&rt, || !reported.lock().unwrap().is_empty());
+    let reported = reported.lock().unwrap();
+    assert_eq!(reported.len(), 1);
+    assert!(
+        reported[0].0.contains("sim bug") && reported[0].1,
+        "{reported:?}"
+    );
     // The runtime lives on.
     let job = rt.spawn(|_| Ok(1)).unwrap();
     wait_for("job", || job.is_finished());
@@ -457,6 +471,59 @@ fn snapshot_restore_continue_equals_an_uninterrupted_run_bit_for_bit() {
     assert_eq!(resumed.step(), 30);
     resumed.step_by(1);
     assert_eq!(pump_to_frame(&rt, &seen2, 31), expected(n, 31));
+
+    // Or a simulation starts from the snapshot: its first frame is step 10's, none before.
+    let (seen3, on_frame3) = recorder();
+    let started = rt
+        .simulate(
+            Toy::new(n),
+            SimOptions {
+                resume: Some(bytes.clone()),
+                ..SimOptions::default()
+            },
+            on_frame3,
+        )
+        .unwrap();
+    assert_eq!(started.step(), 10);
+    started.seek(30);
+    assert_eq!(pump_to_frame(&rt, &seen3, 30), uninterrupted);
+    assert_eq!(
+        seen3.lock().unwrap()[0].0,
+        10,
+        "the first frame is the snapshot's"
+    );
+    let damaged = rt.simulate(
+        Toy::new(n),
+        SimOptions {
+            resume: Some(bytes[..bytes.len() / 2].to_vec()),
+            ..SimOptions::default()
+        },
+        |_, _, _| {},
+    );
+    assert!(
+        damaged.is_err(),
+        "a truncated snapshot cannot start a simulation"
+    );
+}
+
+#[test]
+fn edit_changes_the_running_simulation_in_command_order_and_refuses_another_type() {
+    let rt = runtime(1);
+    let n = 1000;
+    let (seen, on_frame) = recorder();
+    let sim = rt
+        .simulate(Toy::new(n), SimOptions::default(), on_frame)
+        .unwrap();
+    sim.step_by(2);
+    sim.edit(|toy: &mut Toy| toy.x.iter_mut().for_each(|v| *v = 1));
+    sim.step_by(1);
+    // Two steps, then back to all ones, then one step: the state of step 1.
+    assert_eq!(pump_to_frame(&rt, &seen, 3), expected(n, 1));
+    sim.edit(|_: &mut Crowd| unreachable!("not this simulation's type"));
+    wait_for("type mismatch", || sim.last_error().is_some());
+    assert!(sim.last_error().unwrap().contains("not the type"));
+    sim.step_by(1);
+    assert_eq!(pump_to_frame(&rt, &seen, 4), expected(n, 2));
 }
 
 #[test]

@@ -77,6 +77,7 @@ int host() {
     int reentrant_errors = 0, off_main = 0;
     std::string utf8_error;
     int pumps = 0;
+    bool run_until_rethrew = false;
     hostloop::ShutdownReport report;
     {
         hostloop::Runtime rt(hostloop::Options().workers(2).io_threads(1).thread_name("hpp"));
@@ -162,6 +163,23 @@ int host() {
             check(job.progress() > 0.99f, "Job::progress");
         }
         check(thrower.status() == HL_STATUS_FAILED, "the throwing job's status");
+        // Batch mode: run_until drives the pump itself; a throwing condition reaches the caller.
+        bool batch_done = false;
+        Tracker batch_tracker;
+        hostloop::Job batch = rt.spawn([batch_tracker](hostloop::JobContext &) -> int32_t { return 0; },
+                                       [&](hl_status_t, int32_t) { batch_done = true; });
+        const hostloop::RunReport run = rt.run_until([&] { return batch_done; },
+                                                     std::chrono::milliseconds(2), std::chrono::seconds(60));
+        check(run.finished && batch_done && run.pumps >= 1, "run_until ran the job's done");
+        const hostloop::RunReport idle =
+            rt.run_until([] { return false; }, std::chrono::milliseconds(2), std::chrono::milliseconds(20));
+        check(!idle.finished, "run_until reports a timeout as finished == false");
+        try {
+            rt.run_until([]() -> bool { throw std::runtime_error("a bug in the condition"); },
+                         std::chrono::milliseconds(2), std::chrono::seconds(60));
+        } catch (const std::runtime_error &) {
+            run_until_rethrew = true;
+        }
         report = rt.shutdown(std::chrono::seconds(1));
         try {
             rt.pump();
@@ -181,6 +199,7 @@ int host() {
     check(!utf8_error.empty(), "the error carries the library's message");
     check(swallowed == 2 && handled_exceptions == 2, "two exceptions swallowed and handled");
     check(!report.timed_out && report.stragglers == 0, "shutdown in time");
+    check(run_until_rethrew, "an exception in run_until's condition is rethrown to its caller");
     check(Tracker::live == 0, "every captured copy destroyed, live: " + std::to_string(Tracker::live));
     std::printf("hpp results=%d failed_with_exception=%d messages=%d arrays=%d events=%d pumps=%d\n",
                 results, failed_with_exception, messages, arrays, events, pumps);

@@ -148,6 +148,8 @@ const FIXTURE_PACKAGES: &[&str] = &[
     "hostloop-fixture-counter-v2",
     "hostloop-fixture-counter-v3",
     "hostloop-fixture-panicky",
+    "hostloop-particles",
+    "hostloop-crowd",
 ];
 
 /// The path of a Rust fixture plugin by its library name (`fixture_counter_v1`).

@@ -141,6 +141,10 @@ signatures! {
             -> hl_status_t;
     hl_runtime_pump: "hl_status_t (*)(hl_runtime_t *, uint64_t, hl_pump_report_t *)"
         => unsafe extern "C" fn(*mut hl_runtime_t, u64, *mut hl_pump_report_t) -> hl_status_t;
+    hl_runtime_run_until:
+        "hl_status_t (*)(hl_runtime_t *, hl_until_fn, void *, uint64_t, uint32_t, hl_run_report_t *)"
+        => unsafe extern "C" fn(*mut hl_runtime_t, hl_until_fn, *mut c_void, u64, u32, *mut hl_run_report_t)
+            -> hl_status_t;
     hl_runtime_stats: "hl_status_t (*)(const hl_runtime_t *, hl_stats_t *)"
         => unsafe extern "C" fn(*const hl_runtime_t, *mut hl_stats_t) -> hl_status_t;
     hl_runtime_set_sink: "hl_status_t (*)(hl_runtime_t *, hl_sink_fn, void *, hl_finalizer_fn)"
@@ -206,6 +210,8 @@ callbacks! {
         => Option<unsafe extern "C" fn(*mut c_void)>;
     hl_request_pump_fn: "void (*)(void *)"
         => Option<unsafe extern "C" fn(*mut c_void)>;
+    hl_until_fn: "int32_t (*)(void *)"
+        => Option<unsafe extern "C" fn(*mut c_void) -> i32>;
     hl_sink_fn: "void (*)(void *, const hl_message_t *)"
         => Option<unsafe extern "C" fn(*mut c_void, *const hl_message_t)>;
     hl_event_fn: "void (*)(void *, const hl_event_t *)"
@@ -504,6 +510,7 @@ layouts! {
         main_items_dropped, elapsed_us,
     }
     hl_pump_report_t { struct_size, reserved, ran, remaining, elapsed_us, overrun_us }
+    hl_run_report_t { struct_size, reserved, pumps, ran, elapsed_us }
     hl_stats_t {
         struct_size, workers, jobs_spawned, jobs_finished, jobs_failed, jobs_cancelled,
         jobs_panicked, queued_cpu, queued_io, queued_main, pumps, pump_p50_us, pump_p99_us,

@@ -57,6 +57,19 @@ pub struct hl_pump_report_t {
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
+pub struct hl_run_report_t {
+    pub struct_size: u32,
+    pub reserved: u32,
+    pub pumps: u64,
+    pub ran: u64,
+    pub elapsed_us: u64,
+}
+
+/// `hl_until_fn`: called on the main thread after each pump; non-zero stops the run.
+pub type hl_until_fn = Option<unsafe extern "C" fn(user_data: *mut c_void) -> i32>;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct hl_stats_t {
     pub struct_size: u32,
     pub workers: u32,
@@ -435,6 +448,58 @@ pub unsafe extern "C" fn hl_runtime_pump(
             unsafe { write_sized(report, value, "report") }?;
         }
         Ok(())
+    })
+}
+
+/// See `hl_runtime_run_until` in `hostloop/runtime.h`.
+///
+/// # Safety
+///
+/// `until` is NULL or callable with `user_data` on this thread; `report` is NULL or points to an
+/// `hl_run_report_t` whose `struct_size` is set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_runtime_run_until(
+    rt: *mut hl_runtime_t,
+    until: hl_until_fn,
+    user_data: *mut c_void,
+    pump_budget_us: u64,
+    timeout_ms: u32,
+    report: *mut hl_run_report_t,
+) -> hl_status_t {
+    guard("hl_runtime_run_until", || {
+        let state = live(rt)?;
+        // SAFETY: non-NULL reports have `struct_size` set, per the contract.
+        unsafe { check_size(report, "report") }?;
+        let budget = match pump_budget_us {
+            0 => state.default_budget,
+            us => Duration::from_micros(us),
+        };
+        let until = || match until {
+            // SAFETY: the caller passes a function callable with `user_data` on this thread.
+            Some(f) => (unsafe { f(user_data) }) != 0,
+            None => false,
+        };
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let r = state.rt.run_until(until, budget, timeout)?;
+        if !report.is_null() {
+            let value = hl_run_report_t {
+                struct_size: 0,
+                reserved: 0,
+                pumps: r.pumps,
+                ran: r.ran,
+                elapsed_us: micros(r.elapsed),
+            };
+            // SAFETY: non-NULL, with `struct_size` set, per the contract.
+            unsafe { write_sized(report, value, "report") }?;
+        }
+        if r.finished {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                HL_STATUS_TIMEOUT,
+                format!("hl_runtime_run_until: not done after {timeout_ms} ms"),
+            ))
+        }
     })
 }
 

@@ -2,6 +2,7 @@
 //! small state machine that wanders, seeks a goal, and flees a threat — stepped in parallel
 //! chunks on the runtime's pool. An agent is a plain 24-byte struct in one `Vec`, not a thread
 //! or a task. Agents outside the camera's view step only every `k`-th frame ([`Thin`]).
+//! Built as a `cdylib`, the crate is also the `crowd` plugin ([`plugin`]).
 //!
 //! ```
 //! use hostloop::{Runtime, SimOptions};
@@ -17,6 +18,8 @@
 //! ```
 
 use hostloop::{Error, Simulation, StepContext, Thin};
+
+pub mod plugin;
 
 /// What an agent is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! floor, stored as columns (structure of arrays) and stepped in parallel chunks on the
 //! runtime's pool. The per-chunk kernel is Rust or C++ (through `cxx`, one call per chunk,
 //! slices crossing without a copy), chosen at run time; both give the same positions, bit for
-//! bit.
+//! bit. Built as a `cdylib`, the crate is also the `particles` plugin ([`plugin`]).
 //!
 //! ```
 //! use hostloop::{SimOptions, Runtime};
@@ -23,6 +23,7 @@
     reason = "the kernel takes six particle columns and three parameters"
 )]
 mod cpp;
+pub mod plugin;
 
 use std::sync::Mutex;
 

@@ -129,16 +129,12 @@ impl Plugin for Orbits {
     }
 
     fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
-        // Suspend first, so the saved step is the last one this build takes.
-        self.sim.pause();
-        let snapshot = self.sim.save_now(STATE_TIMEOUT)?;
-        out.bytes(&snapshot);
-        Ok(())
+        // Pauses first, so the saved step is the last one this build takes.
+        self.sim.save_into(out, STATE_TIMEOUT)
     }
 
     fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
-        let snapshot = input.bytes().map_err(Error::failed)?.to_vec();
-        self.sim.restore_now(snapshot, STATE_TIMEOUT)?;
+        self.sim.restore_from(input, STATE_TIMEOUT)?;
         self.sim.play();
         Ok(())
     }

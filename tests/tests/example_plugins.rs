@@ -1,0 +1,280 @@
+//! The example simulations as plugins: `libhostloop_particles.so` and `libhostloop_crowd.so`,
+//! loaded into a host runtime, configured through host events, answering through the sink, and
+//! hot-reloaded with their state.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bridge::sdk::plugin::LoadedPlugin;
+use bridge::sdk::{Event, Message, Payload, Runtime, SimOptions};
+use hostloop_particles::{Kernel, Particles};
+use hostloop_tests::fixture;
+
+/// Only fires on failure.
+const HANG_LIMIT: Duration = Duration::from_secs(120);
+
+/// What the sink received, in order: (topic, step or element count, the f32 values if any).
+#[derive(Debug, Clone, PartialEq)]
+enum Got {
+    Step(u64),
+    Floats(Vec<f32>, usize),
+    Bytes(usize),
+    Error(String),
+}
+
+struct Host {
+    rt: Runtime,
+    inbox: Arc<Mutex<Vec<(String, Got)>>>,
+}
+
+impl Host {
+    fn new() -> Host {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let inbox = Arc::new(Mutex::new(Vec::new()));
+        let sink = inbox.clone();
+        rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
+            let got = match m.payload {
+                Payload::Bytes(b) if m.topic.ends_with("/step") => {
+                    Got::Step(u64::from_le_bytes(b.try_into().unwrap()))
+                }
+                Payload::Bytes(b) if m.topic.ends_with("/error") => {
+                    Got::Error(String::from_utf8_lossy(b).into_owned())
+                }
+                Payload::Bytes(b) => Got::Bytes(b.len()),
+                Payload::Array(a) if a.elem().size() == 4 => Got::Floats(
+                    a.bytes()
+                        .chunks_exact(4)
+                        .map(|c| f32::from_ne_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    a.components(),
+                ),
+                Payload::Array(a) => Got::Bytes(a.count()),
+            };
+            sink.lock().unwrap().push((m.topic.to_owned(), got));
+        })));
+        Host { rt, inbox }
+    }
+
+    fn configure(&self, topic: &str, text: &str) {
+        self.rt
+            .post_event(Event::Custom {
+                topic: topic.into(),
+                bytes: text.as_bytes().to_vec(),
+                coalesce: false,
+            })
+            .unwrap();
+    }
+
+    /// Pumps (sleeping on the doorbell) until `done` holds over what arrived.
+    fn pump_until(&self, what: &str, mut done: impl FnMut(&[(String, Got)]) -> bool) {
+        let report = self
+            .rt
+            .run_until(
+                || done(&self.inbox.lock().unwrap()),
+                Duration::from_millis(2),
+                HANG_LIMIT,
+            )
+            .unwrap();
+        assert!(report.finished, "{what}: nothing after {HANG_LIMIT:?}");
+    }
+
+    fn take(&self) -> Vec<(String, Got)> {
+        std::mem::take(&mut *self.inbox.lock().unwrap())
+    }
+}
+
+/// The last `(step, values)` pair in `got` with the given positions topic.
+fn last_frame(got: &[(String, Got)], topic: &str) -> Option<(u64, Vec<f32>, usize)> {
+    let i = got.iter().rposition(|(t, _)| t == topic)?;
+    let Got::Floats(values, components) = got[i].1.clone() else {
+        return None;
+    };
+    match got[..i].last() {
+        Some((_, Got::Step(step))) => Some((*step, values, components)),
+        _ => None,
+    }
+}
+
+fn steps(got: &[(String, Got)]) -> Vec<u64> {
+    got.iter()
+        .filter_map(|(_, g)| match g {
+            Got::Step(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reload(plugin: &mut LoadedPlugin, name: &str) {
+    plugin
+        .reload(fixture(name), Duration::from_secs(10))
+        .expect("hot reload");
+}
+
+#[test]
+fn the_particles_plugin_plays_configures_and_matches_the_library_bit_for_bit() {
+    let host = Host::new();
+    let mut plugin = host.rt.load_plugin(fixture("hostloop_particles")).unwrap();
+    assert_eq!(plugin.info().name, "particles");
+    // At load: 100k particles, playing.
+    host.pump_until("a frame of the default simulation", |got| {
+        last_frame(got, "particles/positions")
+            .is_some_and(|(s, v, c)| s > 0 && v.len() == 300_000 && c == 3)
+    });
+
+    // Every frame, in order, from a rebuilt simulation of 1000 particles.
+    host.configure("particles/configure", "agents=1000 delivery=every");
+    host.pump_until("every frame up to 30", |got| {
+        steps(got).contains(&30)
+            && last_frame(got, "particles/positions").is_some_and(|(_, v, _)| v.len() == 3000)
+    });
+    let got = host.take();
+    let after: Vec<u64> = {
+        // The rebuilt simulation starts at step 0; older frames precede it.
+        let all = steps(&got);
+        let start = all
+            .iter()
+            .rposition(|&s| s == 0)
+            .expect("the rebuilt start");
+        all[start..].to_vec()
+    };
+    assert_eq!(
+        after,
+        (0..after.len() as u64).collect::<Vec<_>>(),
+        "every frame, in order"
+    );
+
+    // The plugin's frames are the library's: step 10 of the same simulation in this process.
+    host.configure("particles/configure", "playing=0");
+    host.configure("particles/reset", "");
+    let expected = Arc::new(Mutex::new(None));
+    let slot = expected.clone();
+    let local = host
+        .rt
+        .simulate(
+            Particles::new(1000, Kernel::Rust),
+            SimOptions::default(),
+            move |f: &Vec<f32>, info, _| {
+                if info.step == 10 {
+                    *slot.lock().unwrap() = Some(f.clone());
+                }
+            },
+        )
+        .unwrap();
+    local.seek(10);
+    host.pump_until("the local step 10", |_| expected.lock().unwrap().is_some());
+    host.take();
+    host.configure("particles/configure", "kernel=cpp playing=1");
+    host.pump_until("step 10 from the plugin (C++ kernel)", |got| {
+        steps(got).contains(&10)
+    });
+    let got = host.take();
+    let i = got.iter().position(|(_, g)| *g == Got::Step(10)).unwrap();
+    let Got::Floats(values, _) = &got[i + 1].1 else {
+        panic!("positions follow the step: {:?}", got[i + 1]);
+    };
+    let expected = expected.lock().unwrap().clone().unwrap();
+    assert!(
+        values
+            .iter()
+            .map(|v| v.to_bits())
+            .eq(expected.iter().map(|v| v.to_bits())),
+        "the plugin's C++ frame at step 10 equals the library's Rust frame"
+    );
+    local.stop();
+
+    // Bad input is refused with a reason, and the simulation goes on as it was.
+    host.configure("particles/configure", "agents=0");
+    host.configure("particles/configure", "colour=blue");
+    host.pump_until("two refusals", |got| {
+        got.iter()
+            .filter(|(_, g)| matches!(g, Got::Error(_)))
+            .count()
+            == 2
+    });
+    let errors: Vec<String> = host
+        .take()
+        .into_iter()
+        .filter_map(|(_, g)| match g {
+            Got::Error(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert!(errors[0].contains("agents must be"), "{errors:?}");
+    assert!(errors[1].contains("unknown key `colour`"), "{errors:?}");
+    host.pump_until("frames after the refusals", |got| {
+        last_frame(got, "particles/positions").is_some_and(|(_, v, _)| v.len() == 3000)
+    });
+
+    // A hot reload keeps the configuration and the step.
+    let before = steps(&host.take()).into_iter().max().unwrap_or(0);
+    reload(&mut plugin, "hostloop_particles");
+    assert_eq!(plugin.info().generation, 1);
+    host.pump_until("frames of the reloaded build", |got| !steps(got).is_empty());
+    let got = host.take();
+    let resumed = steps(&got);
+    assert!(
+        resumed[0] >= before,
+        "resumed at {} after {before}",
+        resumed[0]
+    );
+    assert!(
+        last_frame(&got, "particles/positions").is_some_and(|(_, v, _)| v.len() == 3000),
+        "the reloaded build kept 1000 particles"
+    );
+    let report = plugin.unload(Duration::from_secs(10));
+    assert_eq!(report.stragglers, 0);
+}
+
+#[test]
+fn the_crowd_plugin_moves_its_camera_live_and_keeps_its_agents_across_a_reload() {
+    let host = Host::new();
+    let mut plugin = host.rt.load_plugin(fixture("hostloop_crowd")).unwrap();
+    assert_eq!(plugin.info().name, "crowd");
+    host.pump_until("a frame of 100k agents", |got| {
+        last_frame(got, "crowd/positions")
+            .is_some_and(|(s, v, c)| s > 0 && v.len() == 200_000 && c == 2)
+    });
+    assert!(host
+        .take()
+        .iter()
+        .any(|(t, g)| t == "crowd/modes" && *g == Got::Bytes(100_000)));
+
+    host.configure("crowd/configure", "agents=2000 delivery=every rate=0");
+    host.pump_until("frames of 2000 agents", |got| {
+        last_frame(got, "crowd/positions").is_some_and(|(s, v, _)| s >= 5 && v.len() == 4000)
+    });
+    // Live: the camera, goal and thinning change without a rebuild (the steps go on).
+    let before = steps(&host.take()).into_iter().max().unwrap();
+    host.configure("crowd/configure", "view=-10,-10,10,10 goal=0,0 thin=2");
+    host.pump_until("steps after the live change", |got| {
+        steps(got).iter().any(|&s| s > before + 5)
+    });
+    let got = host.take();
+    assert!(
+        !steps(&got).contains(&0),
+        "a live change does not rebuild: {:?}",
+        steps(&got)
+    );
+    host.configure("crowd/configure", "view=1,2,3");
+    host.pump_until("a refusal", |got| {
+        got.iter().any(|(_, g)| matches!(g, Got::Error(_)))
+    });
+    let got = host.take();
+    assert!(got
+        .iter()
+        .any(|(_, g)| matches!(g, Got::Error(e) if e.contains("view"))));
+
+    let before = steps(&got).into_iter().max().unwrap_or(0);
+    reload(&mut plugin, "hostloop_crowd");
+    host.pump_until("frames of the reloaded build", |got| {
+        last_frame(got, "crowd/positions").is_some()
+    });
+    let got = host.take();
+    assert!(
+        steps(&got)[0] >= before,
+        "resumed at {:?} after {before}",
+        steps(&got)
+    );
+    assert!(last_frame(&got, "crowd/positions").is_some_and(|(_, v, _)| v.len() == 4000));
+    plugin.unload(Duration::from_secs(10));
+}
