@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""A Python host on a GLib main loop, driving the particles plugin through libhostloop.
+
+The GLib loop watches hostloop's doorbell fd (`GLib.unix_fd_add_full`) and pumps with a 2 ms
+budget when it becomes readable; a 60 Hz `GLib.timeout_add` "frame" tick pumps too (the host's
+frame) and records the loop's cadence. Frames arrive through the sink on this (the main) thread.
+After `--seconds` it unloads the plugin, shuts hostloop down and prints `key=value` lines.
+
+Run with the system Python, which has PyGObject (`python3-gi`):
+    /usr/bin/python3 examples/hosts/python-glib/host.py --seconds 3
+"""
+
+import argparse
+import os
+import struct
+import sys
+import threading
+import time
+
+import gi
+
+gi.require_version("GLib", "2.0")
+from gi.repository import GLib  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hostloop  # noqa: E402
+
+
+def percentile(values, q):
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100.0 * (len(s) - 1))))]
+
+
+class Host:
+    def __init__(self, args):
+        self.args = args
+        self.prefix = args.prefix
+        self.main_ident = threading.get_ident()
+        self.loop = GLib.MainLoop()
+
+        self.rt = hostloop.Runtime(workers=args.workers, thread_name="glibhost")
+        self.fd = self.rt.wake_fd()
+        self.rt.set_sink(self.on_message)
+
+        # what arrived
+        self.sink_calls = 0
+        self.sink_off_main = 0
+        self.frames = 0  # positions messages of the configured size
+        self.frames_other = 0  # frames of another size (before the configuration applied)
+        self.frames_skipped = 0  # steps never shown (latest delivery skips stale frames)
+        self.restarts = 0  # step numbers going back (the sim rebuilt by a configure)
+        self.first_step = None  # a (re)built simulation delivers its start state as step 0
+        self.last_step = -1
+        self.pending_step = None
+        self.errors = []
+        self.bad_frames = 0
+        self.first_copy = None
+        self.last_copy = None
+        # who pumped
+        self.source = None
+        self.fd_pumps = self.timer_pumps = 0
+        self.fd_items = self.timer_items = 0
+        self.frames_by = {"fd": 0, "timer": 0}
+        self.pump_us = []
+        # the frame tick's cadence
+        self.ticks = 0
+        self.tick_times = []
+
+    # -- the sink: main thread, inside a pump
+
+    def on_message(self, m):
+        self.sink_calls += 1
+        if threading.get_ident() != self.main_ident:
+            self.sink_off_main += 1
+        topic = m.topic
+        if topic == self.prefix + "/step":
+            self.pending_step = struct.unpack("<Q", m.bytes())[0]
+        elif topic == self.prefix + "/positions":
+            comps, count, arr = m.array_f32()
+            if comps != 3:
+                self.bad_frames += 1
+                return
+            if self.args.agents and count != self.args.agents:
+                self.frames_other += 1
+                return
+            step = self.pending_step
+            if step is None:
+                self.bad_frames += 1  # a positions message must follow its step
+                return
+            if self.first_step is None:
+                self.first_step = step
+            elif step <= self.last_step:
+                self.restarts += 1
+            else:
+                self.frames_skipped += step - self.last_step - 1
+            self.last_step = step
+            self.pending_step = None
+            self.frames += 1
+            self.frames_by[self.source] += 1
+            if self.first_copy is None:
+                self.first_copy = bytes(memoryview(arr).cast("B"))
+            elif self.frames % 30 == 0:
+                self.last_copy = bytes(memoryview(arr).cast("B"))
+        elif topic == self.prefix + "/error":
+            self.errors.append(m.bytes().decode("utf-8", "replace"))
+
+    def pump(self, source):
+        self.source = source
+        report = self.rt.pump(self.args.budget_us)
+        self.pump_us.append(report.elapsed_us)
+        if source == "fd":
+            self.fd_pumps += 1
+            self.fd_items += report.ran
+        else:
+            self.timer_pumps += 1
+            self.timer_items += report.ran
+
+    # -- GLib sources
+
+    def on_doorbell(self, fd, condition):
+        self.pump("fd")
+        return GLib.SOURCE_CONTINUE
+
+    def on_frame(self):
+        self.ticks += 1
+        self.tick_times.append(time.monotonic())
+        self.pump("timer")
+        return GLib.SOURCE_CONTINUE
+
+    def on_deadline(self):
+        self.loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    # -- the run
+
+    def run(self):
+        args = self.args
+        plugin = self.rt.load_plugin(args.plugin)
+        if args.configure:
+            self.rt.post_custom(self.prefix + "/configure", args.configure.encode("ascii"))
+        fd_source = GLib.unix_fd_add_full(GLib.PRIORITY_DEFAULT, self.fd, GLib.IOCondition.IN,
+                                          self.on_doorbell)
+        tick_source = GLib.timeout_add(1000 // 60, self.on_frame)
+        GLib.timeout_add(int(args.seconds * 1000), self.on_deadline)
+        started = time.monotonic()
+        try:
+            self.loop.run()
+        finally:
+            ran_s = time.monotonic() - started
+            GLib.source_remove(tick_source)
+            GLib.source_remove(fd_source)  # before the runtime (and its fd) goes away
+        unload = plugin.unload(deadline_ms=2000)
+        stats = self.rt.stats()
+        shutdown = self.rt.shutdown(deadline_ms=2000)
+        return ran_s, unload, stats, shutdown
+
+    def report(self, ran_s, unload, stats, shutdown):
+        gaps_ms = [(b - a) * 1000.0 for a, b in zip(self.tick_times, self.tick_times[1:])]
+        moved = int(self.first_copy is not None and self.last_copy is not None
+                    and self.first_copy != self.last_copy)
+        lines = {
+            "host": "python-glib",
+            "hostloop_version": hostloop.version(),
+            "glib_version": f"{GLib.MAJOR_VERSION}.{GLib.MINOR_VERSION}.{GLib.MICRO_VERSION}",
+            "seconds": f"{ran_s:.2f}",
+            "agents": self.args.agents,
+            "frames": self.frames,
+            "frames_per_s": f"{self.frames / ran_s:.1f}" if ran_s > 0 else "0",
+            "frames_skipped": self.frames_skipped,
+            "frames_before_configure": self.frames_other,
+            "first_step": self.first_step,
+            "last_step": self.last_step,
+            "restarts": self.restarts,
+            "bad_frames": self.bad_frames,
+            "moved": moved,
+            "sink_calls": self.sink_calls,
+            "sink_on_main": int(self.sink_calls > 0 and self.sink_off_main == 0),
+            "sink_off_main": self.sink_off_main,
+            "fd_pumps": self.fd_pumps,
+            "fd_items": self.fd_items,
+            "frames_via_fd": self.frames_by["fd"],
+            "timer_pumps": self.timer_pumps,
+            "timer_items": self.timer_items,
+            "frames_via_timer": self.frames_by["timer"],
+            "ticks": self.ticks,
+            "frame_p50_ms": f"{percentile(gaps_ms, 50):.2f}",
+            "frame_p99_ms": f"{percentile(gaps_ms, 99):.2f}",
+            "frame_max_ms": f"{max(gaps_ms) if gaps_ms else 0:.2f}",
+            "pump_p99_us": f"{percentile(self.pump_us, 99):.0f}",
+            "doorbell_rings": stats.doorbell_rings,
+            "sink_dropped": stats.sink_dropped,
+            "errors": len(self.errors),
+            "unload_dropped": unload.dropped,
+            "unload_stragglers": unload.stragglers,
+            "shutdown_stragglers": self.rt.shutdown_report.stragglers,
+            "shutdown": shutdown.replace("HL_STATUS_", ""),
+        }
+        for k, v in lines.items():
+            print(f"{k}={v}")
+        for e in self.errors[:5]:
+            print(f"plugin error: {e}", file=sys.stderr)
+        sys.stdout.flush()
+        return 0 if not self.errors and shutdown == "HL_STATUS_OK" else 1
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--agents", type=int, default=100_000,
+                   help="particles (frames of another size are not counted; 0 = any size)")
+    p.add_argument("--delivery", choices=("latest", "every"), default="latest")
+    p.add_argument("--workers", type=int, default=0, help="hostloop workers (0 = cores - 1)")
+    p.add_argument("--budget-us", type=int, default=2000, help="pump budget")
+    p.add_argument("--plugin", default=None,
+                   help="plugin library (default: target/release/libhostloop_particles.so)")
+    p.add_argument("--prefix", default="particles", help="the plugin's topic prefix")
+    p.add_argument("--configure", default=None,
+                   help="the configure event's text (default: from --agents/--delivery)")
+    args = p.parse_args()
+    if args.plugin is None:
+        args.plugin = hostloop.find_artifact("libhostloop_particles.so", "HOSTLOOP_PARTICLES")
+    if args.configure is None and args.prefix == "particles":
+        args.configure = f"agents={args.agents} delivery={args.delivery} playing=1"
+    host = Host(args)
+    return host.report(*host.run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
