@@ -1,0 +1,1 @@
+../../python-glib/hostloop.py
