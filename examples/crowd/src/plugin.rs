@@ -18,33 +18,22 @@
 //!
 //! A hot reload keeps the agents, the camera and the settings.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-use hostloop::plugin::{Plugin, PluginContext};
+use hostloop::plugin::{settings_pairs, Plugin, PluginContext, SimSettings, SimSlot};
 use hostloop::{
-    ArrayView, Delivery, Error, Event, Handle, Main, Payload, Result, SimControl, SimOptions,
-    SnapshotReader, SnapshotWriter,
+    ArrayView, Error, Event, Handle, Main, Payload, Result, SimOptions, SnapshotReader,
+    SnapshotWriter,
 };
 
-use crate::Crowd;
+use crate::{Crowd, CrowdFrame};
 
 /// The most agents a configure may ask for.
 pub const MAX_AGENTS: usize = 4_000_000;
-const STATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `crowd/configure` sets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Number of agents.
     pub agents: usize,
-    /// `true`: every frame in order; `false`: the latest.
-    pub every: bool,
-    /// Steps per second; 0 = unlimited.
-    pub rate: f64,
-    /// Whether it plays at once.
-    pub playing: bool,
     /// The camera's view: x0, y0, x1, y1.
     pub view: [f32; 4],
     /// Where seeking agents head.
@@ -53,6 +42,8 @@ pub struct Config {
     pub threat: [f32; 2],
     /// Agents outside the view step every `thin`-th step.
     pub thin: u64,
+    /// Delivery, rate, playing, lock-step.
+    pub sim: SimSettings,
 }
 
 impl Default for Config {
@@ -60,18 +51,16 @@ impl Default for Config {
         let crowd = Crowd::new(0);
         Config {
             agents: 100_000,
-            every: false,
-            rate: 0.0,
-            playing: true,
             view: crowd.view,
             goal: crowd.goal,
             threat: crowd.threat,
             thin: crowd.thin_k,
+            sim: SimSettings::default(),
         }
     }
 }
 
-/// `N` comma-separated numbers.
+/// `N` comma-separated finite numbers.
 fn floats<const N: usize>(value: &str) -> Option<[f32; N]> {
     let mut out = [0.0; N];
     let mut parts = value.split(',');
@@ -86,9 +75,15 @@ fn floats<const N: usize>(value: &str) -> Option<[f32; N]> {
     parts.next().is_none().then_some(out)
 }
 
+/// Whether a change of `key` needs the crowd rebuilt (the others apply to the running crowd).
+fn rebuilds(key: &str) -> bool {
+    !matches!(key, "view" | "goal" | "threat" | "thin")
+}
+
 impl Config {
     /// This configuration with the `key=value` pairs of `text` applied, and whether the crowd
-    /// must be rebuilt (`agents`, `delivery`, `rate` or `playing` given).
+    /// must be rebuilt: `agents` and the simulation settings rebuild it; `view`, `goal`,
+    /// `threat` and `thin` change the running crowd.
     ///
     /// # Errors
     ///
@@ -96,67 +91,38 @@ impl Config {
     pub fn apply(&self, text: &str) -> std::result::Result<(Config, bool), String> {
         let mut c = self.clone();
         let mut rebuild = false;
-        for pair in text.split_whitespace() {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}` is not key=value"))?;
+        for pair in settings_pairs(text) {
+            let (key, value) = pair?;
             let bad = || format!("bad value for {key}: `{value}`");
             match key {
-                "agents" => {
-                    c.agents = value.parse().map_err(|_| bad())?;
-                    if !(1..=MAX_AGENTS).contains(&c.agents) {
-                        return Err(format!("agents must be 1..={MAX_AGENTS}, not {value}"));
-                    }
-                }
-                "delivery" => {
-                    c.every = match value {
-                        "latest" => false,
-                        "every" => true,
-                        _ => return Err(bad()),
-                    }
-                }
-                "rate" => {
-                    c.rate = value.parse().map_err(|_| bad())?;
-                    if !(c.rate >= 0.0 && c.rate.is_finite()) {
-                        return Err(bad());
-                    }
-                }
-                "playing" => {
-                    c.playing = match value {
-                        "0" | "false" => false,
-                        "1" | "true" => true,
-                        _ => return Err(bad()),
-                    }
-                }
+                "agents" => match value.parse() {
+                    Ok(n @ 1..=MAX_AGENTS) => c.agents = n,
+                    _ => return Err(format!("agents must be 1..={MAX_AGENTS}, not {value}")),
+                },
                 "view" => c.view = floats(value).ok_or_else(bad)?,
                 "goal" => c.goal = floats(value).ok_or_else(bad)?,
                 "threat" => c.threat = floats(value).ok_or_else(bad)?,
-                "thin" => {
-                    c.thin = value.parse().map_err(|_| bad())?;
-                    if c.thin == 0 {
-                        return Err(bad());
-                    }
-                }
-                _ => return Err(format!("unknown key `{key}`")),
+                "thin" => match value.parse() {
+                    Ok(k @ 1..) => c.thin = k,
+                    _ => return Err(bad()),
+                },
+                _ => c
+                    .sim
+                    .apply(key, value)
+                    .unwrap_or_else(|| Err(format!("unknown key `{key}`")))?,
             }
-            rebuild |= matches!(key, "agents" | "delivery" | "rate" | "playing");
+            rebuild |= rebuilds(key);
         }
         Ok((c, rebuild))
     }
 
-    fn to_text(&self) -> String {
+    /// The `key=value` text that [`Config::apply`] reads back.
+    pub fn to_text(&self) -> String {
         let [x0, y0, x1, y1] = self.view;
+        let ([gx, gy], [tx, ty]) = (self.goal, self.threat);
         format!(
-            "agents={} delivery={} rate={} playing={} view={x0},{y0},{x1},{y1} goal={},{} threat={},{} thin={}",
-            self.agents,
-            if self.every { "every" } else { "latest" },
-            self.rate,
-            u8::from(self.playing),
-            self.goal[0],
-            self.goal[1],
-            self.threat[0],
-            self.threat[1],
-            self.thin
+            "agents={} view={x0},{y0},{x1},{y1} goal={gx},{gy} threat={tx},{ty} thin={} {}",
+            self.agents, self.thin, self.sim
         )
     }
 
@@ -167,63 +133,25 @@ impl Config {
         crowd.threat = self.threat;
         crowd.thin_k = self.thin;
     }
-}
 
-/// A running crowd and the switch that silences its frames once it is replaced.
-#[derive(Debug)]
-struct Running {
-    sim: SimControl,
-    live: Arc<AtomicBool>,
-}
-
-fn emit_error(main: &mut Main<'_>, message: &str) {
-    let _ = main.emit("crowd/error", Payload::Bytes(message.as_bytes()));
-}
-
-impl Running {
-    fn start(rt: &Handle, config: &Config, resume: Option<Vec<u8>>) -> Result<Running> {
-        let mut crowd = Crowd::new(config.agents);
-        config.aim(&mut crowd);
-        let options = SimOptions {
-            name: "crowd".into(),
-            delivery: if config.every {
-                Delivery::Every { capacity: 4 }
-            } else {
-                Delivery::Latest
-            },
-            rate: (config.rate > 0.0).then_some(config.rate),
-            playing: config.playing,
-            lockstep: false,
-            resume,
-        };
-        let live = Arc::new(AtomicBool::new(true));
-        let frames_live = live.clone();
-        let sim = rt.simulate(crowd, options, move |frame, info, main| {
-            if frames_live.load(Ordering::Acquire) {
-                let _ = main.emit("crowd/step", Payload::Bytes(&info.step.to_le_bytes()));
-                let _ = main.emit(
-                    "crowd/positions",
-                    Payload::Array(ArrayView::packed(&frame.positions, 2)),
-                );
-                let _ = main.emit(
-                    "crowd/modes",
-                    Payload::Array(ArrayView::packed(&frame.modes, 1)),
-                );
-            }
-        })?;
-        let errors_live = live.clone();
-        sim.on_error(move |message, main| {
-            if errors_live.load(Ordering::Acquire) {
-                emit_error(main, message);
-            }
-        });
-        Ok(Running { sim, live })
+    /// The crowd and its options.
+    fn build(&self) -> (Crowd, SimOptions) {
+        let mut crowd = Crowd::new(self.agents);
+        self.aim(&mut crowd);
+        (crowd, self.sim.options("crowd"))
     }
+}
 
-    fn stop(&self) {
-        self.live.store(false, Ordering::Release);
-        self.sim.stop();
-    }
+/// Sends a frame's positions and modes to the host.
+fn emit(frame: &CrowdFrame, main: &mut Main<'_>) {
+    let _ = main.emit(
+        "crowd/positions",
+        Payload::Array(ArrayView::packed(&frame.positions, 2)),
+    );
+    let _ = main.emit(
+        "crowd/modes",
+        Payload::Array(ArrayView::packed(&frame.modes, 1)),
+    );
 }
 
 /// The plugin: the configuration and the crowd running it.
@@ -231,38 +159,30 @@ impl Running {
 pub struct CrowdPlugin {
     rt: Handle,
     config: Config,
-    running: Running,
+    slot: SimSlot,
 }
 
 impl CrowdPlugin {
-    /// Replaces the running simulation with one built from `config`, resumed from `snapshot`
-    /// if given.
-    fn restart(&mut self, config: Config, snapshot: Option<Vec<u8>>) -> Result<()> {
-        let running = Running::start(&self.rt, &config, snapshot)?;
-        self.running.stop();
-        self.running = running;
-        self.config = config;
-        Ok(())
-    }
-
     fn configure(&mut self, bytes: &[u8], main: &mut Main<'_>) {
         let applied = std::str::from_utf8(bytes)
             .map_err(|_| "not UTF-8".to_owned())
             .and_then(|text| self.config.apply(text));
-        let result = match applied {
-            Ok((config, true)) => self.restart(config, None).map_err(|e| e.to_string()),
-            Ok((config, false)) => {
+        let result = applied.and_then(|(config, rebuild)| {
+            if rebuild {
+                let (crowd, options) = config.build();
+                self.slot
+                    .start(&self.rt, crowd, options, emit)
+                    .map_err(|e| e.to_string())?;
+            } else if let Some(c) = self.slot.control() {
                 let live = config.clone();
-                self.running
-                    .sim
-                    .edit(move |crowd: &mut Crowd| live.aim(crowd));
-                self.config = config;
-                Ok(())
+                c.edit(move |crowd: &mut Crowd| live.aim(crowd));
             }
-            Err(e) => Err(e),
-        };
+            self.config = config;
+            Ok(())
+        });
         if let Err(message) = result {
-            emit_error(main, &format!("crowd/configure refused: {message}"));
+            self.slot
+                .report(main, &format!("crowd/configure refused: {message}"));
         }
     }
 }
@@ -273,47 +193,52 @@ impl Plugin for CrowdPlugin {
 
     fn load(ctx: &PluginContext) -> Result<Self> {
         let config = Config::default();
-        let running = Running::start(ctx.handle(), &config, None)?;
+        let mut slot = SimSlot::new("crowd");
+        let (crowd, options) = config.build();
+        slot.start(ctx.handle(), crowd, options, emit)?;
         Ok(CrowdPlugin {
             rt: ctx.handle().clone(),
             config,
-            running,
+            slot,
         })
     }
 
     fn event(&mut self, event: &Event, main: &mut Main<'_>) {
-        match event {
-            Event::PlaybackStarted => {
-                self.config.playing = true;
-                self.running.sim.play();
-            }
-            Event::PlaybackStopped => {
-                self.config.playing = false;
-                self.running.sim.pause();
-            }
-            Event::Custom { topic, bytes, .. } => match topic.as_str() {
+        if self.slot.follow_playback(event, &mut self.config.sim) {
+            return;
+        }
+        if let Event::Custom { topic, bytes, .. } = event {
+            match topic.as_str() {
                 "crowd/configure" => self.configure(bytes, main),
-                "crowd/reset" => self.running.sim.reset(),
+                "crowd/reset" => self.slot.control().map_or((), |c| c.reset()),
                 _ => {}
-            },
-            _ => {}
+            }
         }
     }
 
     fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
-        out.str(&self.config.to_text());
-        self.running.sim.save_into(out, STATE_TIMEOUT)
+        self.slot.save(&self.config.to_text(), out)
     }
 
     fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
-        let text = input.str().map_err(Error::failed)?;
-        let (config, _) = Config::default().apply(text).map_err(Error::failed)?;
-        let snapshot = input.bytes().map_err(Error::failed)?.to_vec();
-        self.restart(config, Some(snapshot))
+        let mut restored = None;
+        self.slot.restore(
+            &self.rt,
+            input,
+            |text| {
+                let (config, _) = Config::default().apply(text).map_err(Error::failed)?;
+                let built = config.build();
+                restored = Some(config);
+                Ok(built)
+            },
+            emit,
+        )?;
+        self.config = restored.unwrap_or_default();
+        Ok(())
     }
 
     fn unload(&mut self) {
-        self.running.stop();
+        self.slot.stop();
     }
 }
 

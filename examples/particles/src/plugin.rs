@@ -21,22 +21,15 @@
 //! build restores them and plays on from the same step.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
-use hostloop::plugin::{Plugin, PluginContext};
+use hostloop::plugin::{settings_pairs, Plugin, PluginContext, SimSettings, SimSlot};
 use hostloop::{
-    ArrayView, Delivery, Error, Event, Handle, Main, Payload, Result, SimControl, SimOptions,
-    SnapshotReader, SnapshotWriter,
+    ArrayView, Error, Event, Handle, Main, Payload, Result, SimOptions, SnapshotReader,
+    SnapshotWriter,
 };
 
 use crate::{Kernel, Particles};
 
-/// Frames that may wait for the host in *every* delivery before the simulation waits.
-const EVERY_CAPACITY: usize = 4;
-/// How long save and restore may wait for the simulation to reach a step boundary.
-const STATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most particles a configure may ask for (16M particles take 384 MiB of columns).
 pub const MAX_AGENTS: usize = 16_000_000;
 
@@ -47,14 +40,8 @@ pub struct Config {
     pub agents: usize,
     /// The per-chunk kernel.
     pub kernel: Kernel,
-    /// `true`: every frame in order (the simulation waits for the host); `false`: the latest.
-    pub every: bool,
-    /// Steps per second; 0 = unlimited.
-    pub rate: f64,
-    /// Whether it plays at once.
-    pub playing: bool,
-    /// Whether it follows the host's frame-changed events.
-    pub lockstep: bool,
+    /// Delivery, rate, playing, lock-step.
+    pub sim: SimSettings,
 }
 
 impl Default for Config {
@@ -62,10 +49,7 @@ impl Default for Config {
         Config {
             agents: 100_000,
             kernel: Kernel::Rust,
-            every: false,
-            rate: 0.0,
-            playing: true,
-            lockstep: false,
+            sim: SimSettings::default(),
         }
     }
 }
@@ -78,127 +62,56 @@ impl Config {
     /// The first unknown key or bad value, described.
     pub fn apply(&self, text: &str) -> std::result::Result<Config, String> {
         let mut c = self.clone();
-        for pair in text.split_whitespace() {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}` is not key=value"))?;
-            let bad = || format!("bad value for {key}: `{value}`");
-            let flag = || match value {
-                "0" | "false" => Ok(false),
-                "1" | "true" => Ok(true),
-                _ => Err(bad()),
-            };
+        for pair in settings_pairs(text) {
+            let (key, value) = pair?;
             match key {
-                "agents" => {
-                    c.agents = value.parse().map_err(|_| bad())?;
-                    if !(1..=MAX_AGENTS).contains(&c.agents) {
-                        return Err(format!("agents must be 1..={MAX_AGENTS}, not {value}"));
-                    }
-                }
+                "agents" => match value.parse() {
+                    Ok(n @ 1..=MAX_AGENTS) => c.agents = n,
+                    _ => return Err(format!("agents must be 1..={MAX_AGENTS}, not {value}")),
+                },
                 "kernel" => {
                     c.kernel = match value {
                         "rust" => Kernel::Rust,
                         "cpp" => Kernel::Cpp,
-                        _ => return Err(bad()),
+                        _ => return Err(format!("kernel must be rust or cpp, not {value}")),
                     }
                 }
-                "delivery" => {
-                    c.every = match value {
-                        "latest" => false,
-                        "every" => true,
-                        _ => return Err(bad()),
-                    }
-                }
-                "rate" => {
-                    c.rate = value.parse().map_err(|_| bad())?;
-                    if !(c.rate >= 0.0 && c.rate.is_finite()) {
-                        return Err(bad());
-                    }
-                }
-                "playing" => c.playing = flag()?,
-                "lockstep" => c.lockstep = flag()?,
-                _ => return Err(format!("unknown key `{key}`")),
+                _ => c
+                    .sim
+                    .apply(key, value)
+                    .unwrap_or_else(|| Err(format!("unknown key `{key}`")))?,
             }
         }
         Ok(c)
+    }
+
+    /// The simulation and its options.
+    fn build(&self) -> (Particles, SimOptions) {
+        (
+            Particles::new(self.agents, self.kernel),
+            self.sim.options("particles"),
+        )
     }
 }
 
 impl fmt::Display for Config {
     /// The `key=value` text that [`Config::apply`] reads back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "agents={} kernel={} delivery={} rate={} playing={} lockstep={}",
-            self.agents,
-            match self.kernel {
-                Kernel::Rust => "rust",
-                Kernel::Cpp => "cpp",
-            },
-            if self.every { "every" } else { "latest" },
-            self.rate,
-            u8::from(self.playing),
-            u8::from(self.lockstep)
-        )
-    }
-}
-
-/// A running simulation and the switch that silences its frames once it is replaced.
-#[derive(Debug)]
-struct Running {
-    sim: SimControl,
-    live: Arc<AtomicBool>,
-}
-
-impl Running {
-    fn start(rt: &Handle, config: &Config, resume: Option<Vec<u8>>) -> Result<Running> {
-        let options = SimOptions {
-            name: "particles".into(),
-            delivery: if config.every {
-                Delivery::Every {
-                    capacity: EVERY_CAPACITY,
-                }
-            } else {
-                Delivery::Latest
-            },
-            rate: (config.rate > 0.0).then_some(config.rate),
-            playing: config.playing,
-            lockstep: config.lockstep,
-            resume,
+        let kernel = match self.kernel {
+            Kernel::Rust => "rust",
+            Kernel::Cpp => "cpp",
         };
-        let live = Arc::new(AtomicBool::new(true));
-        let frames_live = live.clone();
-        let sim = rt.simulate(
-            Particles::new(config.agents, config.kernel),
-            options,
-            move |positions, info, main| {
-                // A frame of a replaced simulation may still be waiting for this pump.
-                if frames_live.load(Ordering::Acquire) {
-                    let _ = main.emit("particles/step", Payload::Bytes(&info.step.to_le_bytes()));
-                    let _ = main.emit(
-                        "particles/positions",
-                        Payload::Array(ArrayView::packed(positions, 3)),
-                    );
-                }
-            },
-        )?;
-        let errors_live = live.clone();
-        sim.on_error(move |message, main| {
-            if errors_live.load(Ordering::Acquire) {
-                emit_error(main, message);
-            }
-        });
-        Ok(Running { sim, live })
-    }
-
-    fn stop(&self) {
-        self.live.store(false, Ordering::Release);
-        self.sim.stop();
+        write!(f, "agents={} kernel={kernel} {}", self.agents, self.sim)
     }
 }
 
-fn emit_error(main: &mut Main<'_>, message: &str) {
-    let _ = main.emit("particles/error", Payload::Bytes(message.as_bytes()));
+/// Sends a frame's positions to the host.
+#[expect(clippy::ptr_arg, reason = "the simulation's frame type is Vec<f32>")]
+fn emit(positions: &Vec<f32>, main: &mut Main<'_>) {
+    let _ = main.emit(
+        "particles/positions",
+        Payload::Array(ArrayView::packed(positions, 3)),
+    );
 }
 
 /// The plugin: the configuration and the simulation running it.
@@ -206,27 +119,25 @@ fn emit_error(main: &mut Main<'_>, message: &str) {
 pub struct ParticlesPlugin {
     rt: Handle,
     config: Config,
-    running: Running,
+    slot: SimSlot,
 }
 
 impl ParticlesPlugin {
-    /// Replaces the running simulation with one built from `config`, resumed from `snapshot`
-    /// if given.
-    fn restart(&mut self, config: Config, snapshot: Option<Vec<u8>>) -> Result<()> {
-        let running = Running::start(&self.rt, &config, snapshot)?;
-        self.running.stop();
-        self.running = running;
-        self.config = config;
-        Ok(())
-    }
-
     fn configure(&mut self, bytes: &[u8], main: &mut Main<'_>) {
         let config = std::str::from_utf8(bytes)
-            .map_err(|_| "particles/configure: not UTF-8".to_owned())
-            .and_then(|text| self.config.apply(text))
-            .and_then(|config| self.restart(config, None).map_err(|e| e.to_string()));
-        if let Err(message) = config {
-            emit_error(main, &format!("particles/configure refused: {message}"));
+            .map_err(|_| "not UTF-8".to_owned())
+            .and_then(|text| self.config.apply(text));
+        let started = config.and_then(|config| {
+            let (sim, options) = config.build();
+            self.slot
+                .start(&self.rt, sim, options, emit)
+                .map_err(|e| e.to_string())?;
+            self.config = config;
+            Ok(())
+        });
+        if let Err(message) = started {
+            self.slot
+                .report(main, &format!("particles/configure refused: {message}"));
         }
     }
 }
@@ -237,47 +148,52 @@ impl Plugin for ParticlesPlugin {
 
     fn load(ctx: &PluginContext) -> Result<Self> {
         let config = Config::default();
-        let running = Running::start(ctx.handle(), &config, None)?;
+        let mut slot = SimSlot::new("particles");
+        let (sim, options) = config.build();
+        slot.start(ctx.handle(), sim, options, emit)?;
         Ok(ParticlesPlugin {
             rt: ctx.handle().clone(),
             config,
-            running,
+            slot,
         })
     }
 
     fn event(&mut self, event: &Event, main: &mut Main<'_>) {
-        match event {
-            Event::PlaybackStarted => {
-                self.config.playing = true;
-                self.running.sim.play();
-            }
-            Event::PlaybackStopped => {
-                self.config.playing = false;
-                self.running.sim.pause();
-            }
-            Event::Custom { topic, bytes, .. } => match topic.as_str() {
+        if self.slot.follow_playback(event, &mut self.config.sim) {
+            return;
+        }
+        if let Event::Custom { topic, bytes, .. } = event {
+            match topic.as_str() {
                 "particles/configure" => self.configure(bytes, main),
-                "particles/reset" => self.running.sim.reset(),
+                "particles/reset" => self.slot.control().map_or((), |c| c.reset()),
                 _ => {}
-            },
-            _ => {}
+            }
         }
     }
 
     fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
-        out.str(&self.config.to_string());
-        self.running.sim.save_into(out, STATE_TIMEOUT)
+        self.slot.save(&self.config.to_string(), out)
     }
 
     fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
-        let text = input.str().map_err(Error::failed)?;
-        let config = Config::default().apply(text).map_err(Error::failed)?;
-        let snapshot = input.bytes().map_err(Error::failed)?.to_vec();
-        self.restart(config, Some(snapshot))
+        let mut restored = None;
+        self.slot.restore(
+            &self.rt,
+            input,
+            |text| {
+                let config = Config::default().apply(text).map_err(Error::failed)?;
+                let built = config.build();
+                restored = Some(config);
+                Ok(built)
+            },
+            emit,
+        )?;
+        self.config = restored.unwrap_or_default();
+        Ok(())
     }
 
     fn unload(&mut self) {
-        self.running.stop();
+        self.slot.stop();
     }
 }
 

@@ -87,8 +87,10 @@
 pub mod abi;
 pub(crate) mod guest;
 pub(crate) mod host;
+mod slot;
 
 pub use host::{LoadedPlugin, PluginError, PluginErrorKind, PluginInfo, PluginStats, UnloadReport};
+pub use slot::{settings_pairs, SimSettings, SimSlot};
 
 use crate::error::Result;
 use crate::event::Event;
