@@ -97,9 +97,11 @@ fn hostloop_wake(
         if now_seq != seen {
             let posted = stamp.load(Ordering::Relaxed);
             out.push(woke.saturating_sub(posted) as f64 * 1e-9);
-            seen = now_seq;
         }
         rt.pump(Duration::from_millis(2))?;
+        // A post that came after the `seq` read was just acknowledged by that pump: skip its
+        // sample (the main thread was awake, so it is no wake-up).
+        seen = seq.load(Ordering::Acquire);
     }
     crate::doorbell::await_job(&job, STUCK)
 }
@@ -108,25 +110,36 @@ fn hostloop_wake(
 fn eventfd_wake(samples: usize, seed: u64, out: &mut Distribution) -> std::io::Result<()> {
     let efd = EventFd::new()?;
     let base = Instant::now();
+    // As in `hostloop_wake`: two rings read by one `clear` (the main thread was preempted) give
+    // one sample, the later one.
     let stamp = AtomicU64::new(0);
+    let seq = AtomicU64::new(0);
     thread::scope(|s| {
-        let (efd, stamp) = (&efd, &stamp);
+        let (efd, stamp, seq) = (&efd, &stamp, &seq);
         s.spawn(move || {
             let mut jitter = Jitter::new(seed);
-            for _ in 0..samples {
+            for i in 0..samples as u64 {
                 thread::sleep(gap(&mut jitter));
-                stamp.store(nanos_since(base), Ordering::Release);
+                stamp.store(nanos_since(base), Ordering::Relaxed);
+                seq.store(i + 1, Ordering::Release);
                 efd.ring();
             }
         });
-        for _ in 0..samples {
+        let mut seen = 0;
+        while seen < samples as u64 {
             if !sys::wait_readable(efd.fd(), Some(STUCK))? {
                 return Err(std::io::Error::other("eventfd never became readable"));
             }
             let woke = nanos_since(base);
-            let posted = stamp.load(Ordering::Acquire);
-            out.push(woke.saturating_sub(posted) as f64 * 1e-9);
+            let now_seq = seq.load(Ordering::Acquire);
+            if now_seq != seen {
+                let posted = stamp.load(Ordering::Relaxed);
+                out.push(woke.saturating_sub(posted) as f64 * 1e-9);
+            }
             efd.clear();
+            // A ring that came after the `seq` read was just cleared: skip its sample (the
+            // main thread was awake, so it is no wake-up).
+            seen = seq.load(Ordering::Acquire);
         }
         Ok(())
     })
