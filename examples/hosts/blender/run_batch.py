@@ -81,7 +81,8 @@ class Exporter:
                 return
             expected = self.written + 1
             if step != expected:
-                self.errors.append(f"expected step {expected}, got {step} (steps {self.steps_seen})")
+                self.errors.append(
+                    f"expected step {expected}, got {step} (first steps: {self.steps_seen})")
                 return
             path = os.path.join(self.args.out, f"frame_{step:04d}.ply")
             with open(path, "wb") as f:

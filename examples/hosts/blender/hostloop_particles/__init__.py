@@ -24,6 +24,7 @@ bl_info = {
 }
 
 import array
+import collections
 import ctypes
 import os
 import select
@@ -49,8 +50,9 @@ class Session:
         self.rt = hostloop.Runtime(thread_name="blender-hl")
         self.fd = self.rt.wake_fd()
         self.rt.set_sink(self._on_message)
-        # The newest frame, copied out of the sink's borrowed memory. array('f') has the buffer
-        # format foreach_set takes on its fast path (a ctypes '<f' buffer is copied element-wise).
+        # The newest frame, copied out of the sink's borrowed memory. foreach_set takes an
+        # array('f') on its fast path; a ctypes buffer (format '<f') on its slow one (20k
+        # vertices: 0.07 ms against 5 ms, measured with Blender 3.4).
         self.positions = array.array("f", bytes(12 * agents))
         self.pending_step = None
         self.shown_step = 0
@@ -60,15 +62,17 @@ class Session:
             ticks=0, fd_pumps=0, idle_ticks=0, pump_items=0, sink_calls=0, sink_off_main=0,
             frames=0, frames_other=0, frames_written=0, errors=0, pump_errors=0,
         )
-        self.tick_times = []  # time.monotonic() of every tick: the loop's cadence
-        self.tick_work_ms = []  # what a tick cost the main thread: select + pump + mesh write
+        # time.monotonic() of the latest ticks (the loop's cadence), and what each cost the main
+        # thread (select + pump + mesh write); bounded for long interactive sessions
+        self.tick_times = collections.deque(maxlen=100_000)
+        self.tick_work_ms = collections.deque(maxlen=100_000)
         self.last_error = ""
         self.report = {}
         try:
             path = hostloop.find_artifact("libhostloop_particles.so", "HOSTLOOP_PARTICLES")
             self.plugin = self.rt.load_plugin(path)
-            self.rt.post_custom("particles/configure",
-                                f"agents={agents} delivery=latest rate={rate:g} playing=1".encode("ascii"))
+            config = f"agents={agents} delivery=latest rate={rate:g} playing=1"
+            self.rt.post_custom("particles/configure", config.encode("ascii"))
         except BaseException:
             self.rt.shutdown(deadline_ms=2000)  # leave no threads behind in Blender
             raise
@@ -156,6 +160,7 @@ class Session:
             tick_max_ms=round(max(gaps, default=0.0), 2),
             tick_work_p50_ms=round(percentile(work, 50), 2),
             tick_work_p99_ms=round(percentile(work, 99), 2),
+            tick_work_max_ms=round(max(work, default=0.0), 2),
             doorbell_rings=stats.doorbell_rings,
             unload_stragglers=unload.stragglers,
             shutdown_stragglers=self.rt.shutdown_report.stragglers,
@@ -165,6 +170,7 @@ class Session:
 
 
 def tick_gaps_ms(times):
+    times = list(times)
     return [(b - a) * 1000.0 for a, b in zip(times, times[1:])]
 
 
