@@ -58,6 +58,25 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/*
+ * How long the calling thread has waited for a CPU so far (runnable but not running), in ms:
+ * time the machine, not the host, took from its frames. Linux only; 0 elsewhere.
+ */
+static double cpu_wait_ms(void) {
+#ifdef __linux__
+    unsigned long long run_ns = 0, wait_ns = 0;
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    if (f != NULL) {
+        int n = fscanf(f, "%llu %llu", &run_ns, &wait_ns);
+        fclose(f);
+        if (n == 2) {
+            return (double)wait_ns / 1e6;
+        }
+    }
+#endif
+    return 0.0;
+}
+
 static void fail(const char *what, hl_status_t status) {
     fprintf(stderr, "host: %s: %s: %s\n", what, hl_status_name(status), hl_last_error());
 }
@@ -167,7 +186,9 @@ typedef struct loop_stats {
     uint64_t pump_max_us, pump_overruns;
     uint64_t frames, late_frames, draws;
     double *frame_ms; /* the interval before each frame */
+    double *frame_own_ms; /* the same, less the time the main thread waited for a CPU */
     uint64_t frame_ms_cap;
+    double cpu_wait_ms; /* in the loop, in all */
 } loop_stats;
 
 static int pump(hl_runtime_t *rt, scene *s, loop_stats *st, enum pump_source source) {
@@ -213,18 +234,24 @@ static int run_loop(hl_runtime_t *rt, int wake_fd, scene *s, loop_stats *st, dou
     const double end = start + seconds * 1000.0;
     double next_frame = start + period;
     double last_frame = start;
+    const double wait_start = cpu_wait_ms();
+    double last_wait = wait_start;
     for (;;) {
         double now = now_ms();
         if (now >= end) {
+            st->cpu_wait_ms = cpu_wait_ms() - wait_start;
             return 1;
         }
         if (now >= next_frame) {
             /* A frame: pump whatever is still queued, then draw the latest positions. */
             double interval = now - last_frame;
+            double wait = cpu_wait_ms();
             last_frame = now;
             if (st->frames < st->frame_ms_cap) {
                 st->frame_ms[st->frames] = interval;
+                st->frame_own_ms[st->frames] = interval - (wait - last_wait);
             }
+            last_wait = wait;
             st->frames++;
             st->late_frames += interval > LATE_FACTOR * period;
             if (!pump(rt, s, st, PUMP_TIMER)) {
@@ -352,7 +379,8 @@ int main(int argc, char **argv) {
     memset(&st, 0, sizeof st);
     st.frame_ms_cap = (uint64_t)(seconds * FRAME_HZ * 2) + 16;
     st.frame_ms = calloc((size_t)st.frame_ms_cap, sizeof(double));
-    if (st.frame_ms == NULL) {
+    st.frame_own_ms = calloc((size_t)st.frame_ms_cap, sizeof(double));
+    if (st.frame_ms == NULL || st.frame_own_ms == NULL) {
         fprintf(stderr, "host: out of memory\n");
         return 1;
     }
@@ -396,6 +424,8 @@ int main(int argc, char **argv) {
            st.frames, seconds * FRAME_HZ, st.late_frames, st.draws);
     printf("frame_p50_ms=%.2f frame_p99_ms=%.2f frame_max_ms=%.2f\n", quantile(st.frame_ms, n, 0.5),
            quantile(st.frame_ms, n, 0.99), quantile(st.frame_ms, n, 1.0));
+    printf("frame_own_p99_ms=%.2f frame_own_max_ms=%.2f cpu_wait_ms=%.1f\n",
+           quantile(st.frame_own_ms, n, 0.99), quantile(st.frame_own_ms, n, 1.0), st.cpu_wait_ms);
     printf("fd_pumps=%" PRIu64 " timer_pumps=%" PRIu64 " pump_max_us=%" PRIu64
            " pump_overruns=%" PRIu64 " doorbell_rings=%" PRIu64 "\n",
            st.fd_pumps, st.timer_pumps, st.pump_max_us, st.pump_overruns, stats.doorbell_rings);
@@ -412,6 +442,7 @@ int main(int argc, char **argv) {
            (double)down.elapsed_us / 1e3, (unsigned)down.threads_joined, down.stragglers);
     printf("shutdown=%s\n", clean ? "OK" : "FAILED");
     free(st.frame_ms);
+    free(st.frame_own_ms);
     free(s.xyz);
     return clean && sink_on_main && s.bad_frames == 0 && s.errors == 0 ? 0 : 1;
 }

@@ -179,6 +179,22 @@ struct ExportOutcome {
     bool partial_left = false;
 };
 
+// How long the calling thread has waited for a CPU so far (runnable but not running), in ms:
+// time the machine, not the application, took from its frames. Linux only; 0 elsewhere.
+double cpu_wait_ms() {
+#ifdef __linux__
+    unsigned long long run_ns = 0, wait_ns = 0;
+    if (FILE *f = std::fopen("/proc/thread-self/schedstat", "r")) {
+        const int n = std::fscanf(f, "%llu %llu", &run_ns, &wait_ns);
+        std::fclose(f);
+        if (n == 2) {
+            return static_cast<double>(wait_ns) / 1e6;
+        }
+    }
+#endif
+    return 0.0;
+}
+
 double quantile(std::vector<double> v, double q) {
     if (v.empty()) {
         return 0.0;
@@ -244,9 +260,8 @@ public:
         frame_timer_.setTimerType(Qt::PreciseTimer);
         frame_timer_.setInterval(kFrameMs);
         connect(&frame_timer_, &QTimer::timeout, this, [this] { on_frame(); });
-        frame_timer_.start();
-        clock_.start();
-        last_frame_ms_ = 0;
+        // Frames are counted from the first pass of the event loop: startup is not a frame.
+        QTimer::singleShot(0, this, [this] { start(); });
     }
 
     // Loads and configures the plugin. Throws hostloop::Error.
@@ -259,7 +274,7 @@ public:
     }
 
     // The headless script: export, export again, Cancel at --seconds, wait, screenshot, close.
-    void run_script() {
+    void schedule_script() {
         QTimer::singleShot(static_cast<int>(settings_.seconds * 1000), Qt::PreciseTimer, this, [this] {
             ending_ = true;
             if (cancel_button_->isEnabled()) {
@@ -292,6 +307,8 @@ public:
                     frames_, expected, late_frames_, view_->paints(), view_->paint_max_ms());
         std::printf("frame_p50_ms=%.2f frame_p99_ms=%.2f frame_max_ms=%.2f\n", quantile(frame_ms_, 0.5),
                     quantile(frame_ms_, 0.99), quantile(frame_ms_, 1.0));
+        std::printf("frame_own_p99_ms=%.2f frame_own_max_ms=%.2f cpu_wait_ms=%.1f\n", quantile(frame_own_ms_, 0.99),
+                    quantile(frame_own_ms_, 1.0), last_cpu_wait_ms_ - cpu_wait_start_ms_);
         std::printf("fd_pumps=%" PRIu64 " timer_pumps=%" PRIu64 " pump_max_us=%lld pump_errors=%" PRIu64
                     " doorbell_rings=%" PRIu64 "\n",
                     notifier_pumps_, timer_pumps_, static_cast<long long>(pump_max_.count()), pump_errors_,
@@ -323,6 +340,16 @@ public:
     }
 
 private:
+    void start() {
+        clock_.start();
+        last_frame_ms_ = 0;
+        last_cpu_wait_ms_ = cpu_wait_start_ms_ = cpu_wait_ms();
+        frame_timer_.start();
+        if (!settings_.interactive) {
+            schedule_script();
+        }
+    }
+
     static const char *export_status_name(hl_status_t status) {
         switch (status) {
         case HL_STATUS_OK: return "ok";
@@ -391,7 +418,10 @@ private:
         const double interval = now - last_frame_ms_;
         last_frame_ms_ = now;
         ++frames_;
+        const double wait = cpu_wait_ms();
         frame_ms_.push_back(interval);
+        frame_own_ms_.push_back(interval - (wait - last_cpu_wait_ms_));
+        last_cpu_wait_ms_ = wait;
         late_frames_ += interval > kLateFactor * kFrameMs;
         pump(PumpSource::timer);
         if (export_job_) {
@@ -531,7 +561,9 @@ private:
     std::chrono::microseconds pump_max_{0};
     uint64_t frames_ = 0, late_frames_ = 0;
     double last_frame_ms_ = 0;
-    std::vector<double> frame_ms_;
+    double cpu_wait_start_ms_ = 0, last_cpu_wait_ms_ = 0;
+    std::vector<double> frame_ms_;      // the interval before each frame
+    std::vector<double> frame_own_ms_;  // the same, less the time the GUI thread waited for a CPU
     uint64_t sink_messages_ = 0, sink_off_main_ = 0;
     uint64_t sim_frames_ = 0, frames_via_notifier_ = 0, frames_via_timer_ = 0;
     uint64_t bad_frames_ = 0, plugin_errors_ = 0, last_step_ = 0;
@@ -595,9 +627,6 @@ int main(int argc, char **argv) {
             HostWindow window(settings, rt);
             window.load_plugin();
             window.show();
-            if (!settings.interactive) {
-                window.run_script();
-            }
             const int qt_status = app.exec();
             window.detach();
             stats = rt.stats();
