@@ -108,7 +108,12 @@ class Host:
 
     def pump(self, source):
         self.source = source
-        report = self.rt.pump(self.args.budget_us)
+        try:
+            report = self.rt.pump(self.args.budget_us)
+        except Exception as e:  # a failed pump or a sink that raised: stop the run, report it
+            self.errors.append(f"pump ({source}): {type(e).__name__}: {e}")
+            self.loop.quit()
+            return
         self.pump_us.append(report.elapsed_us)
         if source == "fd":
             self.fd_pumps += 1
@@ -200,7 +205,7 @@ class Host:
         for k, v in lines.items():
             print(f"{k}={v}")
         for e in self.errors[:5]:
-            print(f"plugin error: {e}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
         sys.stdout.flush()
         return 0 if not self.errors and shutdown == "HL_STATUS_OK" else 1
 
