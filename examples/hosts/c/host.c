@@ -83,6 +83,10 @@ static void fail(const char *what, hl_status_t status) {
 
 /* ---- what the sink receives ------------------------------------------------------------- */
 
+typedef struct bounds {
+    float lo[3], hi[3];
+} bounds;
+
 /* Which pump is running, so the sink can tell what delivered each frame. */
 enum pump_source { PUMP_FD, PUMP_TIMER };
 
@@ -101,6 +105,7 @@ typedef struct scene {
     float *xyz;
     uint64_t count, capacity;
     int dirty; /* a new frame arrived since the last draw */
+    bounds drawn; /* what the last draw showed */
 } scene;
 
 static uint64_t read_le64(const uint8_t *b) {
@@ -159,10 +164,6 @@ static void on_message(void *user_data, const hl_message_t *m) {
 }
 
 /* "Drawing": what a viewport would do with the frame; here, its bounding box. */
-typedef struct bounds {
-    float lo[3], hi[3];
-} bounds;
-
 static bounds frame_bounds(const scene *s) {
     bounds b = {{0, 0, 0}, {0, 0, 0}};
     for (uint64_t i = 0; i < s->count; i++) {
@@ -258,7 +259,7 @@ static int run_loop(hl_runtime_t *rt, int wake_fd, scene *s, loop_stats *st, dou
                 return 0;
             }
             if (s->dirty) {
-                (void)frame_bounds(s);
+                s->drawn = frame_bounds(s);
                 s->dirty = 0;
                 st->draws++;
             }
@@ -417,7 +418,6 @@ int main(int argc, char **argv) {
     const int sink_on_main = s.messages > 0 && s.off_main == 0;
     const int clean = loop_ok && unload_status == HL_STATUS_OK && shutdown_status == HL_STATUS_OK &&
                       free_status == HL_STATUS_OK && down.stragglers == 0;
-    bounds b = frame_bounds(&s);
     printf("host=c plugin=%s seconds=%.2f workers=%u agents=%ld rate=%g kernel=%s\n", PLUGIN,
            elapsed_s, (unsigned)stats.workers, agents, rate, kernel);
     printf("frames=%" PRIu64 " expected_frames=%.0f late_frames=%" PRIu64 " draws=%" PRIu64 "\n",
@@ -435,8 +435,9 @@ int main(int argc, char **argv) {
            " bad_frames=%" PRIu64 " plugin_errors=%" PRIu64 "\n",
            s.frames, s.frames_via_fd, s.frames_via_timer, s.bad_frames, s.errors);
     printf("last_step=%" PRIu64 " last_frame_agents=%" PRIu64
-           " bounds=%.2f,%.2f,%.2f..%.2f,%.2f,%.2f\n",
-           s.step, s.count, b.lo[0], b.lo[1], b.lo[2], b.hi[0], b.hi[1], b.hi[2]);
+           " drawn_bounds=%.2f,%.2f,%.2f..%.2f,%.2f,%.2f\n",
+           s.step, s.count, s.drawn.lo[0], s.drawn.lo[1], s.drawn.lo[2], s.drawn.hi[0],
+           s.drawn.hi[1], s.drawn.hi[2]);
     printf("unload=%s unload_ms=%.1f shutdown_ms=%.1f threads_joined=%u stragglers=%" PRIu64 "\n",
            hl_status_name(unload_status), (double)unload.elapsed_us / 1e3,
            (double)down.elapsed_us / 1e3, (unsigned)down.threads_joined, down.stragglers);
