@@ -52,6 +52,8 @@ use plot::FrameSample;
 const HZ: f64 = 60.0;
 /// How long unload and shutdown may wait for running work.
 const DEADLINE_MS: u32 = 2000;
+/// How long the configured simulation may take to send its first frame.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     let options = match args::parse(std::env::args().skip(1)) {
@@ -256,6 +258,17 @@ impl Frames {
         self.last_frame.set(Some((step, now)));
     }
 
+    /// Starts the counters afresh (after setup), keeping the current step.
+    fn restart_counting(&self) {
+        self.messages.set(0);
+        self.off_main_thread.set(0);
+        self.delivered.set(0);
+        self.steps_total.set(0);
+        self.fresh.set(false);
+        self.since.set(None);
+        self.last_frame.set(None);
+    }
+
     /// Steps per second of the current simulation so far.
     fn steps_per_second(&self) -> f64 {
         match (self.since.get(), self.last_frame.get()) {
@@ -404,9 +417,41 @@ fn run(o: &Options) -> Result<(), String> {
         o.seconds
     );
 
+    // Setup: the plugin applies the configure event at the next pump, rebuilding its simulation
+    // on the main thread. Wait for the first frame of the configured size before measuring.
+    let budget = budget_us(o.budget_ms);
+    let setup_started = Instant::now();
+    let setup_deadline = setup_started + SETUP_TIMEOUT;
+    let mut setup_longest = 0.0f64;
+    while frames.particles.get() != o.agents {
+        if let Some(e) = frames.errors.borrow().first() {
+            return Err(format!("the plugin reported an error: {e}"));
+        }
+        let now = Instant::now();
+        if now >= setup_deadline {
+            return Err(format!(
+                "no frame of {} particles reached the sink within {} s of configuring the plugin",
+                group(o.agents),
+                SETUP_TIMEOUT.as_secs()
+            ));
+        }
+        let readable = wait::readable(fd, setup_deadline - now)
+            .map_err(|e| format!("ppoll on the doorbell failed: {e}"))?;
+        if readable {
+            setup_longest = setup_longest.max(pump_once(&rt, budget)?.1);
+        }
+    }
+    println!(
+        "  configured: the first frame of {} particles arrived after {:.1} ms (longest pump {:.1} ms: \
+         the plugin builds the simulation on the main thread)",
+        group(o.agents),
+        ms(setup_started.elapsed()),
+        setup_longest
+    );
+    frames.restart_counting();
+
     // The host loop.
     let period = Duration::from_secs_f64(1.0 / HZ);
-    let budget = budget_us(o.budget_ms);
     let mut pumps: Vec<PumpSample> = Vec::new();
     let mut samples: Vec<FrameSample> = Vec::new();
     let (mut shown, mut stale, mut late) = (0u64, 0u64, 0u64);
@@ -417,16 +462,7 @@ fn run(o: &Options) -> Result<(), String> {
     let mut pump_in_frame = 0.0f64;
     let mut live = Live::new(start, if is_tty { 0.25 } else { 1.0 });
     let mut pump = |source: Source, pump_in_frame: &mut f64| -> Result<(), String> {
-        let mut report = hl_pump_report_t {
-            struct_size: std::mem::size_of::<hl_pump_report_t>() as u32,
-            ..Default::default()
-        };
-        let t0 = Instant::now();
-        // SAFETY: a live runtime and a sized report, on the main thread; the pump may call
-        // `sink` with `frames`, which outlives the runtime.
-        let status = unsafe { hl_runtime_pump(rt.0, budget, &mut report) };
-        let took = ms(t0.elapsed());
-        check("hl_runtime_pump", status)?;
+        let (report, took) = pump_once(&rt, budget)?;
         *pump_in_frame += took;
         pumps.push(PumpSample {
             source,
@@ -576,6 +612,21 @@ fn run(o: &Options) -> Result<(), String> {
         println!("                      {}", shown_path(&svg_path));
     }
     Ok(())
+}
+
+/// One `hl_runtime_pump`: its report and how long the call took in ms (the sink included).
+fn pump_once(rt: &Runtime, budget_us: u64) -> Result<(hl_pump_report_t, f64), String> {
+    let mut report = hl_pump_report_t {
+        struct_size: std::mem::size_of::<hl_pump_report_t>() as u32,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    // SAFETY: a live runtime and a sized report, on the main thread; the pump may call `sink`
+    // with the `Frames` registered in `run`, which outlives the runtime.
+    let status = unsafe { hl_runtime_pump(rt.0, budget_us, &mut report) };
+    let took = ms(t0.elapsed());
+    check("hl_runtime_pump", status)?;
+    Ok((report, took))
 }
 
 /// The library's name and version, from `hl_plugin_info`.
@@ -768,10 +819,11 @@ impl Summary<'_> {
         let overruns = self.pumps.iter().filter(|p| p.over_budget).count();
         let by = |src: Source| {
             let of: Vec<_> = self.pumps.iter().filter(|p| p.source == src).collect();
-            (of.len(), of.iter().map(|p| p.ran).sum::<u64>())
+            let empty = of.iter().filter(|p| p.ran == 0).count();
+            (of.len(), of.iter().map(|p| p.ran).sum::<u64>(), empty)
         };
-        let (wake, wake_items) = by(Source::Doorbell);
-        let (timer, timer_items) = by(Source::Timer);
+        let (wake, wake_items, wake_empty) = by(Source::Doorbell);
+        let (timer, timer_items, _) = by(Source::Timer);
         let fr = self.frames;
         let steps = fr.steps_total.get();
         let final_step = fr.step.get();
@@ -819,9 +871,10 @@ impl Summary<'_> {
             group(self.stale)
         );
         println!(
-            "  pumps             {} woken by the doorbell fd ({} items), {} by the frame timer ({} items); {} doorbell rings",
+            "  pumps             {} woken by the doorbell fd ({} items, {} found nothing), {} by the frame timer ({} items); {} doorbell rings",
             group(wake as u64),
             group(wake_items),
+            group(wake_empty as u64),
             group(timer as u64),
             group(timer_items),
             group(self.stats.doorbell_rings)
