@@ -52,6 +52,9 @@ use plot::FrameSample;
 const HZ: f64 = 60.0;
 /// How long unload and shutdown may wait for running work.
 const DEADLINE_MS: u32 = 2000;
+/// Particles whose heights the picture follows, and the most heights kept.
+const TRACED: usize = 300;
+const TRACE_POINTS: usize = 4_000_000;
 /// How long the configured simulation may take to send its first frame.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -258,6 +261,26 @@ impl Frames {
         self.last_frame.set(Some((step, now)));
     }
 
+    /// Records the step and the heights of up to `TRACED` particles spread over the latest
+    /// frame (the same particles every time, while the count stays the same).
+    fn trace(&self, trails: &mut picture::Trails) {
+        let xyz = self.positions.borrow();
+        let n = xyz.len() / 3;
+        let k = n.min(TRACED);
+        if trails.particles != k {
+            *trails = picture::Trails {
+                particles: k,
+                ..Default::default()
+            };
+        }
+        if let Some(stride) = n.checked_div(k) {
+            trails.steps.push(self.step.get());
+            trails
+                .heights
+                .extend((0..k).map(|j| xyz[3 * j * stride + 1]));
+        }
+    }
+
     /// Starts the counters afresh (after setup), keeping the current step.
     fn restart_counting(&self) {
         self.messages.set(0);
@@ -460,6 +483,10 @@ fn run(o: &Options) -> Result<(), String> {
     let mut last_tick = start;
     let mut next_tick = start + period;
     let mut pump_in_frame = 0.0f64;
+    // The picture's height traces: `TRACED` particles every `trace_every`-th shown frame, at
+    // most `TRACE_POINTS` heights in all.
+    let mut trails = picture::Trails::default();
+    let trace_every = ((o.seconds * HZ * TRACED as f64 / TRACE_POINTS as f64).ceil() as u64).max(1);
     let mut live = Live::new(start, if is_tty { 0.25 } else { 1.0 });
     let mut pump = |source: Source, pump_in_frame: &mut f64| -> Result<(), String> {
         let (report, took) = pump_once(&rt, budget)?;
@@ -475,15 +502,12 @@ fn run(o: &Options) -> Result<(), String> {
     loop {
         let now = Instant::now();
         if now >= next_tick {
-            // A frame: pump what is queued, "draw" the latest frame, close the frame's numbers.
+            // A frame tick: close the frame that ends, pump what is queued, "draw" the latest
+            // simulation frame (here: note it, and sample the paths the picture shows).
+            // The frame that ends now took `frame_ms`, of which the pumps since the last tick
+            // took `pump_in_frame`.
             let frame_ms = ms(now - last_tick);
             last_tick = now;
-            pump(Source::Timer, &mut pump_in_frame)?;
-            if frames.fresh.replace(false) {
-                shown += 1;
-            } else {
-                stale += 1;
-            }
             if frame_ms > 1.5 * ms(period) {
                 late += 1;
             }
@@ -492,6 +516,15 @@ fn run(o: &Options) -> Result<(), String> {
                 pump_ms: pump_in_frame,
             });
             pump_in_frame = 0.0;
+            pump(Source::Timer, &mut pump_in_frame)?;
+            if frames.fresh.replace(false) {
+                shown += 1;
+                if o.images && shown % trace_every == 0 {
+                    frames.trace(&mut trails);
+                }
+            } else {
+                stale += 1;
+            }
             if let Some(e) = frames.errors.borrow().first() {
                 return Err(format!("the plugin reported an error: {e}"));
             }
@@ -589,6 +622,7 @@ fn run(o: &Options) -> Result<(), String> {
         picture::write(
             &png_path,
             &positions,
+            &trails,
             &picture::Caption {
                 particles: positions.len() / 3,
                 step: frames.step.get(),

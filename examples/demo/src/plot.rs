@@ -26,7 +26,7 @@ pub fn write(
 
 fn svg(frames: &[FrameSample], period_ms: f64, budget_ms: f64, title: &str) -> String {
     let (w, h) = (960.0, 400.0);
-    let (left, right, top, bottom) = (64.0, 24.0, 48.0, 56.0);
+    let (left, right, top, bottom) = (64.0, 150.0, 48.0, 56.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     // The y axis shows at least two frame periods, more if a frame ran longer.
     let worst = frames
@@ -83,18 +83,18 @@ fn svg(frames: &[FrameSample], period_ms: f64, budget_ms: f64, title: &str) -> S
     let yb = y(period_ms);
     let _ = writeln!(
         s,
-        r##"<line x1="{left}" y1="{yb:.1}" x2="{:.1}" y2="{yb:.1}" stroke="#5a6e8c" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" fill="#8aa0c0" text-anchor="end">{period_ms:.1} ms = 60 Hz</text>"##,
+        r##"<line x1="{left}" y1="{yb:.1}" x2="{:.1}" y2="{yb:.1}" stroke="#5a6e8c" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" fill="#8aa0c0">{period_ms:.1} ms (60 Hz)</text>"##,
         left + pw,
-        left + pw - 4.0,
-        yb - 6.0
+        left + pw + 8.0,
+        yb + 4.0
     );
     let yp = y(budget_ms);
     let _ = writeln!(
         s,
-        r##"<line x1="{left}" y1="{yp:.1}" x2="{:.1}" y2="{yp:.1}" stroke="#2f6b5a" stroke-dasharray="3 4"/><text x="{:.1}" y="{:.1}" fill="#4fc3a1" text-anchor="end">{budget_ms:.1} ms pump budget</text>"##,
+        r##"<line x1="{left}" y1="{yp:.1}" x2="{:.1}" y2="{yp:.1}" stroke="#2f6b5a" stroke-dasharray="3 4"/><text x="{:.1}" y="{:.1}" fill="#4fc3a1">{budget_ms:.1} ms pump budget</text>"##,
         left + pw,
-        left + pw - 4.0,
-        yp - 6.0
+        left + pw + 8.0,
+        yp + 4.0
     );
     for (color, label, pick) in [
         ("#f5922a", "frame time", 0),
@@ -171,7 +171,7 @@ mod tests {
         ];
         let s = svg(&frames, 16.7, 2.0, "a < b");
         assert_eq!(s.matches("<polyline").count(), 2);
-        assert!(s.contains("16.7 ms = 60 Hz") && s.contains("2.0 ms pump budget"));
+        assert!(s.contains("16.7 ms (60 Hz)") && s.contains("2.0 ms pump budget"));
         assert!(s.contains("a &lt; b"));
         assert!(s.starts_with("<svg") && s.ends_with("</svg>\n"));
     }
