@@ -811,14 +811,17 @@ impl Live {
         let steps = frames.steps_total.get();
         let rate = steps.saturating_sub(self.steps) as f64 / dt;
         let line = format!(
-            "{:5.1} s  frame {mean:5.2} ms (max {max:5.2})  pump {pump:5.2} ms/frame  \
-             sim {rate:6.1} steps/s  frames shown {} / skipped {}  agents {}",
+            "{:5.1} s  frame {mean:4.1} ms (max {max:4.1})  pump {pump:4.1} ms  {rate:4.0} steps/s  \
+             shown {} skipped {}  {} agents",
             (now - self.start).as_secs_f64(),
             group(shown),
             group(steps.saturating_sub(shown)),
             group(frames.particles.get()),
         );
         if tty {
+            // One line that never wraps, or `\r` would no longer return to its start.
+            let width = wait::terminal_width().unwrap_or(80).saturating_sub(1);
+            let line: String = line.chars().take(width).collect();
             print!("\r{line}\x1b[K");
             let _ = std::io::stdout().flush();
         } else {
@@ -887,7 +890,7 @@ impl Summary<'_> {
             p.p50,
             p.p99,
             p.max,
-            working.len(),
+            group(working.len() as u64),
             overruns,
             self.o.budget_ms
         );

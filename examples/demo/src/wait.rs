@@ -1,5 +1,5 @@
-//! Sleeping on the doorbell: `ppoll` (Linux) or `poll` with a timeout, declared here rather than
-//! through a libc crate.
+//! The few system calls the host loop needs, declared here rather than through a libc crate:
+//! sleeping on the doorbell (`ppoll` on Linux, `poll` elsewhere) and the terminal's width.
 
 use std::ffi::{c_int, c_short, c_ulong};
 use std::io;
@@ -31,6 +31,39 @@ unsafe extern "C" {
     ) -> c_int;
     #[cfg(not(target_os = "linux"))]
     fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: c_int) -> c_int;
+    #[cfg(target_os = "linux")]
+    fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
+}
+
+/// `struct winsize` of `TIOCGWINSZ`.
+#[cfg(target_os = "linux")]
+#[repr(C)]
+struct WinSize {
+    rows: u16,
+    cols: u16,
+    x_pixels: u16,
+    y_pixels: u16,
+}
+
+/// Columns of the terminal on stdout, if it is one and says.
+pub fn terminal_width() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        const TIOCGWINSZ: c_ulong = 0x5413;
+        let mut ws = WinSize {
+            rows: 0,
+            cols: 0,
+            x_pixels: 0,
+            y_pixels: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one `struct winsize` to the pointer, which is valid.
+        let r = unsafe { ioctl(1, TIOCGWINSZ, &mut ws as *mut WinSize) };
+        (r == 0 && ws.cols > 0).then_some(ws.cols as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
 }
 
 /// Waits until `fd` is readable or `timeout` has passed: `Ok(true)` when readable, `Ok(false)`
