@@ -11,7 +11,8 @@
 //!    frame, and calls `hl_runtime_pump` with a time budget — when the doorbell rings, and once
 //!    per frame from the frame timer;
 //! 4. `hl_plugin_unload`, `hl_runtime_shutdown` with a deadline, `hl_runtime_free`;
-//! 5. a summary table, a PNG of the final particle positions and an SVG of the frame times.
+//! 5. a summary table, a PNG of the particles (heights of a sample over the run, and the final
+//!    frame from above) and an SVG of the frame times.
 //!
 //! See `README.md` beside this crate for the flags and what the numbers mean.
 
@@ -84,18 +85,14 @@ fn check(what: &str, status: hl_status_t) -> Result<(), String> {
     if status == HL_STATUS_OK {
         return Ok(());
     }
-    // SAFETY: both return NUL-terminated strings owned by hostloop, valid until the next
-    // hostloop call on this thread; they are copied at once.
-    let (name, message) = unsafe {
-        (
-            CStr::from_ptr(hl_status_name(status))
-                .to_string_lossy()
-                .into_owned(),
-            CStr::from_ptr(hl_last_error())
-                .to_string_lossy()
-                .into_owned(),
-        )
-    };
+    // SAFETY: `hl_last_error` returns a NUL-terminated string owned by hostloop, valid until
+    // the next hostloop call on this thread, so it is copied first; `hl_status_name` returns a
+    // static string.
+    let message = unsafe { CStr::from_ptr(hl_last_error()) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: as above.
+    let name = unsafe { CStr::from_ptr(hl_status_name(status)) }.to_string_lossy();
     Err(format!("{what} failed: {name}: {message}"))
 }
 
@@ -737,6 +734,11 @@ fn build_plugin(profile_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `1 item`, `2 items`, `1,000 items`.
+fn count(n: u64, noun: &str) -> String {
+    format!("{} {noun}{}", group(n), if n == 1 { "" } else { "s" })
+}
+
 fn budget_us(budget_ms: f64) -> u64 {
     ((budget_ms * 1000.0).round() as u64).max(1)
 }
@@ -908,12 +910,12 @@ impl Summary<'_> {
             group(self.stale)
         );
         println!(
-            "  pumps             {} woken by the doorbell fd ({} items, {} found nothing), {} by the frame timer ({} items); {} doorbell rings",
+            "  pumps             {} woken by the doorbell fd ({}, {} found nothing), {} by the frame timer ({}); {} doorbell rings",
             group(wake as u64),
-            group(wake_items),
+            count(wake_items, "item"),
             group(wake_empty as u64),
             group(timer as u64),
-            group(timer_items),
+            count(timer_items, "item"),
             group(self.stats.doorbell_rings)
         );
         println!(

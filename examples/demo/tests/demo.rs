@@ -94,7 +94,7 @@ fn a_short_run_delivers_frames_through_the_fd_driven_sink_and_writes_valid_pictu
         number_before(&stdout, "pumps", "woken by the doorbell") > 0,
         "{stdout}"
     );
-    assert!(number_before(&stdout, "pumps", "items,") > 0, "{stdout}");
+    assert!(number_before(&stdout, "pumps", "item") > 0, "{stdout}");
     // The frame timer paces the loop at 60 Hz: never faster (a loaded machine may drop ticks,
     // so there is no lower bound beyond "it ran").
     let frames = number_before(&stdout, "host frame time", "frames at");
