@@ -221,4 +221,117 @@ mod tests {
     fn adler32_matches_the_rfc_example() {
         assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
     }
+
+    /// Reads deflate's bit stream: least significant bit of each byte first.
+    struct Bits<'a> {
+        bytes: &'a [u8],
+        pos: usize,
+    }
+
+    impl Bits<'_> {
+        fn bit(&mut self) -> u32 {
+            let b = (self.bytes[self.pos / 8] >> (self.pos % 8)) & 1;
+            self.pos += 1;
+            b as u32
+        }
+
+        /// An `n`-bit number stored least significant bit first (extra bits, headers).
+        fn number(&mut self, n: u8) -> usize {
+            (0..n).fold(0, |v, i| v | (self.bit() as usize) << i)
+        }
+
+        /// `n` more bits of a Huffman code, which is stored most significant bit first.
+        fn code(&mut self, mut code: u32, n: u32) -> u32 {
+            for _ in 0..n {
+                code = code << 1 | self.bit();
+            }
+            code
+        }
+    }
+
+    /// Decodes a zlib stream of fixed-Huffman blocks (all that `zlib` writes), checking the
+    /// header and the Adler-32 trailer.
+    fn inflate_fixed(z: &[u8]) -> Vec<u8> {
+        assert_eq!(
+            (z[0] as u16 * 256 + z[1] as u16) % 31,
+            0,
+            "zlib header check"
+        );
+        let mut r = Bits {
+            bytes: &z[2..z.len() - 4],
+            pos: 0,
+        };
+        let mut out = Vec::new();
+        loop {
+            let last = r.bit();
+            assert_eq!(r.number(2), 1, "a fixed-Huffman block");
+            loop {
+                // 7-bit codes are 256..=279, 8-bit ones 0..=143 and 280..=287, 9-bit 144..=255.
+                let mut code = r.code(0, 7);
+                let sym = if code <= 0x17 {
+                    256 + code
+                } else {
+                    code = r.code(code, 1);
+                    if (0x30..=0xBF).contains(&code) {
+                        code - 0x30
+                    } else if (0xC0..=0xC7).contains(&code) {
+                        280 + code - 0xC0
+                    } else {
+                        144 + r.code(code, 1) - 0x190
+                    }
+                };
+                match sym {
+                    0..=255 => out.push(sym as u8),
+                    256 => break,
+                    _ => {
+                        let l = (sym - 257) as usize;
+                        let len = LEN_BASE[l] as usize + r.number(LEN_EXTRA[l]);
+                        let d = r.code(0, 5) as usize;
+                        let dist = DIST_BASE[d] as usize + r.number(DIST_EXTRA[d]);
+                        for _ in 0..len {
+                            out.push(out[out.len() - dist]);
+                        }
+                    }
+                }
+            }
+            if last == 1 {
+                break;
+            }
+        }
+        let trailer = u32::from_be_bytes(z[z.len() - 4..].try_into().unwrap());
+        assert_eq!(trailer, adler32(&out), "Adler-32 trailer");
+        out
+    }
+
+    #[test]
+    fn zlib_output_inflates_back_to_its_input() {
+        let mut noise = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            noise as u8
+        };
+        let mut inputs: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"a".to_vec(),
+            b"abcabcabcabcabcabcabcabcabc".to_vec(),
+            vec![0; 100_000], // long runs: 258-byte matches at distance 1
+            (0..70_000).map(|_| next()).collect(), // incompressible
+        ];
+        // Repeats far apart, up to the window's 32 KiB.
+        let block: Vec<u8> = (0..32_000).map(|_| next() % 4).collect();
+        inputs.push([block.as_slice(), block.as_slice(), block.as_slice()].concat());
+        for input in inputs {
+            let z = zlib(&input);
+            assert_eq!(inflate_fixed(&z), input, "{} bytes", input.len());
+        }
+    }
+
+    #[test]
+    fn a_picture_of_mostly_background_compresses_well() {
+        let pixels = vec![0u8; 960 * 540];
+        let z = zlib(&pixels);
+        assert!(z.len() < pixels.len() / 50, "{} bytes", z.len());
+    }
 }
