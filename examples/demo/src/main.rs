@@ -388,6 +388,7 @@ fn run(o: &Options) -> Result<(), String> {
     let status = unsafe { hl_runtime_new(&opts, &mut rt_ptr) };
     check("hl_runtime_new", status)?;
     let rt = Runtime(rt_ptr);
+    let rt_created = Instant::now();
     let mut fd: c_int = -1;
     // SAFETY: a live runtime and a writable int, on the main thread.
     check("hl_runtime_wake_fd", unsafe {
@@ -567,6 +568,7 @@ fn run(o: &Options) -> Result<(), String> {
     check("hl_runtime_stats", unsafe {
         hl_runtime_stats(rt.0, &mut stats)
     })?;
+    let rt_age = rt_created.elapsed();
     let mut shutdown = hl_shutdown_report_t {
         struct_size: std::mem::size_of::<hl_shutdown_report_t>() as u32,
         ..Default::default()
@@ -605,6 +607,7 @@ fn run(o: &Options) -> Result<(), String> {
         stale,
         late,
         stats: &stats,
+        rt_age,
         unload: &unload,
         shutdown: &shutdown,
     };
@@ -639,8 +642,8 @@ fn run(o: &Options) -> Result<(), String> {
         );
         plot::write(&svg_path, &samples, ms(period), o.budget_ms, &title)
             .map_err(|e| format!("cannot write {}: {e}", shown_path(&svg_path)))?;
-        println!("  pictures            {}", shown_path(&png_path));
-        println!("                      {}", shown_path(&svg_path));
+        println!("  pictures          {}", shown_path(&png_path));
+        println!("                    {}", shown_path(&svg_path));
     }
     Ok(())
 }
@@ -846,6 +849,8 @@ struct Summary<'a> {
     stale: u64,
     late: u64,
     stats: &'a hl_stats_t,
+    /// How long the runtime had lived when `stats` was read.
+    rt_age: Duration,
     unload: &'a hl_unload_report_t,
     shutdown: &'a hl_shutdown_report_t,
 }
@@ -897,10 +902,12 @@ impl Summary<'_> {
             self.o.budget_ms
         );
         println!(
-            "  simulation        {} steps, {:.1} steps/s (the configured simulation reached step {})",
+            "  simulation        {} steps, {:.1} steps/s (it reached step {}); workers busy {:.0} % of the time",
             group(steps),
             fr.steps_per_second(),
-            group(final_step)
+            group(final_step),
+            100.0 * self.stats.workers_busy_us as f64
+                / (self.stats.workers.max(1) as f64 * self.rt_age.as_micros().max(1) as f64)
         );
         println!(
             "  frames            {} delivered to the sink; {} shown, {} skipped; {} host frames without a new one",
@@ -924,9 +931,9 @@ impl Summary<'_> {
             group(fr.messages.get() - fr.off_main_thread.get())
         );
         println!(
-            "  plugin unload     {:.2} ms, {} queued items dropped, {} stragglers",
+            "  plugin unload     {:.2} ms, {} dropped, {} stragglers",
             self.unload.elapsed_us as f64 / 1000.0,
-            self.unload.dropped,
+            count(self.unload.dropped, "queued item"),
             self.unload.stragglers
         );
         println!(
