@@ -10,6 +10,11 @@
 //!
 //! The frame time is the interval between the starts of consecutive frames; the table compares
 //! its p99 (and the p99 of the busy part: own work + pumps).
+//!
+//! A third, diagnostic block plays the simulation with every thread but the main one at nice
+//! 19, to show how much of the difference is the main thread losing its CPU to the simulation's
+//! threads (it runs only where priorities can be restored afterwards: as root or with
+//! `RLIMIT_NICE`).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,9 +51,14 @@ pub struct Bench {
     sim: Option<SimControl>,
     /// Frames the simulation delivered to the main thread.
     delivered: Arc<AtomicU64>,
-    /// `[with hostloop, without]`: frame intervals and busy times, seconds.
-    pub interval: [Distribution; 2],
-    pub busy: [Distribution; 2],
+    /// `[with hostloop, without, with and the other threads at nice 19]`: frame intervals and
+    /// busy times, seconds.
+    pub interval: [Distribution; 3],
+    pub busy: [Distribution; 3],
+    /// Wall time of the end-of-frame pump call (with hostloop).
+    pump: [Distribution; 3],
+    /// Whether the nice-19 block runs.
+    niced: bool,
     steps: u64,
     sim_time: Duration,
 }
@@ -69,6 +79,8 @@ impl Bench {
             delivered: Arc::default(),
             interval: Default::default(),
             busy: Default::default(),
+            pump: Default::default(),
+            niced: sys::can_restore_priority(),
             steps: 0,
             sim_time: Duration::ZERO,
         }
@@ -93,24 +105,38 @@ impl Bench {
         Ok(self.sim.as_ref().expect("just set"))
     }
 
-    /// One block of frames with the simulation playing, one without, in alternating order.
+    /// One block of frames with the simulation playing, one without (and the diagnostic nice-19
+    /// block), in alternating order.
     pub fn round(&mut self, rt: &Runtime, reversed: bool) -> hostloop::Result<()> {
-        for with in if reversed {
-            [false, true]
-        } else {
-            [true, false]
-        } {
+        let mut order = vec![0, 1];
+        if self.niced {
+            order.push(2);
+        }
+        if reversed {
+            order.reverse();
+        }
+        for k in order {
+            let with = k != 1;
             let sim = self.sim(rt)?.clone();
             let step_before = sim.step();
             let start = Instant::now();
+            if k == 2 {
+                sys::nice_other_threads(19).map_err(hostloop::Error::from)?;
+            }
             if with {
                 sim.play();
             }
-            self.block(rt, with)?;
+            let result = self.block(rt, k);
+            if k == 2 {
+                sys::nice_other_threads(0).map_err(hostloop::Error::from)?;
+            }
+            result?;
             if with {
                 sim.pause();
-                self.steps += sim.step() - step_before;
-                self.sim_time += start.elapsed();
+                if k == 0 {
+                    self.steps += sim.step() - step_before;
+                    self.sim_time += start.elapsed();
+                }
                 // Let the driver stop and its last frame reach the main thread before the quiet
                 // block.
                 let give_up = Instant::now() + Duration::from_secs(10);
@@ -123,8 +149,9 @@ impl Bench {
         Ok(())
     }
 
-    fn block(&mut self, rt: &Runtime, with: bool) -> hostloop::Result<()> {
-        let k = usize::from(!with);
+    /// One block of frames in mode `k` (see `interval`).
+    fn block(&mut self, rt: &Runtime, k: usize) -> hostloop::Result<()> {
+        let with = k != 1;
         let work = self.period / 3;
         let fd = rt.doorbell_fd();
         let mut next = Instant::now();
@@ -151,7 +178,9 @@ impl Bench {
             last_start = Some(frame_start);
             host_work(work);
             if with {
+                let t = Instant::now();
                 rt.pump(BUDGET)?;
+                self.pump[k].push(t.elapsed().as_secs_f64());
             }
             let busy = frame_start.elapsed();
             self.busy[k].push(busy.as_secs_f64());
@@ -163,9 +192,13 @@ impl Bench {
 
     pub fn rows(&mut self) -> Vec<Row> {
         let ms = self.period.as_secs_f64() * 1e3;
-        let [with, without] = &mut self.interval;
-        let [busy_with, busy_without] = &mut self.busy;
-        vec![
+        let [with, without, niced] = &mut self.interval;
+        let [busy_with, busy_without, busy_niced] = &mut self.busy;
+        let busy_niced_p99 = busy_niced.quantile(0.99);
+        let busy_without_p99 = busy_without.quantile(0.99);
+        let niced_p99 = niced.quantile(0.99);
+        let without_p99 = without.quantile(0.99);
+        let mut rows = vec![
             Row::pair(
                 format!("host frame time p99 ({ms:.1} ms frames, sim playing) vs no hostloop"),
                 Unit::Time,
@@ -178,25 +211,46 @@ impl Bench {
                 "host busy time per frame p99 (own work + pumps) vs no hostloop",
                 Unit::Time,
                 busy_with.quantile(0.99),
-                busy_without.quantile(0.99),
+                busy_without_p99,
                 Target::None,
             ),
-        ]
+        ];
+        if self.niced {
+            rows.push(Row::pair(
+                "  diagnostic: frame time p99, sim threads at nice 19, vs no hostloop",
+                Unit::Time,
+                niced_p99,
+                without_p99,
+                Target::None,
+            ));
+            rows.push(Row::pair(
+                "  diagnostic: busy time p99, sim threads at nice 19, vs no hostloop",
+                Unit::Time,
+                busy_niced_p99,
+                busy_without_p99,
+                Target::None,
+            ));
+        }
+        rows
     }
 
     pub fn notes(&mut self) -> Vec<String> {
         let rate = self.steps as f64 / self.sim_time.as_secs_f64().max(1e-9);
         vec![format!(
-            "frame time: {} + {} frames; the {}-particle simulation stepped {:.0} times/s while \
+            "frame time: {} + {} (+ {} nice 19) frames; the {}-particle simulation stepped {:.0} times/s while \
              playing and delivered {} frames to the main thread; frame p50 {:.2} ms with, {:.2} ms \
-             without",
+             without; the end-of-frame pump call took p50 {:.3} ms, p99 {:.3} ms of wall time \
+             (including any preemption)",
             self.interval[0].len(),
             self.interval[1].len(),
+            self.interval[2].len(),
             self.particles,
             rate,
             self.delivered.load(Ordering::Relaxed),
             self.interval[0].quantile(0.5) * 1e3,
             self.interval[1].quantile(0.5) * 1e3,
+            self.pump[0].quantile(0.5) * 1e3,
+            self.pump[0].quantile(0.99) * 1e3,
         )]
     }
 

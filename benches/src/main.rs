@@ -45,12 +45,16 @@ usage: hostloop-bench [--quick] [--report]
   (default)  full sizes, 15 interleaved rounds (several minutes on 2 cores)
   --quick    small sizes, one round: proves the bench builds and runs (CI)
   --report   also write BENCHMARKS.md at the workspace root and SVG plots in benches/plots/
+  --only S   run only the benchmark sections whose names contain S (development aid; the other
+             rows print n/a)
 ";
 
 /// Sizes of one run.
 #[derive(Debug, Clone)]
 struct Config {
     name: &'static str,
+    /// Run only the sections whose names contain this.
+    only: Option<String>,
     rounds: usize,
     /// Items per drain measurement (benchmark 1).
     items: usize,
@@ -86,6 +90,7 @@ impl Config {
     fn full() -> Config {
         Config {
             name: "full",
+            only: None,
             rounds: 15,
             items: 1_000_000,
             jobs: 200_000,
@@ -110,6 +115,7 @@ impl Config {
     fn quick() -> Config {
         Config {
             name: "quick",
+            only: None,
             rounds: 1,
             items: 200_000,
             jobs: 50_000,
@@ -135,9 +141,12 @@ impl Config {
 fn main() -> ExitCode {
     let mut config = Config::full();
     let mut write_report = false;
-    for arg in std::env::args().skip(1) {
+    let mut only = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => config = Config::quick(),
+            "--only" => only = args.next(),
             "--report" => write_report = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -149,6 +158,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    config.only = only;
     match run(&config, write_report) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -230,7 +240,16 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     let mut memory = memory::Bench::new(config.agents.to_vec());
 
     let start = Instant::now();
+    let wanted = |name: &str| {
+        config
+            .only
+            .as_ref()
+            .is_none_or(|o| name.contains(o.as_str()))
+    };
     let section = |name: &str, f: &mut dyn FnMut() -> Result<(), Box<dyn Error>>| {
+        if !wanted(name) {
+            return Ok(());
+        }
         let t = Instant::now();
         let r = f();
         eprint!(" {name} {:.1}s", t.elapsed().as_secs_f64());
@@ -259,7 +278,9 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     }
     frametime.finish();
     let t = Instant::now();
-    memory.run(&rt)?;
+    if wanted("memory") {
+        memory.run(&rt)?;
+    }
     eprintln!("memory {:.1}s", t.elapsed().as_secs_f64());
     let elapsed = start.elapsed();
 

@@ -43,18 +43,24 @@ impl Columns {
 }
 
 /// The kernel, on one chunk of every column.
+///
+/// Written so that the compiler can vectorize it (as a tuned kernel would be): the columns are
+/// re-sliced to one length up front, so the loop has no bounds checks, and the bounce is a
+/// select rather than a branch. Same arithmetic, same results, as the plain loop
+/// `v += g dt; x += u dt; y += v dt; z += w dt; if y < 0 { y = -y; v = -0.8 v }`.
 #[inline(always)]
 fn kernel(x: &mut [f32], y: &mut [f32], z: &mut [f32], u: &[f32], v: &mut [f32], w: &[f32]) {
     const DT: f32 = 1.0 / 60.0;
-    for i in 0..x.len() {
-        v[i] += -9.81 * DT;
+    let n = x.len();
+    let (y, z, u, v, w) = (&mut y[..n], &mut z[..n], &u[..n], &mut v[..n], &w[..n]);
+    for i in 0..n {
+        let vi = v[i] + -9.81 * DT;
         x[i] += u[i] * DT;
-        y[i] += v[i] * DT;
+        let yi = y[i] + vi * DT;
         z[i] += w[i] * DT;
-        if y[i] < 0.0 {
-            y[i] = -y[i];
-            v[i] = -v[i] * 0.8;
-        }
+        let bounce = yi < 0.0;
+        y[i] = if bounce { -yi } else { yi };
+        v[i] = if bounce { -vi * 0.8 } else { vi };
     }
 }
 
@@ -239,6 +245,9 @@ impl Drop for Kernels {
 pub struct Bench {
     sizes: Vec<Size>,
     triad: Samples,
+    /// The triad over arrays as big as the largest particle step's columns (24 B per
+    /// particle): on a machine whose cache holds them, the step's real ceiling.
+    triad_same: Samples,
     kernels: Option<Kernels>,
     /// The pool for rayon and the triad: as many threads as hostloop uses (workers + caller).
     pool: ThreadPool,
@@ -266,6 +275,7 @@ impl Bench {
                 })
                 .collect(),
             triad: Samples::default(),
+            triad_same: Samples::default(),
             kernels: None,
             pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -301,6 +311,7 @@ impl Bench {
         }
         self.triad.push(triad(&self.pool, 1 << 23));
         let big = self.sizes.last().map_or(0, Size::n);
+        self.triad_same.push(triad(&self.pool, big));
         if self.kernels.is_none() {
             let steps = self.sizes.last().map_or(2, |s| s.steps) as u64;
             self.kernels = Some(Kernels::new(rt, big, steps)?);
@@ -359,16 +370,24 @@ impl Bench {
                 },
             ));
             if i == last {
-                let mut pct = Samples::default();
-                for (h, t) in size.hostloop.values().iter().zip(self.triad.values()) {
-                    pct.push(100.0 * h * BYTES_PER_PARTICLE / t);
+                for (triad, what) in [
+                    (&self.triad, "triad bandwidth (192 MB arrays)".to_owned()),
+                    (
+                        &self.triad_same,
+                        format!("same-footprint triad ({:.1} MB)", 24.0 * n as f64 / 1e6),
+                    ),
+                ] {
+                    let mut pct = Samples::default();
+                    for (h, t) in size.hostloop.values().iter().zip(triad.values()) {
+                        pct.push(100.0 * h * BYTES_PER_PARTICLE / t);
+                    }
+                    rows.push(Row::alone(
+                        format!("particle step {n}: % of {what}"),
+                        Unit::Count(1),
+                        &pct,
+                        Target::AtLeast(80.0),
+                    ));
                 }
-                rows.push(Row::alone(
-                    format!("particle step {n}: % of triad bandwidth"),
-                    Unit::Count(1),
-                    &pct,
-                    Target::AtLeast(80.0),
-                ));
             }
         }
         if let Some(k) = &self.kernels {
@@ -388,9 +407,12 @@ impl Bench {
 
     pub fn notes(&self) -> Vec<String> {
         let mut notes = vec![format!(
-            "triad bandwidth (same run, {} threads): {:.1} GB/s; particle step = {} B per particle",
+            "triad bandwidth (same run, {} threads): {:.1} GB/s over 192 MB, {:.1} GB/s over the \
+             largest step's footprint; a particle step moves {} B per particle (its kernel is \
+             written to vectorize: no bounds checks, the bounce as a select)",
             self.pool.current_num_threads(),
             self.triad.median() / 1e9,
+            self.triad_same.median() / 1e9,
             BYTES_PER_PARTICLE
         )];
         if let Some(k) = &self.kernels {

@@ -139,3 +139,37 @@ pub fn pin_process(pin: bool) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether this process may raise thread priorities back after lowering them (root, or an
+/// `RLIMIT_NICE` that allows nice 0).
+pub fn can_restore_priority() -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls; `lim` is a valid, writable rlimit.
+    unsafe {
+        libc::geteuid() == 0
+            || (libc::getrlimit(libc::RLIMIT_NICE, &mut lim) == 0 && lim.rlim_cur >= 20)
+    }
+}
+
+/// Sets the nice value of every thread of the process except the calling one.
+pub fn nice_other_threads(nice: i32) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    let me = unsafe { libc::gettid() };
+    for tid in threads()? {
+        if tid == me {
+            continue;
+        }
+        // SAFETY: plain syscall on a thread id of this process.
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}

@@ -139,7 +139,8 @@ impl Handle {
     /// `grain == 0` picks one automatically (about sixteen chunks per thread, for load balance). Small work is never
     /// slowed down by the pool: a range no longer than one chunk runs inline on the caller, and
     /// so does a loop whose first chunk shows that the whole loop takes less than waking a
-    /// helper would cost (about 50 µs) — no allocation, no wake-up.
+    /// helper would cost (about 50 µs) — no allocation, no wake-up. With `grain == 0` such an
+    /// inline loop calls `f` once more for all the rest, so it costs what a sequential loop does.
     ///
     /// Called from the main thread it blocks the main thread for the loop's duration; use it in
     /// jobs and simulation steps.
@@ -157,8 +158,17 @@ impl Handle {
             return;
         }
         let threads = self.workers() + 1;
+        let auto = grain == 0;
         let grain = match grain {
-            0 => len.div_ceil(threads * 16).max(1),
+            0 => match len.div_ceil(threads * 16) {
+                // Long chunks are a multiple of 64 elements: their boundaries then fall on
+                // cache-line boundaries of the data (64 × any element size is a multiple of 64
+                // bytes), so two threads never write one line and each chunk's vector loop
+                // starts aligned like the whole loop. Short ones stay short: few, costly items
+                // must still spread over the threads.
+                g if g >= 64 => g.next_multiple_of(64),
+                g => g.max(1),
+            },
             g => g,
         };
         let chunks = len.div_ceil(grain);
@@ -173,6 +183,13 @@ impl Handle {
         let start = Instant::now();
         f(first);
         if start.elapsed().saturating_mul((chunks - 1) as u32) < INLINE_BELOW {
+            if auto {
+                // The chunk size was ours to pick: the rest is one call, one loop, as a plain
+                // sequential loop would be (small chunks cost a call each and defeat the
+                // vectorizer's long runs).
+                f(range.start + grain..range.end);
+                return;
+            }
             let mut lo = range.start + grain;
             while lo < range.end {
                 let hi = (lo + grain).min(range.end);
