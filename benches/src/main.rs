@@ -191,11 +191,18 @@ fn run(config: &Config, write_report: bool) -> Result<(), Box<dyn Error>> {
             _ => "",
         }
     );
+    let load_before = load_average();
     let results = measure(config)?;
+    let load_after = load_average();
     let table = report::table(&results.rows);
     println!();
     print!("{table}");
     println!();
+    let mut results = results;
+    results.notes.push(format!(
+        "machine load average (1 min) before the run {load_before}, after {load_after}: other \
+         processes share these CPUs, which is why contenders are interleaved"
+    ));
     for note in &results.notes {
         println!("- {note}");
     }
@@ -317,6 +324,14 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
         wake,
         elapsed,
     })
+}
+
+/// The 1-minute load average, as text.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// The workspace root (the bench crate's parent directory).

@@ -138,6 +138,19 @@ impl Simulation for Herd {
 /// Bytes per particle of `Particles`' own columns: px py pz vx vy vz.
 const PARTICLE_BYTES: usize = 6 * std::mem::size_of::<f32>();
 
+/// Waits (up to 5 s) until no thread allocates or frees for 50 ms, so that an earlier
+/// benchmark's threads finishing their exit cannot leak into a measurement.
+fn settle() {
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < give_up {
+        let window = Window::open();
+        thread::sleep(Duration::from_millis(50));
+        if window.allocations() == 0 && window.net_bytes() == 0 {
+            return;
+        }
+    }
+}
+
 /// Net heap bytes of the three frame buffers of a `Latest` simulation.
 fn frame_bytes<S: Simulation>(sim: &S) -> i64 {
     let window = Window::open();
@@ -217,6 +230,7 @@ impl Bench {
     }
 
     pub fn run(&mut self, rt: &Runtime) -> hostloop::Result<()> {
+        settle();
         for &n in &self.sizes {
             let frames = frame_bytes(&Herd::new(n));
             let total = running_bytes(rt, || Herd::new(n))?;
