@@ -65,16 +65,17 @@ fn ticks(lo: f64, hi: f64, log: bool) -> Vec<f64> {
 }
 
 fn label(v: f64) -> String {
+    // Rounded to a few significant digits, so that tick arithmetic's float noise (0.6000000001)
+    // never shows.
+    let tidy = |x: f64| format!("{}", (x * 1e4).round() / 1e4);
     if v == 0.0 {
         "0".to_owned()
     } else if v.abs() >= 1e6 {
-        format!("{}M", v / 1e6)
+        format!("{}M", tidy(v / 1e6))
     } else if v.abs() >= 1e3 {
-        format!("{}k", v / 1e3)
-    } else if v.abs() >= 1.0 {
-        format!("{}", (v * 100.0).round() / 100.0)
+        format!("{}k", tidy(v / 1e3))
     } else {
-        format!("{v}")
+        tidy(v)
     }
 }
 
