@@ -36,19 +36,36 @@
 //! readable. Clearing the fd *after* lowering the flag would break case 2: a ring between the
 //! lowering and the clear would be erased while `rung` stays `true`, and later producers would
 //! not ring again.
+//!
+//! **Why the fd does not stay readable with nothing queued.** A producer can be preempted
+//! between its swap and its fd write; a pump meanwhile sees `rung`, clears an fd that is not
+//! readable yet, lowers the flag and drains the item. The late write then leaves the fd
+//! readable with `rung` false, and a host watching the fd would spin on empty pumps until the
+//! next ring. So each producer counts its finished rings (`rang`, after the fd write), and a
+//! pump also clears when the count moved since its last clear (read before that clear). Clearing
+//! more often loses nothing: a ring erased by a clear wrote the fd before it, so its swap came
+//! earlier still, and the pump's lowering swap (after the clear) reads that `true` or a later
+//! value, so its drain sees the item — the argument of case 2. A stale readable fd lasts until
+//! the late producer's count lands: a pump or two, never until the next ring.
 
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// The coalescing part of the doorbell: decides who rings and when the fd may be cleared.
 #[derive(Debug, Default)]
 pub struct Coalescer {
     rung: AtomicBool,
+    /// Rings whose fd write has finished (producers, after ringing).
+    rang: AtomicU64,
+    /// `rang` as the last clear saw it (the consumer's own).
+    cleared: AtomicU64,
 }
 
 impl Coalescer {
     pub fn new() -> Self {
         Coalescer {
             rung: AtomicBool::new(false),
+            rang: AtomicU64::new(0),
+            cleared: AtomicU64::new(0),
         }
     }
 
@@ -62,13 +79,22 @@ impl Coalescer {
         self.rung.load(Ordering::Acquire)
     }
 
-    /// Called by the consumer before draining. If the bell was rung, runs `clear` (which must make
-    /// the fd non-readable) and then lowers the flag. Returns whether it was rung.
+    /// Called by a producer once its ring (the fd write) has finished.
+    pub fn rang(&self) {
+        self.rang.fetch_add(1, Ordering::Release);
+    }
+
+    /// Called by the consumer before draining. If the bell was rung, or a ring finished since
+    /// the last clear (it may have landed after that clear), runs `clear` (which must make the
+    /// fd non-readable) and then lowers the flag. Returns whether it cleared.
     pub fn acknowledge(&self, clear: impl FnOnce()) -> bool {
-        if !self.rung.load(Ordering::Acquire) {
+        let rang = self.rang.load(Ordering::Acquire);
+        let late = rang != self.cleared.load(Ordering::Relaxed);
+        if !late && !self.rung.load(Ordering::Acquire) {
             return false;
         }
         clear();
+        self.cleared.store(rang, Ordering::Relaxed);
         self.rung.swap(false, Ordering::AcqRel);
         true
     }
@@ -153,6 +179,7 @@ mod real {
             // is nobody to report it to on a worker thread, and it cannot happen short of fd
             // exhaustion, because mio resets a saturated counter itself.
             let _ = self.waker.wake();
+            self.coalescer.rang();
             let cb = crate::sync::lock(&self.request_pump).clone();
             if let Some(cb) = cb {
                 // The host callback must not take a worker down with it.

@@ -54,12 +54,16 @@ fn model(preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
 /// the mutant below.
 trait Coalesce: Send + Sync + 'static {
     fn notify(&self) -> bool;
+    fn rang(&self) {}
     fn acknowledge(&self, clear: impl FnOnce()) -> bool;
 }
 
 impl Coalesce for Coalescer {
     fn notify(&self) -> bool {
         Coalescer::notify(self)
+    }
+    fn rang(&self) {
+        Coalescer::rang(self)
     }
     fn acknowledge(&self, clear: impl FnOnce()) -> bool {
         Coalescer::acknowledge(self, clear)
@@ -101,9 +105,12 @@ impl<C: Coalesce> Bell<C> {
 
     fn notify(&self) {
         if self.coalescer.notify() {
-            let mut fd = self.fd.lock().unwrap();
-            fd.rings += 1;
-            fd.readable = true;
+            {
+                let mut fd = self.fd.lock().unwrap();
+                fd.rings += 1;
+                fd.readable = true;
+            }
+            self.coalescer.rang();
         }
     }
 
@@ -187,6 +194,13 @@ fn doorbell_model<C: Coalesce>(
             h.join().unwrap();
         }
         bell.check_no_lost_wakeup(producers.iter().sum());
+        // Once the producers are done, a pump that drains everything leaves the fd quiet: a
+        // host watching it does not spin on empty pumps.
+        bell.pump(usize::MAX);
+        assert!(
+            !bell.readable(),
+            "stale wake-up: the queue is empty but the doorbell fd stays readable"
+        );
     });
 }
 
@@ -268,6 +282,32 @@ fn doorbell_coalesces_concurrent_notifies() {
         }
         assert_eq!(rings.load(SeqCst), 1);
     });
+}
+
+/// The coalescer as it was before `rang`: it clears only while the flag is up, so a ring that
+/// lands after a pump cleared and lowered leaves the fd readable with nothing queued.
+#[derive(Default)]
+struct ClearOnlyWhenRung(loom::sync::atomic::AtomicBool);
+
+impl Coalesce for ClearOnlyWhenRung {
+    fn notify(&self) -> bool {
+        !self.0.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+    fn acknowledge(&self, clear: impl FnOnce()) -> bool {
+        if !self.0.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        clear();
+        self.0.swap(false, std::sync::atomic::Ordering::AcqRel);
+        true
+    }
+}
+
+/// The model catches the stale ring: a producer preempted between its swap and its fd write.
+#[test]
+#[should_panic(expected = "stale wake-up")]
+fn mutant_doorbell_clear_only_when_rung_is_caught() {
+    doorbell_model(ClearOnlyWhenRung::default, &[1], &[usize::MAX], None);
 }
 
 /// The coalescer with the steps of `acknowledge` swapped (lower the flag, *then* clear the fd):

@@ -557,3 +557,89 @@ fn save_now_and_restore_now_need_no_pump_and_keep_command_order() {
     wait_for("the driver to stop", || sim.is_stopped());
     assert!(matches!(sim.save_now(HANG), Err(hostloop::Error::ShutDown)));
 }
+
+#[test]
+fn a_slot_rebuilds_in_the_background_the_latest_start_wins_and_failures_are_reported() {
+    use hostloop::plugin::SimSlot;
+    use hostloop::{Message, Payload};
+
+    let rt = runtime(2);
+    // What the host's sink saw: (topic, frame length or error text).
+    let seen = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let sink = seen.clone();
+    rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
+        let what = match m.payload {
+            Payload::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            Payload::Array(a) => a.count().to_string(),
+        };
+        sink.lock().unwrap().push((m.topic.to_owned(), what));
+    })));
+    let emit = |f: &Vec<u32>, main: &mut hostloop::Main<'_>| {
+        let _ = main.emit(
+            "toy/frame",
+            Payload::Array(hostloop::ArrayView::packed(f, 1)),
+        );
+    };
+    let frames_of = |n: usize| {
+        let n = n.to_string();
+        move |s: &[(String, String)]| s.iter().any(|(t, w)| t == "toy/frame" && *w == n)
+    };
+    let mut slot = SimSlot::new("toy");
+    slot.start(&rt, Toy::new(10), SimOptions::default(), emit)
+        .unwrap();
+    pump_until(&rt, || frames_of(10)(&seen.lock().unwrap()));
+
+    // A slow build, then a quick one: the quick (later) one takes the slot, and the slow one,
+    // finishing last, stops itself instead of replacing it.
+    let (release, gate) = crossbeam_channel::bounded::<()>(0);
+    slot.start_in_background(
+        &rt,
+        move || {
+            let _ = gate.recv();
+            Ok((Toy::new(30), SimOptions::default()))
+        },
+        emit,
+    )
+    .unwrap();
+    slot.start_in_background(&rt, || Ok((Toy::new(20), SimOptions::default())), emit)
+        .unwrap();
+    pump_until(&rt, || frames_of(20)(&seen.lock().unwrap()));
+    drop(release);
+    // Every job has finished, the slow build included (it installs, or not, inside its job).
+    wait_for("the slow build", || {
+        let s = rt.stats();
+        s.jobs_finished == s.jobs_spawned
+    });
+    let control = slot.control().unwrap();
+    control.step_by(3);
+    pump_until(&rt, || control.step() == 3);
+    seen.lock().unwrap().clear();
+    control.step_by(1);
+    pump_until(&rt, || frames_of(20)(&seen.lock().unwrap()));
+    assert!(
+        !frames_of(30)(&seen.lock().unwrap()),
+        "the older build never shows"
+    );
+    assert_eq!(
+        slot.control().unwrap().step(),
+        4,
+        "the slot still runs the later build"
+    );
+
+    // A failing build is reported and changes nothing.
+    slot.start_in_background(
+        &rt,
+        || -> hostloop::Result<(Toy, SimOptions)> { panic!("bad build") },
+        emit,
+    )
+    .unwrap();
+    pump_until(&rt, || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(t, w)| t == "toy/error" && w.contains("bad build"))
+    });
+    assert_eq!(slot.control().unwrap().step(), 4);
+    slot.stop();
+    assert!(slot.control().is_none());
+}

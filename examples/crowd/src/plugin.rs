@@ -169,9 +169,10 @@ impl CrowdPlugin {
             .and_then(|text| self.config.apply(text));
         let result = applied.and_then(|(config, rebuild)| {
             if rebuild {
-                let (crowd, options) = config.build();
+                // Built on a worker: it replaces the running crowd when it is ready.
+                let wanted = config.clone();
                 self.slot
-                    .start(&self.rt, crowd, options, emit)
+                    .start_in_background(&self.rt, move || Ok(wanted.build()), emit)
                     .map_err(|e| e.to_string())?;
             } else if let Some(c) = self.slot.control() {
                 let live = config.clone();

@@ -123,18 +123,20 @@ pub struct ParticlesPlugin {
 }
 
 impl ParticlesPlugin {
+    /// Applies a `particles/configure`: the new simulation is built on a worker, and replaces
+    /// the running one when it is ready.
     fn configure(&mut self, bytes: &[u8], main: &mut Main<'_>) {
-        let config = std::str::from_utf8(bytes)
+        let started = std::str::from_utf8(bytes)
             .map_err(|_| "not UTF-8".to_owned())
-            .and_then(|text| self.config.apply(text));
-        let started = config.and_then(|config| {
-            let (sim, options) = config.build();
-            self.slot
-                .start(&self.rt, sim, options, emit)
-                .map_err(|e| e.to_string())?;
-            self.config = config;
-            Ok(())
-        });
+            .and_then(|text| self.config.apply(text))
+            .and_then(|config| {
+                let wanted = config.clone();
+                self.slot
+                    .start_in_background(&self.rt, move || Ok(wanted.build()), emit)
+                    .map_err(|e| e.to_string())?;
+                self.config = config;
+                Ok(())
+            });
         if let Err(message) = started {
             self.slot
                 .report(main, &format!("particles/configure refused: {message}"));

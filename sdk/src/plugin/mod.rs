@@ -56,6 +56,15 @@
 //! hostloop::export_plugin!(Counter);
 //! ```
 //!
+//! # A plugin that runs a simulation
+//!
+//! [`SimSlot`] holds a plugin's running simulation: it rebuilds it on a worker when the host
+//! sends a new configuration (so making a million agents never stalls the host's frame), drops
+//! the frames of the one it replaces, reports failed steps on `<topic>/error`, and saves and
+//! resumes it across a hot reload. [`SimSettings`] parses the settings every simulation has
+//! (`delivery`, `rate`, `playing`, `lockstep`) from the host's `key=value` text. The
+//! `particles` and `crowd` plugins in `examples/` are built on both.
+//!
 //! # Loading plugins
 //!
 //! C and C++ hosts use `hl_plugin_load`, `hl_plugin_unload`, `hl_plugin_reload` and

@@ -3,8 +3,8 @@
 //! old one's frames through.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::Result;
@@ -14,6 +14,7 @@ use crate::runtime::Handle;
 use crate::sim::{Delivery, FrameInfo, SimControl, SimOptions, Simulation};
 use crate::sink::Payload;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
+use crate::sync::lock;
 
 /// Frames that may wait for the host in *every* delivery before the simulation waits.
 const EVERY_CAPACITY: usize = 4;
@@ -134,17 +135,58 @@ impl fmt::Display for SimSettings {
 /// A plugin's running simulation, under a topic prefix: rebuilt on a new configuration (the
 /// old one stops, and its frames still waiting for a pump are dropped, never shown after the
 /// new one's), its failed steps reported on `<topic>/error`, its state kept across a hot reload
-/// with its settings text.
+/// with its settings text. A rebuild can run on a worker
+/// ([`start_in_background`](SimSlot::start_in_background)), so that making a million agents
+/// never stalls the host's frame.
 pub struct SimSlot {
     topic: String,
-    running: Option<(SimControl, Arc<AtomicBool>)>,
+    shared: Arc<Slot>,
+}
+
+/// The running simulation, and the number of the latest start asked for: a build finishing
+/// after a newer start was asked for stops itself instead of taking the slot.
+#[derive(Default)]
+struct Slot {
+    running: Mutex<Option<Running>>,
+    generation: AtomicU64,
+}
+
+struct Running {
+    control: SimControl,
+    /// Cleared when replaced: its frames and errors still queued are dropped.
+    live: Arc<AtomicBool>,
+}
+
+impl Slot {
+    /// Installs `running` if `generation` is still the latest start; otherwise stops it.
+    fn install(&self, generation: u64, running: Running) {
+        let old = {
+            let mut slot = lock(&self.running);
+            if self.generation.load(Ordering::Acquire) != generation {
+                drop(slot);
+                running.stop();
+                return;
+            }
+            slot.replace(running)
+        };
+        if let Some(old) = old {
+            old.stop();
+        }
+    }
+}
+
+impl Running {
+    fn stop(&self) {
+        self.live.store(false, Ordering::Release);
+        self.control.stop();
+    }
 }
 
 impl fmt::Debug for SimSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimSlot")
             .field("topic", &self.topic)
-            .field("running", &self.running.as_ref().map(|(c, _)| c))
+            .field("running", &self.control())
             .finish()
     }
 }
@@ -157,51 +199,66 @@ impl SimSlot {
     pub fn new(topic: impl Into<String>) -> Self {
         SimSlot {
             topic: topic.into(),
-            running: None,
+            shared: Arc::default(),
         }
     }
 
-    /// Starts `sim` in place of the running simulation. Each frame reaches the host as
-    /// `<topic>/step` (the step, u64 little-endian) followed by what `emit` sends.
+    /// Starts `sim` in place of the running simulation, on this thread. Each frame reaches the
+    /// host as `<topic>/step` (the step, u64 little-endian) followed by what `emit` sends.
     ///
     /// # Errors
     ///
     /// As [`Handle::simulate`]; the running simulation is then left as it was.
-    pub fn start<S, F>(
-        &mut self,
-        rt: &Handle,
-        sim: S,
-        options: SimOptions,
-        mut emit: F,
-    ) -> Result<()>
+    pub fn start<S, F>(&mut self, rt: &Handle, sim: S, options: SimOptions, emit: F) -> Result<()>
     where
         S: Simulation,
         F: FnMut(&S::Frame, &mut Main<'_>) + Send + 'static,
     {
-        let live = Arc::new(AtomicBool::new(true));
-        let (frames_live, errors_live) = (live.clone(), live.clone());
-        let step_topic = format!("{}/step", self.topic);
+        let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let running = run(rt, &self.topic, sim, options, emit)?;
+        self.shared.install(generation, running);
+        Ok(())
+    }
+
+    /// As [`start`](SimSlot::start), but `build` makes the simulation, and the simulation
+    /// starts, on a worker: the main thread only queues the job. The running simulation keeps
+    /// going until the new one replaces it; a later start wins over an earlier one still
+    /// building. A failure (an error or a panic in `build`) is reported on `<topic>/error`
+    /// and leaves the running simulation as it was.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`](crate::Error::ShutDown) if the job cannot be queued.
+    pub fn start_in_background<S, B, F>(&self, rt: &Handle, build: B, emit: F) -> Result<()>
+    where
+        S: Simulation,
+        B: FnOnce() -> Result<(S, SimOptions)> + Send + 'static,
+        F: FnMut(&S::Frame, &mut Main<'_>) + Send + 'static,
+    {
+        let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let (shared, topic, worker_rt) = (self.shared.clone(), self.topic.clone(), rt.clone());
         let error_topic = format!("{}/error", self.topic);
-        let sim = rt.simulate(sim, options, move |frame, info: FrameInfo, main| {
-            // A frame of a replaced simulation may still be waiting for this pump.
-            if frames_live.load(Ordering::Acquire) {
-                let _ = main.emit(&step_topic, Payload::Bytes(&info.step.to_le_bytes()));
-                emit(frame, main);
-            }
-        })?;
-        sim.on_error(move |message, main| {
-            if errors_live.load(Ordering::Acquire) {
-                let _ = main.emit(&error_topic, Payload::Bytes(message.as_bytes()));
-            }
-        });
-        self.stop();
-        self.running = Some((sim, live));
+        let _job = rt
+            .spawn(move |_| {
+                let (sim, options) = build()?;
+                let running = run(&worker_rt, &topic, sim, options, emit)?;
+                shared.install(generation, running);
+                Ok(())
+            })?
+            .on_main(move |r: Result<()>, main| {
+                if let Err(e) = r {
+                    let message = format!("the rebuild failed: {e}");
+                    let _ = main.emit(&error_topic, Payload::Bytes(message.as_bytes()));
+                }
+            });
         Ok(())
     }
 
     /// The running simulation's controls.
-    pub fn control(&self) -> Option<&SimControl> {
-        self.running.as_ref().map(|(c, _)| c)
+    pub fn control(&self) -> Option<SimControl> {
+        lock(&self.shared.running)
+            .as_ref()
+            .map(|r| r.control.clone())
     }
 
     /// Sends `message` to the host on `<topic>/error`.
@@ -246,7 +303,8 @@ impl SimSlot {
 
     /// For [`Plugin::restore_state`](super::Plugin::restore_state): reads what
     /// [`SimSlot::save`] wrote — the settings text, which `configure` turns into the
-    /// simulation and its options (called once), and the snapshot it then resumes from.
+    /// simulation and its options (called once), and the snapshot it then resumes from — and
+    /// starts it on this thread, so that a reload that cannot resume fails.
     ///
     /// # Errors
     ///
@@ -269,13 +327,40 @@ impl SimSlot {
         self.start(rt, sim, options, emit)
     }
 
-    /// Stops the running simulation; its undelivered frames are dropped.
+    /// Stops the running simulation (and any still building); its undelivered frames are
+    /// dropped.
     pub fn stop(&mut self) {
-        if let Some((c, live)) = self.running.take() {
-            live.store(false, Ordering::Release);
-            c.stop();
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        let old = lock(&self.shared.running).take();
+        if let Some(old) = old {
+            old.stop();
         }
     }
+}
+
+/// Starts `sim` with frames and errors under `topic`, silenced once replaced.
+fn run<S, F>(rt: &Handle, topic: &str, sim: S, options: SimOptions, mut emit: F) -> Result<Running>
+where
+    S: Simulation,
+    F: FnMut(&S::Frame, &mut Main<'_>) + Send + 'static,
+{
+    let live = Arc::new(AtomicBool::new(true));
+    let (frames_live, errors_live) = (live.clone(), live.clone());
+    let step_topic = format!("{topic}/step");
+    let error_topic = format!("{topic}/error");
+    let control = rt.simulate(sim, options, move |frame, info: FrameInfo, main| {
+        // A frame of a replaced simulation may still be waiting for this pump.
+        if frames_live.load(Ordering::Acquire) {
+            let _ = main.emit(&step_topic, Payload::Bytes(&info.step.to_le_bytes()));
+            emit(frame, main);
+        }
+    })?;
+    control.on_error(move |message, main| {
+        if errors_live.load(Ordering::Acquire) {
+            let _ = main.emit(&error_topic, Payload::Bytes(message.as_bytes()));
+        }
+    });
+    Ok(Running { control, live })
 }
 
 #[cfg(test)]
