@@ -326,6 +326,32 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     })
 }
 
+/// The checked-out commit (short hash, `-dirty` with uncommitted changes), or "unknown".
+fn commit(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(hash) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{hash}-dirty")
+            } else {
+                hash
+            }
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
 /// The 1-minute load average, as text.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -465,6 +491,7 @@ fn write_files(
         config.rounds,
         results.elapsed.as_secs_f64()
     );
+    let _ = writeln!(md, "Measured at commit `{}`.\n", commit(&root));
     let _ = writeln!(md, "## The machine\n\n{}", machine());
     let _ = writeln!(
         md,
