@@ -242,3 +242,95 @@ impl Handle {
         });
     }
 }
+
+/// A closure lent to one pool job by a caller that waits for it ([`Handle::run_on_worker`]).
+struct Lent {
+    /// Type-erased `&mut Option<F>`, valid until `finished` is set.
+    body: *mut (),
+    call: unsafe fn(*mut ()),
+    finished: Mutex<bool>,
+    finished_cv: Condvar,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+// SAFETY: `body` points to an `Option<F>` with `F: Send`, which the lending caller keeps alive
+// and does not touch until `finished` is set; only the one job that holds the ticket calls it.
+unsafe impl Send for Lent {}
+// SAFETY: as above; the other fields are thread-safe.
+unsafe impl Sync for Lent {}
+
+/// Takes the closure out of its slot and runs it.
+///
+/// # Safety
+///
+/// `body` must point to a live `Option<F>` that nothing else accesses during the call.
+unsafe fn call_lent<F: FnOnce()>(body: *mut ()) {
+    // SAFETY: per this function's contract.
+    if let Some(f) = unsafe { &mut *(body as *mut Option<F>) }.take() {
+        f();
+    }
+}
+
+/// Held by the job: dropping it, after the run or unrun (at shutdown), releases the caller.
+struct Ticket(Arc<Lent>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        *lock(&self.0.finished) = true;
+        self.0.finished_cv.notify_one();
+    }
+}
+
+impl Handle {
+    /// Runs `f` on one of the pool's workers and waits for it, so that a thread outside the
+    /// pool (a simulation's driver) computes nothing itself: the pool's size stays the number
+    /// of busy cores, and the host's main thread keeps its own. On a worker, `f` runs inline;
+    /// if the job cannot run (the runtime is shutting down), `f` runs here. A panic in `f` is
+    /// resumed here.
+    pub(crate) fn run_on_worker<F>(&self, f: F)
+    where
+        F: FnOnce() + Send,
+    {
+        if self.is_worker_thread() {
+            f();
+            return;
+        }
+        let mut slot = Some(f);
+        let lent = Arc::new(Lent {
+            body: &mut slot as *mut Option<F> as *mut (),
+            call: call_lent::<F>,
+            finished: Mutex::new(false),
+            finished_cv: Condvar::new(),
+            panic: Mutex::new(None),
+        });
+        let ticket = Ticket(lent.clone());
+        self.shared()
+            .submit_internal(Lane::Cpu(Priority::High), move || {
+                let ticket = ticket;
+                let lent = &ticket.0;
+                let run = || {
+                    // SAFETY: the caller waits for this ticket to drop before `slot` goes away,
+                    // and touches `slot` only after that.
+                    unsafe { (lent.call)(lent.body) }
+                };
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(run)) {
+                    *lock(&lent.panic) = Some(payload);
+                }
+            });
+        let mut finished = lock(&lent.finished);
+        while !*finished {
+            finished = match lent.finished_cv.wait(finished) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+        drop(finished);
+        // The job has dropped its ticket: `slot` is ours again.
+        if let Some(payload) = lock(&lent.panic).take() {
+            resume_unwind(payload);
+        }
+        if let Some(f) = slot.take() {
+            f(); // the job never ran
+        }
+    }
+}

@@ -38,11 +38,14 @@ pub trait Simulation: Send + 'static {
     /// [`Simulation::write_frame`] overwrites one in place.
     type Frame: Clone + Send + 'static;
 
-    /// Advances the state by one step.
+    /// Advances the state by one step. It runs on one of the pool's workers (the driver thread
+    /// only waits), and `ctx.parallel_for` fans out over the others: a playing simulation
+    /// keeps to the pool's cores, and the host's main thread keeps its own.
     ///
     /// # Errors
     ///
-    /// Any error pauses the driver and is kept in [`SimControl::last_error`].
+    /// Any error pauses the driver and is kept in [`SimControl::last_error`] (and reaches
+    /// [`SimControl::on_error`]).
     fn step(&mut self, ctx: &StepContext<'_>) -> Result<()>;
 
     /// A new frame of the current state. Called a few times, to make the reused buffers.
@@ -775,8 +778,13 @@ impl<S: Simulation> Driver<S> {
                 handle: &self.handle,
                 step,
             };
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sim.step(&ctx)))
-                .unwrap_or_else(|p| Err(Error::from_panic(p)));
+            // The step runs on a worker (this thread only waits): a playing simulation keeps
+            // to the pool's cores, and the host's main thread keeps its own.
+            let (sim, mut r) = (&mut self.sim, Ok(()));
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.handle.run_on_worker(|| r = sim.step(&ctx))
+            }));
+            let r = stepped.map_err(Error::from_panic).and(r);
             if let Err(e) = r {
                 let message = e.to_string();
                 if let Some(f) = lock(&self.state.on_error).clone() {

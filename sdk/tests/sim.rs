@@ -643,3 +643,25 @@ fn a_slot_rebuilds_in_the_background_the_latest_start_wins_and_failures_are_repo
     slot.stop();
     assert!(slot.control().is_none());
 }
+
+#[test]
+fn steps_run_on_the_pools_workers_so_the_driver_thread_computes_nothing() {
+    struct WhereAmI(Arc<Mutex<Vec<bool>>>);
+    impl Simulation for WhereAmI {
+        type Frame = ();
+        fn step(&mut self, ctx: &StepContext<'_>) -> hostloop::Result<()> {
+            self.0.lock().unwrap().push(ctx.handle().is_worker_thread());
+            Ok(())
+        }
+        fn frame(&self) {}
+        fn reset(&mut self) {}
+    }
+    let rt = runtime(1);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sim = rt
+        .simulate(WhereAmI(seen.clone()), SimOptions::default(), |_, _, _| {})
+        .unwrap();
+    sim.step_by(5);
+    wait_for("five steps", || sim.step() == 5);
+    assert_eq!(*seen.lock().unwrap(), vec![true; 5]);
+}
