@@ -315,6 +315,10 @@ where
             return;
         };
         let result = if self.state.header.is_cancelled() || shared.is_shutting_down() {
+            if !self.state.header.is_cancelled() {
+                // Queued before shutdown and taken by a worker after it began: never ran.
+                shared.cancelled_at_shutdown.fetch_add(1, Ordering::Relaxed);
+            }
             drop(func);
             Err(Error::Cancelled)
         } else {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -186,6 +186,9 @@ pub(crate) struct Shared {
     pub(crate) in_pump: AtomicBool,
     pub(crate) pump_state: Mutex<PumpState>,
     shutting_down: AtomicBool,
+    /// Queued jobs resolved as cancelled without running because of shutdown, by whichever
+    /// thread took them (the shutting-down thread's sweep, a worker, a racing spawn).
+    pub(crate) cancelled_at_shutdown: AtomicUsize,
     /// Dropped at shutdown, which disconnects `shutdown_signal` and wakes blocked senders.
     shutdown_tx: Mutex<Option<Sender<()>>>,
     pub(crate) shutdown_signal: Receiver<()>,
@@ -239,6 +242,7 @@ impl Shared {
             in_pump: AtomicBool::new(false),
             pump_state: Mutex::new(PumpState::default()),
             shutting_down: AtomicBool::new(false),
+            cancelled_at_shutdown: AtomicUsize::new(0),
             shutdown_tx: Mutex::new(Some(shutdown_tx)),
             shutdown_signal,
             latest: Mutex::new(HashMap::new()),
@@ -359,18 +363,17 @@ impl Shared {
         }
     }
 
-    /// Resolves every queued job as cancelled, on the calling thread. Returns how many.
-    pub(crate) fn abandon_queued(self: &Arc<Self>) -> usize {
-        let mut n = 0;
+    /// Resolves every queued job as cancelled, on the calling thread (counted in
+    /// `cancelled_at_shutdown`).
+    pub(crate) fn abandon_queued(self: &Arc<Self>) {
         while let Some(job) = self
             .scheduler
             .steal_any()
             .or_else(|| self.scheduler.steal_io())
         {
             job.abandon(self);
-            n += 1;
+            self.cancelled_at_shutdown.fetch_add(1, Ordering::Relaxed);
         }
-        n
     }
 
     /// Queues an internal task (see `job::Task`).
@@ -783,8 +786,8 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
             .count(),
         ..ShutdownReport::default()
     };
-    // Cancel what never ran, on this thread, while the workers do the same.
-    report.cancelled_queued += shared.abandon_queued();
+    // Cancel what never ran, on this thread, while the workers do the same (both count).
+    shared.abandon_queued();
     sched.terminate(shared.io_threads);
     {
         let mut exited = lock(&shared.exited);
@@ -799,6 +802,7 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
             };
         }
     }
+    report.cancelled_queued = shared.cancelled_at_shutdown.load(Ordering::Relaxed);
     let threads = std::mem::take(&mut *lock(&shared.threads));
     for (i, h) in threads.into_iter().enumerate() {
         if sched.slots[i].exited.load(Ordering::Acquire) {

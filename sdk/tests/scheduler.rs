@@ -323,3 +323,25 @@ fn a_job_spawned_from_a_job_uses_the_workers_deque_and_still_finishes() {
     }
     pump_until(rt.handle(), || total.load(Ordering::Relaxed) == 10_000);
 }
+
+#[test]
+fn shutdown_counts_every_queued_job_that_never_ran() {
+    let rt = hostloop::Runtime::builder().workers(2).build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let n = 200_000;
+    for _ in 0..n {
+        let ran = ran.clone();
+        drop(rt.spawn(move |_| {
+            ran.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }));
+    }
+    let report = rt.shutdown(Duration::from_secs(20));
+    assert!(report.stragglers.is_empty());
+    // Whether the sweep or a worker took a queued job at shutdown, it is counted.
+    assert_eq!(
+        ran.load(Ordering::Relaxed) + report.cancelled_queued,
+        n,
+        "{report:?}"
+    );
+}
