@@ -18,11 +18,8 @@
 //!
 //! A hot reload keeps the agents, the camera and the settings.
 
-use hostloop::plugin::{settings_pairs, Plugin, PluginContext, SimSettings, SimSlot};
-use hostloop::{
-    ArrayView, Error, Event, Handle, Main, Payload, Result, SimOptions, SnapshotReader,
-    SnapshotWriter,
-};
+use hostloop::plugin::{SimPlugin, SimSettings, SimTool};
+use hostloop::{ArrayView, Main, Payload};
 
 use crate::{Crowd, CrowdFrame};
 
@@ -75,49 +72,48 @@ fn floats<const N: usize>(value: &str) -> Option<[f32; N]> {
     parts.next().is_none().then_some(out)
 }
 
-/// Whether a change of `key` needs the crowd rebuilt (the others apply to the running crowd).
-fn rebuilds(key: &str) -> bool {
-    !matches!(key, "view" | "goal" | "threat" | "thin")
-}
+impl SimTool for Config {
+    const NAME: &'static str = "crowd";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Sim = Crowd;
 
-impl Config {
-    /// This configuration with the `key=value` pairs of `text` applied, and whether the crowd
-    /// must be rebuilt: `agents` and the simulation settings rebuild it; `view`, `goal`,
-    /// `threat` and `thin` change the running crowd.
-    ///
-    /// # Errors
-    ///
-    /// The first unknown key or bad value, described.
-    pub fn apply(&self, text: &str) -> std::result::Result<(Config, bool), String> {
-        let mut c = self.clone();
-        let mut rebuild = false;
-        for pair in settings_pairs(text) {
-            let (key, value) = pair?;
-            let bad = || format!("bad value for {key}: `{value}`");
-            match key {
-                "agents" => match value.parse() {
-                    Ok(n @ 1..=MAX_AGENTS) => c.agents = n,
-                    _ => return Err(format!("agents must be 1..={MAX_AGENTS}, not {value}")),
-                },
-                "view" => c.view = floats(value).ok_or_else(bad)?,
-                "goal" => c.goal = floats(value).ok_or_else(bad)?,
-                "threat" => c.threat = floats(value).ok_or_else(bad)?,
-                "thin" => match value.parse() {
-                    Ok(k @ 1..) => c.thin = k,
-                    _ => return Err(bad()),
-                },
-                _ => c
-                    .sim
-                    .apply(key, value)
-                    .unwrap_or_else(|| Err(format!("unknown key `{key}`")))?,
+    /// `agents` rebuilds the crowd; `view`, `goal`, `threat` and `thin` change the running one.
+    fn apply_key(&mut self, key: &str, value: &str) -> Option<Result<bool, String>> {
+        let bad = || format!("bad value for {key}: `{value}`");
+        let set = |slot: &mut [f32], v: Option<Vec<f32>>| match v {
+            Some(v) => {
+                slot.copy_from_slice(&v);
+                Ok(false)
             }
-            rebuild |= rebuilds(key);
-        }
-        Ok((c, rebuild))
+            None => Err(bad()),
+        };
+        Some(match key {
+            "agents" => match value.parse() {
+                Ok(n @ 1..=MAX_AGENTS) => {
+                    self.agents = n;
+                    Ok(true)
+                }
+                _ => Err(format!("agents must be 1..={MAX_AGENTS}, not {value}")),
+            },
+            "view" => set(&mut self.view, floats::<4>(value).map(Vec::from)),
+            "goal" => set(&mut self.goal, floats::<2>(value).map(Vec::from)),
+            "threat" => set(&mut self.threat, floats::<2>(value).map(Vec::from)),
+            "thin" => match value.parse() {
+                Ok(k @ 1..) => {
+                    self.thin = k;
+                    Ok(false)
+                }
+                _ => Err(bad()),
+            },
+            _ => return None,
+        })
     }
 
-    /// The `key=value` text that [`Config::apply`] reads back.
-    pub fn to_text(&self) -> String {
+    fn settings(&mut self) -> &mut SimSettings {
+        &mut self.sim
+    }
+
+    fn to_text(&self) -> String {
         let [x0, y0, x1, y1] = self.view;
         let ([gx, gy], [tx, ty]) = (self.goal, self.threat);
         format!(
@@ -126,7 +122,12 @@ impl Config {
         )
     }
 
-    /// Sets the live parameters on a crowd.
+    fn build(&self) -> Crowd {
+        let mut crowd = Crowd::new(self.agents);
+        self.aim(&mut crowd);
+        crowd
+    }
+
     fn aim(&self, crowd: &mut Crowd) {
         crowd.view = self.view;
         crowd.goal = self.goal;
@@ -134,113 +135,19 @@ impl Config {
         crowd.thin_k = self.thin;
     }
 
-    /// The crowd and its options.
-    fn build(&self) -> (Crowd, SimOptions) {
-        let mut crowd = Crowd::new(self.agents);
-        self.aim(&mut crowd);
-        (crowd, self.sim.options("crowd"))
+    fn emit(frame: &CrowdFrame, main: &mut Main<'_>) {
+        let _ = main.emit(
+            "crowd/positions",
+            Payload::Array(ArrayView::packed(&frame.positions, 2)),
+        );
+        let _ = main.emit(
+            "crowd/modes",
+            Payload::Array(ArrayView::packed(&frame.modes, 1)),
+        );
     }
 }
 
-/// Sends a frame's positions and modes to the host.
-fn emit(frame: &CrowdFrame, main: &mut Main<'_>) {
-    let _ = main.emit(
-        "crowd/positions",
-        Payload::Array(ArrayView::packed(&frame.positions, 2)),
-    );
-    let _ = main.emit(
-        "crowd/modes",
-        Payload::Array(ArrayView::packed(&frame.modes, 1)),
-    );
-}
+/// The plugin: a [`SimPlugin`] of [`Config`].
+pub type CrowdPlugin = SimPlugin<Config>;
 
-/// The plugin: the configuration and the crowd running it.
-#[derive(Debug)]
-pub struct CrowdPlugin {
-    rt: Handle,
-    config: Config,
-    slot: SimSlot,
-}
-
-impl CrowdPlugin {
-    fn configure(&mut self, bytes: &[u8], main: &mut Main<'_>) {
-        let applied = std::str::from_utf8(bytes)
-            .map_err(|_| "not UTF-8".to_owned())
-            .and_then(|text| self.config.apply(text));
-        let result = applied.and_then(|(config, rebuild)| {
-            if rebuild {
-                // Built on a worker: it replaces the running crowd when it is ready.
-                let wanted = config.clone();
-                self.slot
-                    .start_in_background(&self.rt, move || Ok(wanted.build()), emit)
-                    .map_err(|e| e.to_string())?;
-            } else if let Some(c) = self.slot.control() {
-                let live = config.clone();
-                c.edit(move |crowd: &mut Crowd| live.aim(crowd));
-            }
-            self.config = config;
-            Ok(())
-        });
-        if let Err(message) = result {
-            self.slot
-                .report(main, &format!("crowd/configure refused: {message}"));
-        }
-    }
-}
-
-impl Plugin for CrowdPlugin {
-    const NAME: &'static str = "crowd";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-
-    fn load(ctx: &PluginContext) -> Result<Self> {
-        let config = Config::default();
-        let mut slot = SimSlot::new("crowd");
-        let (crowd, options) = config.build();
-        slot.start(ctx.handle(), crowd, options, emit)?;
-        Ok(CrowdPlugin {
-            rt: ctx.handle().clone(),
-            config,
-            slot,
-        })
-    }
-
-    fn event(&mut self, event: &Event, main: &mut Main<'_>) {
-        if self.slot.follow_playback(event, &mut self.config.sim) {
-            return;
-        }
-        if let Event::Custom { topic, bytes, .. } = event {
-            match topic.as_str() {
-                "crowd/configure" => self.configure(bytes, main),
-                "crowd/reset" => self.slot.control().map_or((), |c| c.reset()),
-                _ => {}
-            }
-        }
-    }
-
-    fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
-        self.slot.save(&self.config.to_text(), out)
-    }
-
-    fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
-        let mut restored = None;
-        self.slot.restore(
-            &self.rt,
-            input,
-            |text| {
-                let (config, _) = Config::default().apply(text).map_err(Error::failed)?;
-                let built = config.build();
-                restored = Some(config);
-                Ok(built)
-            },
-            emit,
-        )?;
-        self.config = restored.unwrap_or_default();
-        Ok(())
-    }
-
-    fn unload(&mut self) {
-        self.slot.stop();
-    }
-}
-
-hostloop::export_plugin!(CrowdPlugin);
+hostloop::export_plugin!(SimPlugin<Config>);

@@ -20,13 +20,8 @@
 //! A hot reload keeps the configuration and the particles: the old build saves both, the new
 //! build restores them and plays on from the same step.
 
-use std::fmt;
-
-use hostloop::plugin::{settings_pairs, Plugin, PluginContext, SimSettings, SimSlot};
-use hostloop::{
-    ArrayView, Error, Event, Handle, Main, Payload, Result, SimOptions, SnapshotReader,
-    SnapshotWriter,
-};
+use hostloop::plugin::{SimPlugin, SimSettings, SimTool};
+use hostloop::{ArrayView, Main, Payload};
 
 use crate::{Kernel, Particles};
 
@@ -54,149 +49,60 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// This configuration with the `key=value` pairs of `text` applied.
-    ///
-    /// # Errors
-    ///
-    /// The first unknown key or bad value, described.
-    pub fn apply(&self, text: &str) -> std::result::Result<Config, String> {
-        let mut c = self.clone();
-        for pair in settings_pairs(text) {
-            let (key, value) = pair?;
-            match key {
-                "agents" => match value.parse() {
-                    Ok(n @ 1..=MAX_AGENTS) => c.agents = n,
-                    _ => return Err(format!("agents must be 1..={MAX_AGENTS}, not {value}")),
-                },
-                "kernel" => {
-                    c.kernel = match value {
-                        "rust" => Kernel::Rust,
-                        "cpp" => Kernel::Cpp,
-                        _ => return Err(format!("kernel must be rust or cpp, not {value}")),
-                    }
+impl SimTool for Config {
+    const NAME: &'static str = "particles";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Sim = Particles;
+
+    fn apply_key(&mut self, key: &str, value: &str) -> Option<Result<bool, String>> {
+        Some(match key {
+            "agents" => match value.parse() {
+                Ok(n @ 1..=MAX_AGENTS) => {
+                    self.agents = n;
+                    Ok(true)
                 }
-                _ => c
-                    .sim
-                    .apply(key, value)
-                    .unwrap_or_else(|| Err(format!("unknown key `{key}`")))?,
-            }
-        }
-        Ok(c)
+                _ => Err(format!("agents must be 1..={MAX_AGENTS}, not {value}")),
+            },
+            "kernel" => match value {
+                "rust" | "cpp" => {
+                    self.kernel = if value == "rust" {
+                        Kernel::Rust
+                    } else {
+                        Kernel::Cpp
+                    };
+                    Ok(true)
+                }
+                _ => Err(format!("kernel must be rust or cpp, not {value}")),
+            },
+            _ => return None,
+        })
     }
 
-    /// The simulation and its options.
-    fn build(&self) -> (Particles, SimOptions) {
-        (
-            Particles::new(self.agents, self.kernel),
-            self.sim.options("particles"),
-        )
+    fn settings(&mut self) -> &mut SimSettings {
+        &mut self.sim
     }
-}
 
-impl fmt::Display for Config {
-    /// The `key=value` text that [`Config::apply`] reads back.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn to_text(&self) -> String {
         let kernel = match self.kernel {
             Kernel::Rust => "rust",
             Kernel::Cpp => "cpp",
         };
-        write!(f, "agents={} kernel={kernel} {}", self.agents, self.sim)
+        format!("agents={} kernel={kernel} {}", self.agents, self.sim)
+    }
+
+    fn build(&self) -> Particles {
+        Particles::new(self.agents, self.kernel)
+    }
+
+    fn emit(positions: &Vec<f32>, main: &mut Main<'_>) {
+        let _ = main.emit(
+            "particles/positions",
+            Payload::Array(ArrayView::packed(positions, 3)),
+        );
     }
 }
 
-/// Sends a frame's positions to the host.
-#[expect(clippy::ptr_arg, reason = "the simulation's frame type is Vec<f32>")]
-fn emit(positions: &Vec<f32>, main: &mut Main<'_>) {
-    let _ = main.emit(
-        "particles/positions",
-        Payload::Array(ArrayView::packed(positions, 3)),
-    );
-}
+/// The plugin: a [`SimPlugin`] of [`Config`].
+pub type ParticlesPlugin = SimPlugin<Config>;
 
-/// The plugin: the configuration and the simulation running it.
-#[derive(Debug)]
-pub struct ParticlesPlugin {
-    rt: Handle,
-    config: Config,
-    slot: SimSlot,
-}
-
-impl ParticlesPlugin {
-    /// Applies a `particles/configure`: the new simulation is built on a worker, and replaces
-    /// the running one when it is ready.
-    fn configure(&mut self, bytes: &[u8], main: &mut Main<'_>) {
-        let started = std::str::from_utf8(bytes)
-            .map_err(|_| "not UTF-8".to_owned())
-            .and_then(|text| self.config.apply(text))
-            .and_then(|config| {
-                let wanted = config.clone();
-                self.slot
-                    .start_in_background(&self.rt, move || Ok(wanted.build()), emit)
-                    .map_err(|e| e.to_string())?;
-                self.config = config;
-                Ok(())
-            });
-        if let Err(message) = started {
-            self.slot
-                .report(main, &format!("particles/configure refused: {message}"));
-        }
-    }
-}
-
-impl Plugin for ParticlesPlugin {
-    const NAME: &'static str = "particles";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-
-    fn load(ctx: &PluginContext) -> Result<Self> {
-        let config = Config::default();
-        let mut slot = SimSlot::new("particles");
-        let (sim, options) = config.build();
-        slot.start(ctx.handle(), sim, options, emit)?;
-        Ok(ParticlesPlugin {
-            rt: ctx.handle().clone(),
-            config,
-            slot,
-        })
-    }
-
-    fn event(&mut self, event: &Event, main: &mut Main<'_>) {
-        if self.slot.follow_playback(event, &mut self.config.sim) {
-            return;
-        }
-        if let Event::Custom { topic, bytes, .. } = event {
-            match topic.as_str() {
-                "particles/configure" => self.configure(bytes, main),
-                "particles/reset" => self.slot.control().map_or((), |c| c.reset()),
-                _ => {}
-            }
-        }
-    }
-
-    fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
-        self.slot.save(&self.config.to_string(), out)
-    }
-
-    fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
-        let mut restored = None;
-        self.slot.restore(
-            &self.rt,
-            input,
-            |text| {
-                let config = Config::default().apply(text).map_err(Error::failed)?;
-                let built = config.build();
-                restored = Some(config);
-                Ok(built)
-            },
-            emit,
-        )?;
-        self.config = restored.unwrap_or_default();
-        Ok(())
-    }
-
-    fn unload(&mut self) {
-        self.slot.stop();
-    }
-}
-
-hostloop::export_plugin!(ParticlesPlugin);
+hostloop::export_plugin!(SimPlugin<Config>);

@@ -58,7 +58,10 @@
 //!
 //! # A plugin that runs a simulation
 //!
-//! [`SimSlot`] holds a plugin's running simulation: it rebuilds it on a worker when the host
+//! Implement [`SimTool`] on the tool's configuration (its own `key=value` settings, how to
+//! build the simulation, what each frame sends) and export [`SimPlugin`]`<Config>`: the plugin
+//! — configure and reset events, playback, rebuilds on a worker, errors, hot reload with state
+//! — comes with it. Underneath, [`SimSlot`] holds a plugin's running simulation: it rebuilds it on a worker when the host
 //! sends a new configuration (so making a million agents never stalls the host's frame), drops
 //! the frames of the one it replaces, reports failed steps on `<topic>/error`, and saves and
 //! resumes it across a hot reload. [`SimSettings`] parses the settings every simulation has
@@ -99,7 +102,7 @@ pub(crate) mod host;
 mod slot;
 
 pub use host::{LoadedPlugin, PluginError, PluginErrorKind, PluginInfo, PluginStats, UnloadReport};
-pub use slot::{settings_pairs, SimSettings, SimSlot};
+pub use slot::{settings_pairs, SimPlugin, SimSettings, SimSlot, SimTool};
 
 use crate::error::Result;
 use crate::event::Event;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::{Plugin, PluginContext};
 use crate::error::Result;
 use crate::event::Event;
 use crate::main_thread::Main;
@@ -335,6 +336,229 @@ impl SimSlot {
         if let Some(old) = old {
             old.stop();
         }
+    }
+}
+
+/// A tool whose plugin runs one configurable simulation: implement this on the tool's
+/// configuration and export [`SimPlugin`]`<Config>` — the plugin (events, rebuilds on a worker,
+/// playback, errors, hot reload with state) comes with it.
+///
+/// The host configures it with a custom event `<NAME>/configure` whose bytes are `key=value`
+/// pairs ([`SimTool::apply`]), resets it with `<NAME>/reset`, plays and pauses it with the
+/// playback events, and receives `<NAME>/step` then what [`SimTool::emit`] sends for each frame,
+/// and `<NAME>/error` text.
+///
+/// ```no_run
+/// use hostloop::plugin::{SimPlugin, SimSettings, SimTool};
+/// # use hostloop::{Main, SimOptions, Simulation, StepContext};
+/// # pub struct Swarm; impl Simulation for Swarm { type Frame = Vec<f32>;
+/// #   fn step(&mut self, _: &StepContext<'_>) -> hostloop::Result<()> { Ok(()) }
+/// #   fn frame(&self) -> Vec<f32> { Vec::new() } fn reset(&mut self) {} }
+///
+/// #[derive(Clone, Default)]
+/// pub struct Config { agents: usize, sim: SimSettings }
+///
+/// impl SimTool for Config {
+///     const NAME: &'static str = "swarm";
+///     const VERSION: &'static str = "1.0.0";
+///     type Sim = Swarm;
+///     fn apply_key(&mut self, key: &str, value: &str) -> Option<Result<bool, String>> {
+///         match key {
+///             "agents" => Some(value.parse().map(|n| { self.agents = n; true }).map_err(|e| format!("{e}"))),
+///             _ => None,
+///         }
+///     }
+///     fn settings(&mut self) -> &mut SimSettings { &mut self.sim }
+///     fn to_text(&self) -> String { format!("agents={} {}", self.agents, self.sim) }
+///     fn build(&self) -> Swarm { Swarm }
+///     fn emit(frame: &Vec<f32>, main: &mut Main<'_>) {
+///         let _ = main.emit("swarm/positions", hostloop::Payload::Array(hostloop::ArrayView::packed(frame, 3)));
+///     }
+/// }
+///
+/// hostloop::export_plugin!(SimPlugin<Config>);
+/// ```
+pub trait SimTool: Clone + Default + Send + 'static {
+    /// The plugin's name, and the prefix of its topics.
+    const NAME: &'static str;
+    /// The plugin's version.
+    const VERSION: &'static str;
+    /// The simulation it runs.
+    type Sim: Simulation;
+
+    /// Applies one of the tool's own settings: `None` if `key` is not one (then the
+    /// [`SimSettings`] keys are tried), `Some(Ok(rebuild))` when applied — `rebuild` says
+    /// whether the simulation must be rebuilt, or [`SimTool::aim`] can change the running one.
+    ///
+    /// # Errors
+    ///
+    /// `Some(Err(..))`: a bad value, described for the host.
+    fn apply_key(&mut self, key: &str, value: &str) -> Option<std::result::Result<bool, String>>;
+
+    /// The delivery, rate, playing and lock-step settings inside this configuration.
+    fn settings(&mut self) -> &mut SimSettings;
+
+    /// The whole configuration as text that [`SimTool::apply`] reads back (saved across a hot
+    /// reload).
+    fn to_text(&self) -> String;
+
+    /// A new simulation for this configuration (called on a worker for a rebuild).
+    fn build(&self) -> Self::Sim;
+
+    /// Changes a running simulation to this configuration's live settings (those whose
+    /// [`apply_key`](SimTool::apply_key) said no rebuild). The default does nothing.
+    fn aim(&self, sim: &mut Self::Sim) {
+        let _ = sim;
+    }
+
+    /// Sends one frame to the host (after `<NAME>/step`), on the main thread.
+    fn emit(frame: &<Self::Sim as Simulation>::Frame, main: &mut Main<'_>);
+
+    /// This configuration with the `key=value` pairs of `text` applied, and whether that needs
+    /// a rebuild (a change to a [`SimSettings`] key always does).
+    ///
+    /// # Errors
+    ///
+    /// The first unknown key or bad value, described.
+    fn apply(&self, text: &str) -> std::result::Result<(Self, bool), String> {
+        let mut c = self.clone();
+        let mut rebuild = false;
+        for pair in settings_pairs(text) {
+            let (key, value) = pair?;
+            rebuild |= match c.apply_key(key, value) {
+                Some(r) => r?,
+                None => {
+                    c.settings()
+                        .apply(key, value)
+                        .unwrap_or_else(|| Err(format!("unknown key `{key}`")))?;
+                    true
+                }
+            };
+        }
+        Ok((c, rebuild))
+    }
+
+    /// The simulation and its options.
+    fn build_with_options(&self) -> (Self::Sim, SimOptions) {
+        let mut c = self.clone();
+        let options = c.settings().options(Self::NAME);
+        (self.build(), options)
+    }
+}
+
+/// The plugin of a [`SimTool`]: export it with `hostloop::export_plugin!(SimPlugin<Config>)`.
+pub struct SimPlugin<T: SimTool> {
+    rt: Handle,
+    config: T,
+    slot: SimSlot,
+}
+
+impl<T: SimTool> fmt::Debug for SimPlugin<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimPlugin")
+            .field("name", &T::NAME)
+            .field("config", &self.config.to_text())
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl<T: SimTool> SimPlugin<T> {
+    /// The configuration now.
+    pub fn config(&self) -> &T {
+        &self.config
+    }
+
+    /// Applies a `<NAME>/configure`: a rebuild happens on a worker and replaces the running
+    /// simulation when it is ready; live settings change the running one at its next step.
+    fn configure(&mut self, bytes: &[u8], main: &mut Main<'_>) {
+        let result = std::str::from_utf8(bytes)
+            .map_err(|_| "not UTF-8".to_owned())
+            .and_then(|text| self.config.apply(text))
+            .and_then(|(config, rebuild)| {
+                if rebuild {
+                    let wanted = config.clone();
+                    self.slot
+                        .start_in_background(
+                            &self.rt,
+                            move || Ok(wanted.build_with_options()),
+                            T::emit,
+                        )
+                        .map_err(|e| e.to_string())?;
+                } else if let Some(c) = self.slot.control() {
+                    let live = config.clone();
+                    c.edit(move |sim: &mut T::Sim| live.aim(sim));
+                }
+                self.config = config;
+                Ok(())
+            });
+        if let Err(message) = result {
+            let message = format!("{}/configure refused: {message}", T::NAME);
+            self.slot.report(main, &message);
+        }
+    }
+}
+
+impl<T: SimTool> Plugin for SimPlugin<T> {
+    const NAME: &'static str = T::NAME;
+    const VERSION: &'static str = T::VERSION;
+
+    fn load(ctx: &PluginContext) -> Result<Self> {
+        let config = T::default();
+        let mut slot = SimSlot::new(T::NAME);
+        let (sim, options) = config.build_with_options();
+        slot.start(ctx.handle(), sim, options, T::emit)?;
+        Ok(SimPlugin {
+            rt: ctx.handle().clone(),
+            config,
+            slot,
+        })
+    }
+
+    fn event(&mut self, event: &Event, main: &mut Main<'_>) {
+        if self.slot.follow_playback(event, self.config.settings()) {
+            return;
+        }
+        if let Event::Custom { topic, bytes, .. } = event {
+            match topic
+                .strip_prefix(T::NAME)
+                .and_then(|t| t.strip_prefix('/'))
+            {
+                Some("configure") => self.configure(bytes, main),
+                Some("reset") => {
+                    if let Some(c) = self.slot.control() {
+                        c.reset();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
+        self.slot.save(&self.config.to_text(), out)
+    }
+
+    fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
+        let mut restored = None;
+        let rt = self.rt.clone();
+        self.slot.restore(
+            &rt,
+            input,
+            |text| {
+                let (config, _) = T::default().apply(text).map_err(crate::Error::failed)?;
+                let built = config.build_with_options();
+                restored = Some(config);
+                Ok(built)
+            },
+            T::emit,
+        )?;
+        self.config = restored.unwrap_or_default();
+        Ok(())
+    }
+
+    fn unload(&mut self) {
+        self.slot.stop();
     }
 }
 
