@@ -116,3 +116,22 @@ fn a_snapshot_resumes_the_crowd_exactly() {
     resumed.seek(90);
     assert_eq!(frame_at(&rt, &resumed, &last2, 90), straight);
 }
+
+/// The crate documentation's example (doctests are off for this cdylib crate; see Cargo.toml).
+#[test]
+fn the_crate_example_runs() -> Result<(), Box<dyn std::error::Error>> {
+    use hostloop::{Runtime, SimOptions};
+    use hostloop_crowd::Crowd;
+
+    let rt = Runtime::builder().workers(1).build()?;
+    let sim = rt.simulate(
+        Crowd::new(100_000),
+        SimOptions::default(),
+        |frame, _info, _main| {
+            // On the main thread: x, y per agent, and each agent's state as a byte.
+            assert_eq!(frame.positions.len(), 2 * 100_000);
+        },
+    )?;
+    sim.step_by(10);
+    Ok(())
+}

@@ -143,3 +143,23 @@ fn a_snapshot_resumes_the_particles_exactly() {
         .zip(&straight)
         .all(|(a, b)| a.to_bits() == b.to_bits()));
 }
+
+/// The crate documentation's example (doctests are off for this cdylib crate; see Cargo.toml).
+#[test]
+fn the_crate_example_runs() -> Result<(), Box<dyn std::error::Error>> {
+    use hostloop::{Runtime, SimOptions};
+    use hostloop_particles::{Kernel, Particles};
+
+    let rt = Runtime::builder().workers(1).build()?;
+    let sim = rt.simulate(
+        Particles::new(10_000, Kernel::Rust),
+        SimOptions::default(),
+        |positions, info, _main| {
+            // On the main thread: `positions` is x, y, z per particle, ready for a host mesh.
+            assert_eq!(positions.len(), 3 * 10_000);
+            let _ = info.step;
+        },
+    )?;
+    sim.step_by(10);
+    Ok(())
+}
