@@ -438,8 +438,8 @@ fn run(o: &Options) -> Result<(), String> {
         o.seconds
     );
 
-    // Setup: the plugin applies the configure event at the next pump, rebuilding its simulation
-    // on the main thread. Wait for the first frame of the configured size before measuring.
+    // Setup: the plugin takes the configure event at the next pump and rebuilds its simulation
+    // on a worker. Wait for the first frame of the configured size before measuring.
     let budget = budget_us(o.budget_ms);
     let setup_started = Instant::now();
     let setup_deadline = setup_started + SETUP_TIMEOUT;
@@ -463,8 +463,8 @@ fn run(o: &Options) -> Result<(), String> {
         }
     }
     println!(
-        "  configured: the first frame of {} particles arrived after {:.1} ms (longest pump {:.1} ms: \
-         the plugin builds the simulation on the main thread)",
+        "  configured: the first frame of {} particles arrived after {:.1} ms (longest pump {:.1} ms; \
+         the plugin builds the simulation on a worker)",
         group(o.agents),
         ms(setup_started.elapsed()),
         setup_longest
