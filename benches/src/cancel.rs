@@ -243,8 +243,7 @@ impl Bench {
     pub fn notes(&self) -> Vec<String> {
         vec![format!(
             "cancel: {} samples each; shutdown: {} run(s) with {} queued jobs, of which {} ran; \
-             its ShutdownReport::cancelled_queued said {} (it counts only what the shutting-down \
-             thread abandoned, not what the workers dropped meanwhile)",
+             its ShutdownReport::cancelled_queued said {}",
             self.latency[0].len(),
             self.shutdown.values().len(),
             self.queued,
