@@ -728,8 +728,8 @@ impl<S: Simulation> Driver<S> {
                         self.publish(step);
                     }
                     Command::Rate(r) => self.rate = r.filter(|r| *r > 0.0 && r.is_finite()),
-                    Command::Save(to) => self.save_to(step, to),
-                    Command::Restore(bytes, reply) => match self.restore(&bytes) {
+                    Command::Save(to) => save_to(&self.handle, &self.sim, step, to),
+                    Command::Restore(bytes, reply) => match restore_into(&mut self.sim, &bytes) {
                         Ok(restored) => {
                             step = restored;
                             pending = 0;
@@ -820,52 +820,6 @@ impl<S: Simulation> Driver<S> {
         if let Some((sub, _)) = self.events.take() {
             self.handle.unsubscribe(sub);
         }
-    }
-
-    fn save_to(&self, step: u64, to: SaveTo) {
-        save_to(&self.handle, &self.sim, step, to);
-    }
-}
-
-/// Snapshots `sim` at `step` and hands the result to `to`.
-fn save_to<S: Simulation>(handle: &Handle, sim: &S, step: u64, to: SaveTo) {
-    let r = save::<S>(sim, step);
-    match to {
-        SaveTo::Main(done) => {
-            let _ = handle
-                .shared()
-                .post_task(MainTask::Once(Box::new(move |main| done(r, main))));
-        }
-        SaveTo::Caller(tx) => {
-            let _ = tx.send(r);
-        }
-    }
-}
-
-fn save<S: Simulation>(sim: &S, step: u64) -> Result<Vec<u8>> {
-    let mut w = SnapshotWriter::new(S::SNAPSHOT_KIND, S::SNAPSHOT_VERSION);
-    w.u64(step);
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.save(&mut w)))
-        .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
-    Ok(w.finish())
-}
-
-/// Restores `bytes` into `sim`; returns the step it was taken at. The snapshot is fully
-/// validated and read before the simulation's state is replaced.
-fn restore_into<S: Simulation>(sim: &mut S, bytes: &[u8]) -> Result<u64> {
-    let mut r = SnapshotReader::open(bytes, S::SNAPSHOT_KIND, 0..=S::SNAPSHOT_VERSION)?;
-    let step = r.u64()?;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.restore(&mut r)))
-        .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
-    r.finish()?;
-    Ok(step)
-}
-
-impl<S: Simulation> Driver<S> {
-    /// Restores `bytes`; returns the step it was taken at. The snapshot is fully validated and
-    /// read before the simulation's state is replaced.
-    fn restore(&mut self, bytes: &[u8]) -> Result<u64> {
-        restore_into(&mut self.sim, bytes)
     }
 
     /// Waits up to `wait` (`None`: until something happens) for a command or a host frame.
@@ -960,6 +914,40 @@ impl<S: Simulation> Driver<S> {
             }
         }
     }
+}
+
+/// Snapshots `sim` at `step` and hands the result to `to`.
+fn save_to<S: Simulation>(handle: &Handle, sim: &S, step: u64, to: SaveTo) {
+    let r = save::<S>(sim, step);
+    match to {
+        SaveTo::Main(done) => {
+            let _ = handle
+                .shared()
+                .post_task(MainTask::Once(Box::new(move |main| done(r, main))));
+        }
+        SaveTo::Caller(tx) => {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+fn save<S: Simulation>(sim: &S, step: u64) -> Result<Vec<u8>> {
+    let mut w = SnapshotWriter::new(S::SNAPSHOT_KIND, S::SNAPSHOT_VERSION);
+    w.u64(step);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.save(&mut w)))
+        .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
+    Ok(w.finish())
+}
+
+/// Restores `bytes` into `sim`; returns the step it was taken at. The snapshot is fully
+/// validated and read before the simulation's state is replaced.
+fn restore_into<S: Simulation>(sim: &mut S, bytes: &[u8]) -> Result<u64> {
+    let mut r = SnapshotReader::open(bytes, S::SNAPSHOT_KIND, 0..=S::SNAPSHOT_VERSION)?;
+    let step = r.u64()?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.restore(&mut r)))
+        .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
+    r.finish()?;
+    Ok(step)
 }
 
 enum Wake {
