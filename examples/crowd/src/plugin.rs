@@ -18,7 +18,7 @@
 //!
 //! A hot reload keeps the agents, the camera and the settings.
 
-use hostloop::plugin::{SimPlugin, SimSettings, SimTool};
+use hostloop::plugin::{count_setting, SimPlugin, SimTool};
 use hostloop::{ArrayView, Main, Payload};
 
 use crate::{Crowd, CrowdFrame};
@@ -39,8 +39,6 @@ pub struct Config {
     pub threat: [f32; 2],
     /// Agents outside the view step every `thin`-th step.
     pub thin: u64,
-    /// Delivery, rate, playing, lock-step.
-    pub sim: SimSettings,
 }
 
 impl Default for Config {
@@ -52,7 +50,6 @@ impl Default for Config {
             goal: crowd.goal,
             threat: crowd.threat,
             thin: crowd.thin_k,
-            sim: SimSettings::default(),
         }
     }
 }
@@ -80,24 +77,23 @@ impl SimTool for Config {
     /// `agents` rebuilds the crowd; `view`, `goal`, `threat` and `thin` change the running one.
     fn apply_key(&mut self, key: &str, value: &str) -> Option<Result<bool, String>> {
         let bad = || format!("bad value for {key}: `{value}`");
-        let set = |slot: &mut [f32], v: Option<Vec<f32>>| match v {
-            Some(v) => {
-                slot.copy_from_slice(&v);
-                Ok(false)
-            }
-            None => Err(bad()),
-        };
         Some(match key {
-            "agents" => match value.parse() {
-                Ok(n @ 1..=MAX_AGENTS) => {
-                    self.agents = n;
-                    Ok(true)
-                }
-                _ => Err(format!("agents must be 1..={MAX_AGENTS}, not {value}")),
-            },
-            "view" => set(&mut self.view, floats::<4>(value).map(Vec::from)),
-            "goal" => set(&mut self.goal, floats::<2>(value).map(Vec::from)),
-            "threat" => set(&mut self.threat, floats::<2>(value).map(Vec::from)),
+            "agents" => count_setting(key, value, MAX_AGENTS).map(|n| {
+                self.agents = n;
+                true
+            }),
+            "view" => floats(value)
+                .map(|v| self.view = v)
+                .ok_or_else(bad)
+                .map(|()| false),
+            "goal" => floats(value)
+                .map(|v| self.goal = v)
+                .ok_or_else(bad)
+                .map(|()| false),
+            "threat" => floats(value)
+                .map(|v| self.threat = v)
+                .ok_or_else(bad)
+                .map(|()| false),
             "thin" => match value.parse() {
                 Ok(k @ 1..) => {
                     self.thin = k;
@@ -109,16 +105,12 @@ impl SimTool for Config {
         })
     }
 
-    fn settings(&mut self) -> &mut SimSettings {
-        &mut self.sim
-    }
-
     fn to_text(&self) -> String {
         let [x0, y0, x1, y1] = self.view;
         let ([gx, gy], [tx, ty]) = (self.goal, self.threat);
         format!(
-            "agents={} view={x0},{y0},{x1},{y1} goal={gx},{gy} threat={tx},{ty} thin={} {}",
-            self.agents, self.thin, self.sim
+            "agents={} view={x0},{y0},{x1},{y1} goal={gx},{gy} threat={tx},{ty} thin={}",
+            self.agents, self.thin
         )
     }
 

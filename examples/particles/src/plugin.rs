@@ -20,7 +20,7 @@
 //! A hot reload keeps the configuration and the particles: the old build saves both, the new
 //! build restores them and plays on from the same step.
 
-use hostloop::plugin::{SimPlugin, SimSettings, SimTool};
+use hostloop::plugin::{count_setting, SimPlugin, SimTool};
 use hostloop::{ArrayView, Main, Payload};
 
 use crate::{Kernel, Particles};
@@ -35,8 +35,6 @@ pub struct Config {
     pub agents: usize,
     /// The per-chunk kernel.
     pub kernel: Kernel,
-    /// Delivery, rate, playing, lock-step.
-    pub sim: SimSettings,
 }
 
 impl Default for Config {
@@ -44,7 +42,6 @@ impl Default for Config {
         Config {
             agents: 100_000,
             kernel: Kernel::Rust,
-            sim: SimSettings::default(),
         }
     }
 }
@@ -56,13 +53,10 @@ impl SimTool for Config {
 
     fn apply_key(&mut self, key: &str, value: &str) -> Option<Result<bool, String>> {
         Some(match key {
-            "agents" => match value.parse() {
-                Ok(n @ 1..=MAX_AGENTS) => {
-                    self.agents = n;
-                    Ok(true)
-                }
-                _ => Err(format!("agents must be 1..={MAX_AGENTS}, not {value}")),
-            },
+            "agents" => count_setting(key, value, MAX_AGENTS).map(|n| {
+                self.agents = n;
+                true
+            }),
             "kernel" => match value {
                 "rust" | "cpp" => {
                     self.kernel = if value == "rust" {
@@ -78,16 +72,12 @@ impl SimTool for Config {
         })
     }
 
-    fn settings(&mut self) -> &mut SimSettings {
-        &mut self.sim
-    }
-
     fn to_text(&self) -> String {
         let kernel = match self.kernel {
             Kernel::Rust => "rust",
             Kernel::Cpp => "cpp",
         };
-        format!("agents={} kernel={kernel} {}", self.agents, self.sim)
+        format!("agents={} kernel={kernel}", self.agents)
     }
 
     fn build(&self) -> Particles {

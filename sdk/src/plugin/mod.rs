@@ -102,7 +102,7 @@ pub(crate) mod host;
 mod slot;
 
 pub use host::{LoadedPlugin, PluginError, PluginErrorKind, PluginInfo, PluginStats, UnloadReport};
-pub use slot::{settings_pairs, SimPlugin, SimSettings, SimSlot, SimTool};
+pub use slot::{count_setting, settings_pairs, SimPlugin, SimSettings, SimSlot, SimTool};
 
 use crate::error::Result;
 use crate::event::Event;

@@ -35,6 +35,18 @@ pub fn settings_pairs(
     })
 }
 
+/// A count setting (`agents=1000`): a whole number in `1..=max`.
+///
+/// # Errors
+///
+/// Anything else, described for the host.
+pub fn count_setting(key: &str, value: &str, max: usize) -> std::result::Result<usize, String> {
+    match value.parse() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{key} must be 1..={max}, not {value}")),
+    }
+}
+
 /// How a simulation runs, as a host sets it with text: `delivery=latest|every`, `rate=R`
 /// (steps per second, 0 = unlimited), `playing=0|1`, `lockstep=0|1`. A plugin keeps one beside
 /// its own settings and hands it the keys it does not know ([`SimSettings::apply`]).
@@ -344,19 +356,19 @@ impl SimSlot {
 /// playback, errors, hot reload with state) comes with it.
 ///
 /// The host configures it with a custom event `<NAME>/configure` whose bytes are `key=value`
-/// pairs ([`SimTool::apply`]), resets it with `<NAME>/reset`, plays and pauses it with the
+/// pairs ([`SimTool::apply_key`], then [`SimSettings`]), resets it with `<NAME>/reset`, plays and pauses it with the
 /// playback events, and receives `<NAME>/step` then what [`SimTool::emit`] sends for each frame,
 /// and `<NAME>/error` text.
 ///
 /// ```no_run
-/// use hostloop::plugin::{SimPlugin, SimSettings, SimTool};
+/// use hostloop::plugin::{SimPlugin, SimTool};
 /// # use hostloop::{Main, SimOptions, Simulation, StepContext};
 /// # pub struct Swarm; impl Simulation for Swarm { type Frame = Vec<f32>;
 /// #   fn step(&mut self, _: &StepContext<'_>) -> hostloop::Result<()> { Ok(()) }
 /// #   fn frame(&self) -> Vec<f32> { Vec::new() } fn reset(&mut self) {} }
 ///
 /// #[derive(Clone, Default)]
-/// pub struct Config { agents: usize, sim: SimSettings }
+/// pub struct Config { agents: usize }
 ///
 /// impl SimTool for Config {
 ///     const NAME: &'static str = "swarm";
@@ -368,8 +380,7 @@ impl SimSlot {
 ///             _ => None,
 ///         }
 ///     }
-///     fn settings(&mut self) -> &mut SimSettings { &mut self.sim }
-///     fn to_text(&self) -> String { format!("agents={} {}", self.agents, self.sim) }
+///     fn to_text(&self) -> String { format!("agents={}", self.agents) }
 ///     fn build(&self) -> Swarm { Swarm }
 ///     fn emit(frame: &Vec<f32>, main: &mut Main<'_>) {
 ///         let _ = main.emit("swarm/positions", hostloop::Payload::Array(hostloop::ArrayView::packed(frame, 3)));
@@ -387,19 +398,17 @@ pub trait SimTool: Clone + Default + Send + 'static {
     type Sim: Simulation;
 
     /// Applies one of the tool's own settings: `None` if `key` is not one (then the
-    /// [`SimSettings`] keys are tried), `Some(Ok(rebuild))` when applied — `rebuild` says
-    /// whether the simulation must be rebuilt, or [`SimTool::aim`] can change the running one.
+    /// [`SimSettings`] keys, which the plugin keeps beside the tool, are tried),
+    /// `Some(Ok(rebuild))` when applied — `rebuild` says whether the simulation must be rebuilt,
+    /// or [`SimTool::aim`] can change the running one.
     ///
     /// # Errors
     ///
     /// `Some(Err(..))`: a bad value, described for the host.
     fn apply_key(&mut self, key: &str, value: &str) -> Option<std::result::Result<bool, String>>;
 
-    /// The delivery, rate, playing and lock-step settings inside this configuration.
-    fn settings(&mut self) -> &mut SimSettings;
-
-    /// The whole configuration as text that [`SimTool::apply`] reads back (saved across a hot
-    /// reload).
+    /// The tool's own settings as `key=value` text that [`SimTool::apply_key`] reads back
+    /// (saved across a hot reload, with the [`SimSettings`]).
     fn to_text(&self) -> String;
 
     /// A new simulation for this configuration (called on a worker for a rebuild).
@@ -413,22 +422,27 @@ pub trait SimTool: Clone + Default + Send + 'static {
 
     /// Sends one frame to the host (after `<NAME>/step`), on the main thread.
     fn emit(frame: &<Self::Sim as Simulation>::Frame, main: &mut Main<'_>);
+}
 
-    /// This configuration with the `key=value` pairs of `text` applied, and whether that needs
-    /// a rebuild (a change to a [`SimSettings`] key always does).
-    ///
-    /// # Errors
-    ///
-    /// The first unknown key or bad value, described.
+/// A tool's configuration and the simulation settings beside it.
+#[derive(Clone, Default)]
+struct Setup<T> {
+    tool: T,
+    sim: SimSettings,
+}
+
+impl<T: SimTool> Setup<T> {
+    /// This setup with the `key=value` pairs of `text` applied, and whether that needs a
+    /// rebuild (a change to a [`SimSettings`] key always does).
     fn apply(&self, text: &str) -> std::result::Result<(Self, bool), String> {
         let mut c = self.clone();
         let mut rebuild = false;
         for pair in settings_pairs(text) {
             let (key, value) = pair?;
-            rebuild |= match c.apply_key(key, value) {
+            rebuild |= match c.tool.apply_key(key, value) {
                 Some(r) => r?,
                 None => {
-                    c.settings()
+                    c.sim
                         .apply(key, value)
                         .unwrap_or_else(|| Err(format!("unknown key `{key}`")))?;
                     true
@@ -438,18 +452,21 @@ pub trait SimTool: Clone + Default + Send + 'static {
         Ok((c, rebuild))
     }
 
+    /// The text [`Setup::apply`] reads back.
+    fn to_text(&self) -> String {
+        format!("{} {}", self.tool.to_text(), self.sim)
+    }
+
     /// The simulation and its options.
-    fn build_with_options(&self) -> (Self::Sim, SimOptions) {
-        let mut c = self.clone();
-        let options = c.settings().options(Self::NAME);
-        (self.build(), options)
+    fn build(&self) -> (T::Sim, SimOptions) {
+        (self.tool.build(), self.sim.options(T::NAME))
     }
 }
 
 /// The plugin of a [`SimTool`]: export it with `hostloop::export_plugin!(SimPlugin<Config>)`.
 pub struct SimPlugin<T: SimTool> {
     rt: Handle,
-    config: T,
+    setup: Setup<T>,
     slot: SimSlot,
 }
 
@@ -457,16 +474,21 @@ impl<T: SimTool> fmt::Debug for SimPlugin<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimPlugin")
             .field("name", &T::NAME)
-            .field("config", &self.config.to_text())
+            .field("config", &self.setup.to_text())
             .field("slot", &self.slot)
             .finish()
     }
 }
 
 impl<T: SimTool> SimPlugin<T> {
-    /// The configuration now.
+    /// The tool's configuration now.
     pub fn config(&self) -> &T {
-        &self.config
+        &self.setup.tool
+    }
+
+    /// The simulation settings now.
+    pub fn settings(&self) -> &SimSettings {
+        &self.setup.sim
     }
 
     /// Applies a `<NAME>/configure`: a rebuild happens on a worker and replaces the running
@@ -474,22 +496,18 @@ impl<T: SimTool> SimPlugin<T> {
     fn configure(&mut self, bytes: &[u8], main: &mut Main<'_>) {
         let result = std::str::from_utf8(bytes)
             .map_err(|_| "not UTF-8".to_owned())
-            .and_then(|text| self.config.apply(text))
-            .and_then(|(config, rebuild)| {
+            .and_then(|text| self.setup.apply(text))
+            .and_then(|(setup, rebuild)| {
                 if rebuild {
-                    let wanted = config.clone();
+                    let wanted = setup.clone();
                     self.slot
-                        .start_in_background(
-                            &self.rt,
-                            move || Ok(wanted.build_with_options()),
-                            T::emit,
-                        )
+                        .start_in_background(&self.rt, move || Ok(wanted.build()), T::emit)
                         .map_err(|e| e.to_string())?;
                 } else if let Some(c) = self.slot.control() {
-                    let live = config.clone();
+                    let live = setup.tool.clone();
                     c.edit(move |sim: &mut T::Sim| live.aim(sim));
                 }
-                self.config = config;
+                self.setup = setup;
                 Ok(())
             });
         if let Err(message) = result {
@@ -504,19 +522,19 @@ impl<T: SimTool> Plugin for SimPlugin<T> {
     const VERSION: &'static str = T::VERSION;
 
     fn load(ctx: &PluginContext) -> Result<Self> {
-        let config = T::default();
+        let setup = Setup::<T>::default();
         let mut slot = SimSlot::new(T::NAME);
-        let (sim, options) = config.build_with_options();
+        let (sim, options) = setup.build();
         slot.start(ctx.handle(), sim, options, T::emit)?;
         Ok(SimPlugin {
             rt: ctx.handle().clone(),
-            config,
+            setup,
             slot,
         })
     }
 
     fn event(&mut self, event: &Event, main: &mut Main<'_>) {
-        if self.slot.follow_playback(event, self.config.settings()) {
+        if self.slot.follow_playback(event, &mut self.setup.sim) {
             return;
         }
         if let Event::Custom { topic, bytes, .. } = event {
@@ -536,24 +554,25 @@ impl<T: SimTool> Plugin for SimPlugin<T> {
     }
 
     fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
-        self.slot.save(&self.config.to_text(), out)
+        self.slot.save(&self.setup.to_text(), out)
     }
 
     fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {
         let mut restored = None;
-        let rt = self.rt.clone();
         self.slot.restore(
-            &rt,
+            &self.rt,
             input,
             |text| {
-                let (config, _) = T::default().apply(text).map_err(crate::Error::failed)?;
-                let built = config.build_with_options();
-                restored = Some(config);
+                let (setup, _) = Setup::<T>::default()
+                    .apply(text)
+                    .map_err(crate::Error::failed)?;
+                let built = setup.build();
+                restored = Some(setup);
                 Ok(built)
             },
             T::emit,
         )?;
-        self.config = restored.unwrap_or_default();
+        self.setup = restored.unwrap_or_default();
         Ok(())
     }
 
