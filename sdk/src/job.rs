@@ -314,8 +314,9 @@ where
         let Some(func) = self.take_func() else {
             return;
         };
-        let result = if self.state.header.is_cancelled() || shared.is_shutting_down() {
-            if !self.state.header.is_cancelled() {
+        let cancelled = self.state.header.is_cancelled();
+        let result = if cancelled || shared.is_shutting_down() {
+            if !cancelled {
                 // Queued before shutdown and taken by a worker after it began: never ran.
                 shared.cancelled_at_shutdown.fetch_add(1, Ordering::Relaxed);
             }

@@ -110,6 +110,16 @@ pub(crate) struct RuntimeState {
     pub(crate) plugins: Mutex<Vec<usize>>,
 }
 
+impl RuntimeState {
+    /// A pump budget from C: 0 means the options' `default_budget_us`.
+    fn budget(&self, us: u64) -> Duration {
+        match us {
+            0 => self.default_budget,
+            us => Duration::from_micros(us),
+        }
+    }
+}
+
 pub(crate) static RUNTIMES: Registry<RuntimeState> = Registry::new("hl_runtime_t");
 
 /// The runtime behind `rt`, refusing calls after shutdown.
@@ -430,10 +440,7 @@ pub unsafe extern "C" fn hl_runtime_pump(
         let state = live(rt)?;
         // SAFETY: non-NULL reports have `struct_size` set, per the contract.
         unsafe { check_size(report, "report") }?;
-        let budget = match budget_us {
-            0 => state.default_budget,
-            us => Duration::from_micros(us),
-        };
+        let budget = state.budget(budget_us);
         let r = state.rt.pump(budget)?;
         if !report.is_null() {
             let value = hl_pump_report_t {
@@ -470,10 +477,7 @@ pub unsafe extern "C" fn hl_runtime_run_until(
         let state = live(rt)?;
         // SAFETY: non-NULL reports have `struct_size` set, per the contract.
         unsafe { check_size(report, "report") }?;
-        let budget = match pump_budget_us {
-            0 => state.default_budget,
-            us => Duration::from_micros(us),
-        };
+        let budget = state.budget(pump_budget_us);
         let until = || match until {
             // SAFETY: the caller passes a function callable with `user_data` on this thread.
             Some(f) => (unsafe { f(user_data) }) != 0,
