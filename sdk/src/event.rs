@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::error::Result;
 use crate::main_thread::{Main, MainTask};
 use crate::runtime::{Handle, Shared};
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// What happened in the host.
 #[derive(Debug, Clone, PartialEq)]

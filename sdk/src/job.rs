@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::main_thread::{Main, MainTask};
 use crate::runtime::{Handle, Shared};
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// Which queue a CPU job waits in. Workers always take the highest non-empty lane first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -265,10 +265,10 @@ where
             r => r,
         };
         let (outcome_kind, status) = match &result {
-            Ok(_) => (crate::stats::Outcome::Finished, JobStatus::Finished),
-            Err(Error::Cancelled) => (crate::stats::Outcome::Cancelled, JobStatus::Cancelled),
-            Err(Error::Panicked(_)) => (crate::stats::Outcome::Panicked, JobStatus::Panicked),
-            Err(_) => (crate::stats::Outcome::Failed, JobStatus::Failed),
+            Ok(_) => (crate::internal::stats::Outcome::Finished, JobStatus::Finished),
+            Err(Error::Cancelled) => (crate::internal::stats::Outcome::Cancelled, JobStatus::Cancelled),
+            Err(Error::Panicked(_)) => (crate::internal::stats::Outcome::Panicked, JobStatus::Panicked),
+            Err(_) => (crate::internal::stats::Outcome::Failed, JobStatus::Failed),
         };
         let (deliver, notify) = if header.detached.load(Ordering::Acquire) {
             // Nobody holds the handle and no callback is registered: the result has no reader.

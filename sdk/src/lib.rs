@@ -49,6 +49,8 @@
 //! runs (jobs, main-thread items, stream handlers, the `request_pump` callback) catches panics.
 
 #[cfg(not(loom))]
+pub mod abi;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod event;
@@ -60,6 +62,10 @@ mod main_thread;
 mod parallel;
 #[cfg(not(loom))]
 pub mod plugin;
+#[cfg(loom)]
+mod plugin {
+    pub(crate) mod gate;
+}
 #[cfg(not(loom))]
 mod runtime;
 #[cfg(not(loom))]
@@ -69,26 +75,20 @@ mod sink;
 #[cfg(not(loom))]
 pub mod snapshot;
 #[cfg(not(loom))]
-mod stats;
-#[cfg(not(loom))]
 mod stream;
 
-#[cfg(not(loom))]
-mod scheduler;
-#[cfg(loom)]
-mod scheduler {
-    pub(crate) mod sleep;
-}
+mod internal;
 
-mod doorbell;
-pub mod frames;
-mod gate;
-mod sync;
+pub use crate::internal::latest;
+/// The latest-value buffer under its former name; use [`latest`](crate::latest).
+#[doc(hidden)]
+pub use crate::internal::latest as frames;
 
 #[cfg(not(loom))]
 pub use crate::{
     error::{Error, Result},
     event::{Event, EventFilter, EventKind, Subscription},
+    internal::stats::{QueueDepths, Stats, WorkerStats, PUMP_WINDOW},
     job::{Job, JobBuilder, JobContext, JobGroup, JobStatus, Priority, Progress},
     main_thread::{Main, PumpReport, RunReport, Step},
     runtime::{Builder, Handle, Runtime, ShutdownReport, Straggler},
@@ -98,7 +98,6 @@ pub use crate::{
     },
     sink::{ArrayView, ElemType, Element, Message, OwnedPayload, Payload, Sink},
     snapshot::{SnapshotError, SnapshotReader, SnapshotWriter},
-    stats::{QueueDepths, Stats, WorkerStats, PUMP_WINDOW},
     stream::{StreamSender, TrySendError},
 };
 
@@ -106,10 +105,10 @@ pub use crate::{
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_models {
-    pub use crate::doorbell::Coalescer;
-    pub use crate::frames::{latest, LatestReader, LatestWriter};
-    pub use crate::gate::{Gate, Pass};
-    pub use crate::scheduler::sleep::{Sleep, Sleepy};
+    pub use crate::internal::doorbell::Coalescer;
+    pub use crate::internal::latest::{latest, LatestReader, LatestWriter};
+    pub use crate::internal::scheduler::sleep::{Sleep, Sleepy};
+    pub use crate::plugin::gate::{Gate, Pass};
 }
 
 /// The README's Rust example is compiled as a doctest, so it cannot drift from the API.

@@ -152,7 +152,7 @@ impl Handle {
         let deadline = start + budget;
         shared.doorbell.acknowledge();
         let (mut carry, mut batch) = {
-            let mut st = crate::sync::lock(&shared.pump_state);
+            let mut st = crate::internal::sync::lock(&shared.pump_state);
             (st.carry.take(), st.batch.max(1))
         };
         let mut ran = 0usize;
@@ -201,7 +201,7 @@ impl Handle {
         let remaining =
             shared.main_rx.len() + shared.progress_rx.len() + usize::from(carry.is_some());
         {
-            let mut st = crate::sync::lock(&shared.pump_state);
+            let mut st = crate::internal::sync::lock(&shared.pump_state);
             st.carry = carry;
             st.batch = batch;
         }

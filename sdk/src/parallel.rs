@@ -18,7 +18,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::job::{Lane, Priority};
 use crate::runtime::Handle;
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// A loop whose remaining chunks would take less than this on the caller alone runs inline:
 /// waking a parked worker costs tens of microseconds on a small VM.

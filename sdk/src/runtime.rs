@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::doorbell::Doorbell;
+use crate::internal::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobBuilder, JobContext, JobGroup, JobHeader, JobRef, Priority};
 use crate::main_thread::{Main, MainTask, PumpState};
-use crate::scheduler::{self, Scheduler};
-use crate::stats::{QueueDepths, Stats, StatsCore, WorkerStats};
+use crate::internal::scheduler::{self, Scheduler};
+use crate::internal::stats::{QueueDepths, Stats, StatsCore, WorkerStats};
 use crate::stream::StreamSender;
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// Configures and builds a [`Runtime`].
 ///

@@ -8,7 +8,7 @@
 //! host's frame) and publishes a frame after each step:
 //!
 //! * [`Delivery::Latest`] (interactive playback): frames go through a triple buffer
-//!   ([`crate::frames::latest`]); the main thread sees the newest finished frame at each pump and
+//!   ([`crate::internal::latest::latest`]); the main thread sees the newest finished frame at each pump and
 //!   frames it was too slow for are skipped. The simulation never waits for the host.
 //! * [`Delivery::Every`] (cache export): every frame is delivered, in order, through a bounded
 //!   queue; when the host stops pumping the simulation waits — nothing lost, memory bounded.
@@ -25,12 +25,12 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventFilter, EventKind};
-use crate::frames::{latest, LatestReader};
+use crate::internal::latest::{latest, LatestReader};
 use crate::main_thread::{Main, MainTask};
 use crate::runtime::Handle;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
 use crate::stream::TrySendError;
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// A simulation the driver steps. See the [module docs](self).
 pub trait Simulation: Send + 'static {
@@ -517,7 +517,7 @@ type LatestEnd<F> = Arc<Mutex<(LatestReader<(u64, F)>, OnFrame<F>)>>;
 /// Where the driver publishes frames.
 enum Publisher<F: Clone + Send + 'static> {
     Latest {
-        writer: crate::frames::LatestWriter<(u64, F)>,
+        writer: crate::internal::latest::LatestWriter<(u64, F)>,
         reader: LatestEnd<F>,
         queued: Arc<AtomicBool>,
     },

@@ -11,7 +11,7 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::main_thread::Main;
 use crate::runtime::Handle;
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// The element type of a typed array payload. The numbers are part of the C ABI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::error::{Error, Result};
 use crate::main_thread::{Main, MainTask, Step};
 use crate::runtime::Shared;
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// Items handled per clock read while draining a stream.
 const DRAIN_SLICE: usize = 64;

@@ -455,7 +455,7 @@ fn every_public_constant_evaluates_in_c_to_the_value_the_library_uses() {
     out.assert_success("constants.c");
     assert_eq!(
         out.value("HL_PLUGIN_ENTRY_SYMBOL"),
-        sdk::plugin::abi::HL_PLUGIN_ENTRY_SYMBOL.to_str().ok(),
+        sdk::abi::HL_PLUGIN_ENTRY_SYMBOL.to_str().ok(),
         "the entry symbol's name in C vs the loader"
     );
     for (name, value) in expected {

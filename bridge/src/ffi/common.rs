@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_void};
 
 /// `hl_status_t`.
-pub use sdk::plugin::abi::hl_status_t;
+pub use sdk::abi::hl_status_t;
 /// `hl_finalizer_fn` (NULL is `None`).
 pub type hl_finalizer_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 
@@ -14,7 +14,7 @@ pub const HL_VERSION_MINOR: u32 = 1;
 pub const HL_VERSION_PATCH: u32 = 0;
 pub const HL_ABI_VERSION: u32 = 1;
 
-pub use sdk::plugin::abi::{
+pub use sdk::abi::{
     HL_STATUS_ALREADY_LOADED, HL_STATUS_BAD_DESCRIPTOR, HL_STATUS_CANCELLED, HL_STATUS_FAILED,
     HL_STATUS_FILE_NOT_FOUND, HL_STATUS_HOST_BUSY, HL_STATUS_INVALID_ARG, HL_STATUS_INVALID_HANDLE,
     HL_STATUS_INVALID_UTF8, HL_STATUS_NOT_A_LIBRARY, HL_STATUS_NO_ENTRY_SYMBOL, HL_STATUS_NULL_ARG,

@@ -8,7 +8,7 @@ use super::common::*;
 use super::guard::{arg, arg_mut, guard, Failure, FfiResult, UserData};
 use super::runtime::{hl_runtime_t, live, RuntimeState};
 
-pub use sdk::plugin::abi::{
+pub use sdk::abi::{
     hl_event_t, HL_EVENT_CUSTOM, HL_EVENT_FRAME_CHANGED, HL_EVENT_PLAYBACK_STARTED,
     HL_EVENT_PLAYBACK_STOPPED, HL_EVENT_SCENE_OPENED, HL_EVENT_SCENE_SAVED,
     HL_EVENT_SELECTION_CHANGED, HL_EVENT_SHUTDOWN_REQUESTED,
@@ -46,7 +46,7 @@ fn kind_filter(kind: u32) -> FfiResult<sdk::EventFilter> {
 /// The event's pointers are valid as `hostloop/event.h` describes for its kind.
 unsafe fn to_event(e: &hl_event_t) -> FfiResult<sdk::Event> {
     // SAFETY: per this function's contract.
-    Ok(unsafe { sdk::plugin::abi::event_from_c(e) }?)
+    Ok(unsafe { sdk::abi::event_from_c(e) }?)
 }
 
 /// See `hl_runtime_post_event` in `hostloop/event.h`.
@@ -89,7 +89,7 @@ pub unsafe extern "C" fn hl_runtime_subscribe(
         let filter = kind_filter(kind)?;
         let ud = UserData::new(user_data, finalize);
         let sub = state.rt.subscribe(filter, move |e, _main| {
-            sdk::plugin::abi::with_c_event(e, |c| {
+            sdk::abi::with_c_event(e, |c| {
                 // SAFETY: registered by the host with this user_data; `c` and its strings live
                 // until the call returns.
                 unsafe { f(ud.ptr(), c) }

@@ -25,12 +25,12 @@ impl Failure {
 
 impl From<sdk::Error> for Failure {
     fn from(err: sdk::Error) -> Self {
-        Failure::new(sdk::plugin::abi::status_of(&err), err.to_string())
+        Failure::new(sdk::abi::status_of(&err), err.to_string())
     }
 }
 
-impl From<sdk::plugin::abi::AbiError> for Failure {
-    fn from(err: sdk::plugin::abi::AbiError) -> Self {
+impl From<sdk::abi::AbiError> for Failure {
+    fn from(err: sdk::abi::AbiError) -> Self {
         Failure::new(err.status, err.message)
     }
 }
@@ -117,7 +117,7 @@ pub(crate) unsafe fn arg_mut<'a, T>(ptr: *mut T, name: &str) -> FfiResult<&'a mu
 /// A non-NULL `ptr` must point to a NUL-terminated string that stays valid during the call.
 pub(crate) unsafe fn utf8<'a>(ptr: *const c_char, name: &str) -> FfiResult<&'a str> {
     // SAFETY: per this function's contract.
-    Ok(unsafe { sdk::plugin::abi::utf8(ptr, name) }?)
+    Ok(unsafe { sdk::abi::utf8(ptr, name) }?)
 }
 
 /// `len` bytes at `ptr` (NULL allowed only with `len == 0`).
@@ -127,7 +127,7 @@ pub(crate) unsafe fn utf8<'a>(ptr: *const c_char, name: &str) -> FfiResult<&'a s
 /// A non-NULL `ptr` must point to `len` readable bytes during the call.
 pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> FfiResult<&'a [u8]> {
     // SAFETY: per this function's contract.
-    Ok(unsafe { sdk::plugin::abi::bytes(ptr, len, name) }?)
+    Ok(unsafe { sdk::abi::bytes(ptr, len, name) }?)
 }
 
 /// Refuses an output struct (NULL allowed) whose `struct_size` is too small, before any work is

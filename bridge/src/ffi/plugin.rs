@@ -1,7 +1,7 @@
 //! `hostloop/plugin.h`: loading, unloading, reloading and describing plugins from C.
 //!
 //! The plugin ABI types themselves (`hostloop_plugin.h`) live in the SDK
-//! (`sdk::plugin::abi`), which both sides of the boundary share; this module wraps the SDK's
+//! (`sdk::abi`), which both sides of the boundary share; this module wraps the SDK's
 //! loader ([`sdk::plugin::LoadedPlugin`]) in handles.
 
 #![allow(non_camel_case_types)]
@@ -10,7 +10,7 @@ use std::ffi::{c_char, CString};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use sdk::plugin::abi::{
+pub use sdk::abi::{
     hl_drop_fn, hl_main_task_fn, hl_plugin_descriptor_t, hl_plugin_entry_fn, hl_plugin_services_t,
     hl_task_fn, hl_write_fn, HL_PLUGIN_ABI_VERSION, HL_PLUGIN_FLAG_RETAIN_IMAGE,
     HL_PLUGIN_LANE_BACKGROUND, HL_PLUGIN_LANE_HIGH, HL_PLUGIN_LANE_IO, HL_PLUGIN_LANE_LOW,

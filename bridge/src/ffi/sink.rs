@@ -8,7 +8,7 @@ use super::common::*;
 use super::guard::{arg, bytes, guard, utf8, Failure, FfiResult, UserData};
 use super::runtime::{hl_runtime_t, live};
 
-pub use sdk::plugin::abi::{
+pub use sdk::abi::{
     hl_array_view_t, hl_message_t, HL_ELEM_F32, HL_ELEM_F64, HL_ELEM_I32, HL_ELEM_I64, HL_ELEM_U32,
     HL_ELEM_U64, HL_ELEM_U8, HL_PAYLOAD_ARRAY, HL_PAYLOAD_BYTES,
 };
@@ -23,7 +23,7 @@ pub type hl_sink_fn =
 /// `view.data` points to `view.byte_len` readable bytes (or is NULL with `count == 0`).
 unsafe fn array_view<'a>(view: &hl_array_view_t) -> FfiResult<sdk::ArrayView<'a>> {
     // SAFETY: per this function's contract.
-    Ok(unsafe { sdk::plugin::abi::array_view_from_c(view) }?)
+    Ok(unsafe { sdk::abi::array_view_from_c(view) }?)
 }
 
 /// See `hl_runtime_set_sink` in `hostloop/sink.h`.
@@ -57,7 +57,7 @@ pub unsafe extern "C" fn hl_runtime_set_sink(
         state
             .rt
             .set_sink(Some(Box::new(move |m: &sdk::Message<'_>| {
-                sdk::plugin::abi::with_c_message(m, &mut topic_buf, |msg| {
+                sdk::abi::with_c_message(m, &mut topic_buf, |msg| {
                     // SAFETY: the host registered `f` with this user_data; `msg` and what it
                     // points to live until `f` returns, as the header promises.
                     unsafe { f(ud.ptr(), msg) }

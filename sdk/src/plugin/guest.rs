@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::abi::*;
+use crate::abi::*;
 use super::{Plugin, PluginContext};
 use crate::error::{Error, Result};
 use crate::event::{Event, Events};
@@ -21,7 +21,7 @@ use crate::main_thread::{Main, MainTask};
 use crate::runtime::{Handle, Shared};
 use crate::sink::Message;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// The host's services, as a plugin's runtime holds them.
 pub(crate) struct Remote {

@@ -8,7 +8,7 @@
 //! that holds only the instance (host memory) and pops one triple when it runs. So the plugin's
 //! pending work is always in a place the instance owns, and unload can take it all:
 //!
-//! 1. The instance's gate (`crate::gate`, model-checked) is closed. A service call (`spawn`,
+//! 1. The instance's gate (`crate::plugin::gate`, model-checked) is closed. A service call (`spawn`,
 //!    `post_main`) passes the gate before it reads whether it is closing, and a wrapper passes
 //!    it before it pops.
 //! 2. The plugin's `unload` callback runs, then every parked triple is dropped (its `drop`
@@ -33,13 +33,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::abi::*;
+use crate::abi::*;
 use crate::event::{EventFilter, Subscription};
-use crate::gate::{Gate, Pass};
+use crate::plugin::gate::{Gate, Pass};
 use crate::job::{Lane, Priority};
 use crate::main_thread::{Main, Step};
 use crate::runtime::Handle;
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// What went wrong loading, unloading or reloading a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -256,7 +256,7 @@ struct Instance {
     services: hl_plugin_services_t,
     /// The plugin's `void *instance`.
     instance: AtomicPtr<c_void>,
-    /// Counts service calls and wrappers under way; closed at unload (see `crate::gate`).
+    /// Counts service calls and wrappers under way; closed at unload (see `crate::plugin::gate`).
     gate: Gate,
     lanes: [(Sender<Foreign>, Receiver<Foreign>); LANES],
     main_q: (Sender<ForeignMain>, Receiver<ForeignMain>),

@@ -96,13 +96,16 @@
 //! image, so a load/unload cycle costs only the retired instance's bookkeeping (under 10 KiB);
 //! each hot reload maps a new copy. C plugins without the flag are really unloaded.
 
-pub mod abi;
+/// The C ABI types, now at [`crate::abi`]; kept here so existing paths still resolve.
+#[doc(hidden)]
+pub use crate::abi;
+pub(crate) mod gate;
 pub(crate) mod guest;
 pub(crate) mod host;
-mod slot;
+mod sim_tool;
 
 pub use host::{LoadedPlugin, PluginError, PluginErrorKind, PluginInfo, PluginStats, UnloadReport};
-pub use slot::{count_setting, settings_pairs, SimPlugin, SimSettings, SimSlot, SimTool};
+pub use sim_tool::{count_setting, settings_pairs, SimPlugin, SimSettings, SimSlot, SimTool};
 
 use crate::error::Result;
 use crate::event::Event;
@@ -187,8 +190,8 @@ macro_rules! export_plugin {
         /// The plugin's entry point (`hostloop_plugin.h`).
         #[unsafe(no_mangle)]
         pub extern "C" fn hostloop_plugin_entry(
-        ) -> *const $crate::plugin::abi::hl_plugin_descriptor_t {
-            static DESCRIPTOR: ::std::sync::OnceLock<$crate::plugin::abi::hl_plugin_descriptor_t> =
+        ) -> *const $crate::abi::hl_plugin_descriptor_t {
+            static DESCRIPTOR: ::std::sync::OnceLock<$crate::abi::hl_plugin_descriptor_t> =
                 ::std::sync::OnceLock::new();
             DESCRIPTOR.get_or_init($crate::plugin::__export::descriptor::<$plugin>)
         }
@@ -197,7 +200,7 @@ macro_rules! export_plugin {
 
 #[doc(hidden)]
 pub mod __export {
-    use super::abi::*;
+    use crate::abi::*;
     use super::{guest, Plugin};
 
     /// The descriptor of `P` (built once per image by `export_plugin!`).

@@ -1,6 +1,6 @@
 //! Parking and waking workers with no lost wake-ups. See `README.md` beside this file.
 
-use crate::sync::{lock, AtomicU64, Condvar, Mutex, Ordering};
+use crate::internal::sync::{lock, AtomicU64, Condvar, Mutex, Ordering};
 
 /// One unit of the jobs event counter, kept in the high 32 bits of `counters`.
 const JEC_ONE: u64 = 1 << 32;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// How many recent pumps the pump-time percentiles cover.
 pub const PUMP_WINDOW: usize = 1024;

@@ -48,7 +48,7 @@
 //! value, so its drain sees the item — the argument of case 2. A stale readable fd lasts until
 //! the late producer's count lands: a pump or two, never until the next ring.
 
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::internal::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// The coalescing part of the doorbell: decides who rings and when the fd may be cleared.
 #[derive(Debug, Default)]
@@ -160,7 +160,7 @@ mod real {
         }
 
         pub(crate) fn set_request_pump(&self, cb: Option<RequestPump>) {
-            let old = std::mem::replace(&mut *crate::sync::lock(&self.request_pump), cb);
+            let old = std::mem::replace(&mut *crate::internal::sync::lock(&self.request_pump), cb);
             // Dropped outside the lock (a C finalizer may call back in). A ring running the old
             // callback on another thread holds its own reference until the call returns.
             drop(old);
@@ -180,7 +180,7 @@ mod real {
             // exhaustion, because mio resets a saturated counter itself.
             let _ = self.waker.wake();
             self.coalescer.rang();
-            let cb = crate::sync::lock(&self.request_pump).clone();
+            let cb = crate::internal::sync::lock(&self.request_pump).clone();
             if let Some(cb) = cb {
                 // The host callback must not take a worker down with it.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb()));
@@ -190,7 +190,7 @@ mod real {
         /// Called by `pump` before draining: clears the fd if it was rung.
         pub(crate) fn acknowledge(&self) {
             self.coalescer.acknowledge(|| {
-                let mut guard = crate::sync::lock(&self.poll);
+                let mut guard = crate::internal::sync::lock(&self.poll);
                 let (poll, events) = &mut *guard;
                 // Consumes the edge-triggered waker event, so the epoll fd stops being readable.
                 // An interrupted poll is retried once; if it still fails the fd stays readable,
@@ -210,7 +210,7 @@ mod real {
             if self.coalescer.is_rung() {
                 return;
             }
-            let mut guard = crate::sync::lock(&self.poll);
+            let mut guard = crate::internal::sync::lock(&self.poll);
             let (poll, events) = &mut *guard;
             // An interrupted or failed wait only ends the wait early; the caller re-checks.
             let _ = poll.poll(events, Some(timeout));

@@ -2,7 +2,7 @@
 //! (and of the event and sink structs it uses), with conversions to and from the crate's types.
 //!
 //! Plugin authors rarely need this module: [`export_plugin!`](crate::export_plugin) and
-//! [`Plugin`](super::Plugin) speak it for them. It is public for hosts and tools that build or
+//! [`Plugin`](crate::plugin::Plugin) speak it for them. It is public for hosts and tools that build or
 //! inspect descriptors by hand. The header is the contract; tests prove the two agree.
 
 #![allow(non_camel_case_types)]

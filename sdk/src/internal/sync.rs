@@ -1,8 +1,8 @@
 //! The synchronisation primitives used by the wake-up protocols.
 //!
 //! Under `--cfg loom` these are loom's model-checked versions, so the protocol modules
-//! ([`crate::doorbell`]'s coalescer, [`crate::scheduler::sleep`], the latest-frame triple
-//! buffer in `crate::frames` and the plugin unload gate in `crate::gate`) can be checked
+//! ([`crate::internal::doorbell`]'s coalescer, [`crate::internal::scheduler::sleep`], the latest-frame triple
+//! buffer in `crate::internal::latest` and the plugin unload gate in `crate::plugin::gate`) can be checked
 //! exhaustively by `sdk/tests/loom.rs`. Everything else in the crate uses `std` directly.
 
 #[cfg(loom)]

@@ -18,7 +18,7 @@
 //! before it sleeps. `sdk/tests/loom.rs` checks this exhaustively, and checks that a gate
 //! reading the flag apart from counting itself in (the mutant) lets a call through.
 
-use crate::sync::{lock, Condvar, Mutex, Ordering};
+use crate::internal::sync::{lock, Condvar, Mutex, Ordering};
 
 #[cfg(loom)]
 use loom::sync::atomic::AtomicUsize;

@@ -15,7 +15,7 @@ use crate::runtime::Handle;
 use crate::sim::{Delivery, FrameInfo, SimControl, SimOptions, Simulation};
 use crate::sink::Payload;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
-use crate::sync::lock;
+use crate::internal::sync::lock;
 
 /// Frames that may wait for the host in *every* delivery before the simulation waits.
 const EVERY_CAPACITY: usize = 4;

@@ -21,7 +21,7 @@
 //! them. The shared buffer is always the most recently published one not yet taken, so a read
 //! never returns a frame older than one it returned before.
 
-use crate::sync::{Arc, AtomicU8, Cell, Ordering};
+use crate::internal::sync::{Arc, AtomicU8, Cell, Ordering};
 
 const INDEX: u8 = 0b011;
 const FRESH: u8 = 0b100;
