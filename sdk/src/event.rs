@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::Result;
-use crate::main_thread::{Main, MainTask};
-use crate::runtime::{Handle, Shared};
+use crate::handle::Handle;
 use crate::internal::sync::lock;
+use crate::main_thread::{post_task, Main, MainTask};
+use crate::shared::Shared;
 
 /// What happened in the host.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,7 +159,7 @@ pub(crate) struct Events {
     /// Events waiting for the next pump, coalesced.
     pending: Mutex<Vec<Event>>,
     /// Events a full background subscriber channel could not take.
-    pub(crate) dropped: AtomicU64,
+    dropped: AtomicU64,
 }
 
 impl fmt::Debug for Events {
@@ -170,41 +171,73 @@ impl fmt::Debug for Events {
 }
 
 impl Events {
-    fn dispatch(shared: &Shared, main: &mut Main<'_>) {
-        let events = std::mem::take(&mut *lock(&shared.events.pending));
-        let subs = lock(&shared.events.main_subs).clone();
-        for event in &events {
-            Self::call_main_subs(shared, &subs, event, main);
-        }
+    /// Events a full background subscriber channel could not take.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
-    fn call_main_subs(shared: &Shared, subs: &[Arc<MainSub>], event: &Event, main: &mut Main<'_>) {
-        for sub in subs {
-            if sub.active.load(Ordering::Acquire) && sub.filter.matches(event) {
-                let mut cb = lock(&sub.callback);
-                if catch_unwind(AssertUnwindSafe(|| cb(event, main))).is_err() {
-                    shared.stats.record_main_panic();
-                }
-            }
+    fn dispatch(&self, shared: &Shared, main: &mut Main<'_>) {
+        let events = std::mem::take(&mut *lock(&self.pending));
+        let subs = lock(&self.main_subs).clone();
+        for event in &events {
+            call_main_subs(shared, &subs, event, main);
         }
     }
 
     /// Background subscribers receive `event` at once (or count it dropped when full).
-    fn send_to_channels(shared: &Shared, event: &Event) {
-        for sub in lock(&shared.events.channel_subs).iter() {
+    fn send_to_channels(&self, event: &Event) {
+        for sub in lock(&self.channel_subs).iter() {
             if sub.filter.matches(event) && sub.tx.try_send(event.clone()).is_err() {
-                shared.events.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
 
-    /// Inside a plugin, on the main thread: hands a host event to the plugin's own subscribers
-    /// (main-thread ones now, background ones through their channels).
-    pub(crate) fn deliver_here(shared: &Shared, event: &Event, main: &mut Main<'_>) {
-        Self::send_to_channels(shared, event);
-        let subs = lock(&shared.events.main_subs).clone();
-        Self::call_main_subs(shared, &subs, event, main);
+fn call_main_subs(shared: &Shared, subs: &[Arc<MainSub>], event: &Event, main: &mut Main<'_>) {
+    for sub in subs {
+        if sub.active.load(Ordering::Acquire) && sub.filter.matches(event) {
+            let mut cb = lock(&sub.callback);
+            if catch_unwind(AssertUnwindSafe(|| cb(event, main))).is_err() {
+                shared.stats.record_main_panic();
+            }
+        }
     }
+}
+
+/// Inside a plugin, on the main thread: hands a host event to the plugin's own subscribers
+/// (main-thread ones now, background ones through their channels).
+pub(crate) fn deliver_here(shared: &Shared, event: &Event, main: &mut Main<'_>) {
+    shared.events.send_to_channels(event);
+    let subs = lock(&shared.events.main_subs).clone();
+    call_main_subs(shared, &subs, event, main);
+}
+
+/// A local runtime's `post_event`: background subscribers now, main-thread ones at the next
+/// pump, coalesced.
+pub(crate) fn post_here(shared: &Arc<Shared>, event: Event) -> Result<()> {
+    let events = &shared.events;
+    events.send_to_channels(&event);
+    if lock(&events.main_subs).is_empty() {
+        return Ok(());
+    }
+    let first = {
+        let mut pending = lock(&events.pending);
+        let first = pending.is_empty();
+        match pending.iter_mut().find(|old| event.supersedes(old)) {
+            Some(old) => *old = event,
+            None => pending.push(event),
+        }
+        first
+    };
+    if first {
+        let s = shared.clone();
+        post_task(
+            shared,
+            MainTask::Once(Box::new(move |main| s.events.dispatch(&s, main))),
+        )?;
+    }
+    Ok(())
 }
 
 impl Handle {
@@ -219,30 +252,7 @@ impl Handle {
         if shared.is_shutting_down() {
             return Err(crate::Error::ShutDown);
         }
-        if let Some(remote) = &shared.remote {
-            // The host's hub fans it out, to this plugin's subscribers too.
-            return remote.post_event(&event);
-        }
-        Events::send_to_channels(shared, &event);
-        if lock(&shared.events.main_subs).is_empty() {
-            return Ok(());
-        }
-        let first = {
-            let mut pending = lock(&shared.events.pending);
-            let first = pending.is_empty();
-            match pending.iter_mut().find(|old| event.supersedes(old)) {
-                Some(old) => *old = event,
-                None => pending.push(event),
-            }
-            first
-        };
-        if first {
-            let s = shared.clone();
-            shared.post_task(MainTask::Once(Box::new(move |main| {
-                Events::dispatch(&s, main)
-            })))?;
-        }
-        Ok(())
+        shared.backend.post_event(shared, event)
     }
 
     /// Calls `f(event, main)` on the main thread for each event matching `filter`.

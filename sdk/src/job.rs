@@ -8,10 +8,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use crate::error::{Error, Result};
-use crate::main_thread::{Main, MainTask};
-use crate::runtime::{Handle, Shared};
+use crate::handle::Handle;
+use crate::internal::scheduler::{self, Work};
+use crate::internal::stats::Outcome as Counted;
 use crate::internal::sync::lock;
+use crate::main_thread::{post_progress, post_task, Main, MainTask};
+use crate::shared::Shared;
 
 /// Which queue a CPU job waits in. Workers always take the highest non-empty lane first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -26,15 +31,6 @@ pub enum Priority {
     Low = 2,
     /// Runs only when nothing else is queued (indexing, prefetch).
     Background = 3,
-}
-
-impl Priority {
-    pub(crate) const ALL: [Priority; 4] = [
-        Priority::High,
-        Priority::Normal,
-        Priority::Low,
-        Priority::Background,
-    ];
 }
 
 /// Where a job stands. Read with [`Job::status`].
@@ -71,6 +67,19 @@ impl JobStatus {
 pub(crate) enum Lane {
     Cpu(Priority),
     Io,
+}
+
+impl Lane {
+    /// The scheduler's queue for this lane.
+    fn queue(self) -> scheduler::Lane {
+        match self {
+            Lane::Cpu(Priority::High) => scheduler::Lane::High,
+            Lane::Cpu(Priority::Normal) => scheduler::Lane::Normal,
+            Lane::Cpu(Priority::Low) => scheduler::Lane::Low,
+            Lane::Cpu(Priority::Background) => scheduler::Lane::Background,
+            Lane::Io => scheduler::Lane::Io,
+        }
+    }
 }
 
 /// A snapshot of a job's progress: the latest fraction and message its job reported.
@@ -187,6 +196,57 @@ pub(crate) trait JobCore: Send + Sync {
 
 pub(crate) type JobRef = Arc<dyn JobCore>;
 
+/// What the scheduler queues: the job, its lane, and its header to show while it runs.
+impl Work for JobRef {
+    type Header = JobHeader;
+    fn lane(&self) -> scheduler::Lane {
+        self.header().lane.queue()
+    }
+    fn header(&self) -> &JobHeader {
+        JobCore::header(&**self)
+    }
+}
+
+/// The latest-job map of one runtime: for each `spawn_latest` key, the job that supersedes the
+/// ones before it. Weak references: a job that finished and was delivered (or dropped) costs
+/// nothing here.
+#[derive(Default)]
+pub(crate) struct LatestJobs {
+    map: Mutex<HashMap<String, std::sync::Weak<dyn JobCore>>>,
+}
+
+impl LatestJobs {
+    /// Makes `job` the current job for `key`, superseding the previous one.
+    fn register(&self, key: String, job: &JobRef) {
+        let mut map = lock(&self.map);
+        if let Some(old) = map
+            .insert(key, Arc::downgrade(job))
+            .and_then(|w| w.upgrade())
+        {
+            old.header().supersede();
+        }
+        // Keys that are never reused would otherwise pile up as dead entries.
+        if map.len() >= 64 && map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+    }
+
+    /// Main thread, after delivering `header`'s continuation: drops the key if it still names
+    /// that job.
+    fn forget(&self, key: &str, header: &JobHeader) {
+        let mut map = lock(&self.map);
+        let current = map.get(key).and_then(std::sync::Weak::upgrade);
+        if current.is_some_and(|j| std::ptr::eq(j.header(), header)) {
+            map.remove(key);
+        }
+    }
+
+    /// At shutdown: forgets every key.
+    pub(crate) fn clear(&self) {
+        lock(&self.map).clear();
+    }
+}
+
 type Continuation<T> = Box<dyn FnOnce(Result<T>, &mut Main<'_>) + Send>;
 type ProgressListener = Box<dyn FnMut(&Progress, &mut Main<'_>) + Send>;
 
@@ -265,10 +325,10 @@ where
             r => r,
         };
         let (outcome_kind, status) = match &result {
-            Ok(_) => (crate::internal::stats::Outcome::Finished, JobStatus::Finished),
-            Err(Error::Cancelled) => (crate::internal::stats::Outcome::Cancelled, JobStatus::Cancelled),
-            Err(Error::Panicked(_)) => (crate::internal::stats::Outcome::Panicked, JobStatus::Panicked),
-            Err(_) => (crate::internal::stats::Outcome::Failed, JobStatus::Failed),
+            Ok(_) => (Counted::Finished, JobStatus::Finished),
+            Err(Error::Cancelled) => (Counted::Cancelled, JobStatus::Cancelled),
+            Err(Error::Panicked(_)) => (Counted::Panicked, JobStatus::Panicked),
+            Err(_) => (Counted::Failed, JobStatus::Failed),
         };
         let (deliver, notify) = if header.detached.load(Ordering::Acquire) {
             // Nobody holds the handle and no callback is registered: the result has no reader.
@@ -290,7 +350,7 @@ where
             // A superseded job's continuation never runs, and one that cannot be queued
             // (shutdown) never will: release it (and what it captured) now.
             if header.superseded.load(Ordering::Acquire)
-                || shared.post_task(MainTask::Deliver(this.clone())).is_err()
+                || post_task(shared, MainTask::Deliver(this.clone())).is_err()
             {
                 self.release_callbacks();
             }
@@ -318,7 +378,7 @@ where
         let result = if cancelled || shared.is_shutting_down() {
             if !cancelled {
                 // Queued before shutdown and taken by a worker after it began: never ran.
-                shared.cancelled_at_shutdown.fetch_add(1, Ordering::Relaxed);
+                shared.life.count_cancelled();
             }
             drop(func);
             Err(Error::Cancelled)
@@ -366,7 +426,7 @@ where
             }
         };
         if let Some(key) = &header.latest_key {
-            main.handle().shared().forget_latest(key, header);
+            main.handle().shared().latest.forget(key, header);
         }
         if let Some((cont, mut result)) = taken {
             if header.is_cancelled() && !matches!(result, Err(Error::Panicked(_))) {
@@ -498,7 +558,7 @@ impl JobContext<'_> {
             .store(fraction.clamp(0.0, 1.0).to_bits(), Ordering::Release);
         // Coalesced: at most one delivery queued per job until the main thread reads the slot.
         if slot.listened.load(Ordering::Acquire) && !slot.queued.swap(true, Ordering::AcqRel) {
-            let _ = self.shared.post_progress(self.this.clone());
+            let _ = post_progress(self.shared, self.this.clone());
         }
     }
 
@@ -526,6 +586,89 @@ impl JobContext<'_> {
     /// The runtime, to spawn follow-up jobs or post to the main thread.
     pub fn handle(&self) -> Handle {
         Handle::from_shared(self.shared.clone())
+    }
+}
+
+/// Spawning: the job half of [`Handle`]'s API.
+impl Handle {
+    /// Spawns a normal-priority CPU job.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let rt = hostloop::Runtime::builder().workers(1).build()?;
+    /// let job = rt.spawn(|ctx| {
+    ///     let mut sum = 0u64;
+    ///     for i in 0..1_000u64 {
+    ///         ctx.check()?; // stops early once cancelled
+    ///         sum += i;
+    ///     }
+    ///     Ok(sum)
+    /// })?;
+    /// job.on_main(|sum, _main| println!("sum = {sum:?}"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn<T, F>(&self, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job().spawn(f)
+    }
+
+    /// Spawns a CPU job at `priority`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn_with<T, F>(&self, priority: Priority, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job().priority(priority).spawn(f)
+    }
+
+    /// Spawns a job on the IO lane (blocking work that must not take a CPU worker).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn_io<T, F>(&self, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job().io().spawn(f)
+    }
+
+    /// Spawns a job that supersedes the previous job spawned with the same `key`: the previous
+    /// one is cancelled and its `on_main` continuation never runs, so a stale result never
+    /// lands. Re-evaluate on every edit with the node's path as the key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShutDown`] once the runtime is shutting down.
+    pub fn spawn_latest<T, F>(&self, key: impl Into<String>, f: F) -> Result<Job<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job().latest(key).spawn(f)
+    }
+
+    /// A builder for a job with options (name, priority, IO lane, group, key).
+    pub fn job(&self) -> JobBuilder<'_> {
+        JobBuilder::new(self)
+    }
+
+    /// A new, empty job group.
+    pub fn group(&self) -> JobGroup {
+        JobGroup::new(self)
     }
 }
 
@@ -676,7 +819,7 @@ impl<T: Send + 'static> Job<T> {
         if ready {
             let core = self.inner.clone().core();
             let posted = match self.shared.upgrade() {
-                Some(shared) => shared.post_task(MainTask::Deliver(core)).is_ok(),
+                Some(shared) => post_task(&shared, MainTask::Deliver(core)).is_ok(),
                 None => false,
             };
             if !posted {
@@ -804,14 +947,14 @@ impl<'h> JobBuilder<'h> {
         });
         let core: JobRef = inner.clone();
         if let Some(key) = &core.header().latest_key {
-            shared.register_latest(key.clone(), &core);
+            shared.latest.register(key.clone(), &core);
         }
         shared.submit(core);
         Ok(Job {
             inner,
             callbacks: false,
             shared: Arc::downgrade(shared),
-            main_thread: shared.main_thread(),
+            main_thread: shared.main_thread,
         })
     }
 }
@@ -846,7 +989,7 @@ impl GroupInner {
             on_done.take()
         };
         if let Some(f) = f {
-            let _ = shared.post_task(MainTask::Once(f));
+            let _ = post_task(shared, MainTask::Once(f));
         }
     }
 }

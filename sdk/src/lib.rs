@@ -1,3 +1,43 @@
+// The crate map (for contributors; users start at the docs below).
+//
+// The face: the public concepts, one file (or directory) each, each owning its state and logic.
+//   runtime.rs      Builder, Runtime, shutdown. The top: only this file (lib.rs) imports it.
+//   handle.rs       Handle, and what it says of its runtime (threads, doorbell fd, stats).
+//                   Its other methods sit with their concept; handle.rs lists which where.
+//   job.rs          jobs: spawn, Job, JobBuilder, JobContext, JobGroup, the latest-job map
+//   main_thread.rs  the main-thread queue, posting, pump, run_until, call_on_main, Main
+//   stream.rs       StreamSender: bounded streams handled on the main thread
+//   sink.rs         the host sink and its payloads (Message, ArrayView, OwnedPayload)
+//   event.rs        host events and the subscriber registry
+//   sim.rs          simulations: the driver thread, delivery, SimControl
+//   parallel.rs     parallel_for / join on the pool
+//   snapshot.rs     the versioned, checksummed snapshot format
+//   plugin/         plugins: the Plugin trait and export_plugin! (mod.rs), SimPlugin and
+//                   SimTool (sim_tool.rs), the plugin side (guest.rs), the host side
+//                   (host/: mod.rs life cycle, services.rs, image.rs, error.rs), and the
+//                   unload gate (gate.rs, a mechanism kept beside its only user)
+//   abi.rs          the C ABI types shared by the bridge and plugins (statuses, event, sink,
+//                   plugin structs) and their conversions
+//   error.rs        Error, Result
+//
+// The seam: where work runs, chosen once per runtime and matched only in backend/mod.rs.
+//   backend/local.rs   this process's pool (the scheduler) and its threads
+//   backend/proxy.rs   a plugin's runtime: everything goes to its host's services table
+//   shared.rs          Shared: one field per concept's state, plus the life cycle
+//
+// The mechanisms (internal/): they import only each other, std and crossbeam, never a
+// concept, and their protocols are model-checked with loom (sdk/tests/loom.rs).
+//   internal/scheduler/  work-stealing pool, generic over its work type; sleep.rs: parking
+//   internal/doorbell.rs the coalesced wake-up (eventfd/pipe + request_pump)
+//   internal/latest.rs   the latest-value triple buffer (public as hostloop::latest)
+//   internal/stats.rs    counters and the public Stats types
+//   internal/sync.rs     std or loom primitives, poison-free lock
+//
+// Imports run downward: runtime -> handle/concepts -> shared -> backend -> internal. The
+// concepts and shared.rs refer to each other (Shared holds each concept's state; each
+// concept's logic takes &Shared or &Handle), which is the one circle left, and it does not
+// pass through runtime.rs or internal/.
+
 //! # hostloop
 //!
 //! Run heavy work off a host application's main thread — simulations, cache loads, exports — and
@@ -51,9 +91,13 @@
 #[cfg(not(loom))]
 pub mod abi;
 #[cfg(not(loom))]
+mod backend;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod event;
+#[cfg(not(loom))]
+mod handle;
 #[cfg(not(loom))]
 mod job;
 #[cfg(not(loom))]
@@ -68,6 +112,8 @@ mod plugin {
 }
 #[cfg(not(loom))]
 mod runtime;
+#[cfg(not(loom))]
+mod shared;
 #[cfg(not(loom))]
 pub mod sim;
 #[cfg(not(loom))]
@@ -88,10 +134,11 @@ pub use crate::internal::latest as frames;
 pub use crate::{
     error::{Error, Result},
     event::{Event, EventFilter, EventKind, Subscription},
+    handle::Handle,
     internal::stats::{QueueDepths, Stats, WorkerStats, PUMP_WINDOW},
     job::{Job, JobBuilder, JobContext, JobGroup, JobStatus, Priority, Progress},
     main_thread::{Main, PumpReport, RunReport, Step},
-    runtime::{Builder, Handle, Runtime, ShutdownReport, Straggler},
+    runtime::{Builder, Runtime, ShutdownReport, Straggler},
     sim::{
         Delivery, EveryStep, FrameInfo, Schedule, SimControl, SimOptions, Simulation, StepContext,
         Thin,

@@ -1,14 +1,20 @@
-//! The main-thread side: the queue of main-thread work, `pump`, and what main-thread items see.
+//! The main-thread side: the queue of main-thread work ([`MainQueue`]), posting to it, `pump`
+//! and `run_until`, `call_on_main`, and what main-thread items see ([`Main`]).
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
+
 use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::internal::doorbell::Doorbell;
+use crate::internal::sync::lock;
 use crate::job::JobRef;
-use crate::runtime::Handle;
+use crate::shared::Shared;
 
 /// What a chunked main-thread item tells `pump` after each call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,11 +111,105 @@ impl MainTask {
     }
 }
 
+/// Main-thread work as a backend queues it: an item, or a job whose progress listener must run.
+pub(crate) enum MainItem {
+    Task(MainTask),
+    /// Queued at most once per pump per job (the job's progress slot holds one entry at a time).
+    Progress(JobRef),
+}
+
+impl MainItem {
+    /// Drops the item unrun (shutdown, unload). A job outlives its queue entry (its handle may
+    /// live on): release what its callbacks captured now, not whenever the handle goes.
+    pub(crate) fn release(self) {
+        match self {
+            MainItem::Task(MainTask::Deliver(job)) | MainItem::Progress(job) => {
+                job.release_callbacks()
+            }
+            other => drop(other),
+        }
+    }
+}
+
+/// The main-thread queue of a local runtime and the pump's state: FIFO items, progress
+/// listeners to run at the next pump, and the doorbell rung on the empty → non-empty
+/// transition.
+pub(crate) struct MainQueue {
+    main_tx: Sender<MainTask>,
+    main_rx: Receiver<MainTask>,
+    progress_tx: Sender<JobRef>,
+    progress_rx: Receiver<JobRef>,
+    pub(crate) doorbell: Doorbell,
+    in_pump: AtomicBool,
+    pump_state: Mutex<PumpState>,
+}
+
+impl MainQueue {
+    pub(crate) fn new(doorbell: Doorbell) -> Self {
+        let (main_tx, main_rx) = crossbeam_channel::unbounded();
+        let (progress_tx, progress_rx) = crossbeam_channel::unbounded();
+        MainQueue {
+            main_tx,
+            main_rx,
+            progress_tx,
+            progress_rx,
+            doorbell,
+            in_pump: AtomicBool::new(false),
+            pump_state: Mutex::new(PumpState::default()),
+        }
+    }
+
+    /// Queues `item` and rings the doorbell (coalesced: once per empty → non-empty).
+    pub(crate) fn push(&self, item: MainItem) -> Result<()> {
+        match item {
+            MainItem::Task(task) => self.main_tx.send(task).map_err(|_| Error::ShutDown)?,
+            MainItem::Progress(job) => self.progress_tx.send(job).map_err(|_| Error::ShutDown)?,
+        }
+        self.doorbell.notify();
+        Ok(())
+    }
+
+    /// Items waiting (not counting a chunked item carried over).
+    pub(crate) fn len(&self) -> usize {
+        self.main_rx.len() + self.progress_rx.len()
+    }
+
+    /// Shutdown: everything queued, the carried chunked item first.
+    pub(crate) fn take_all(&self) -> Vec<MainItem> {
+        let carry = lock(&self.pump_state).carry.take();
+        let mut items: Vec<MainItem> = carry
+            .into_iter()
+            .chain(self.main_rx.try_iter())
+            .map(MainItem::Task)
+            .collect();
+        items.extend(self.progress_rx.try_iter().map(MainItem::Progress));
+        items
+    }
+}
+
+/// Queues main-thread work where this runtime's main-thread work runs.
+pub(crate) fn post_task(shared: &Arc<Shared>, task: MainTask) -> Result<()> {
+    post_item(shared, MainItem::Task(task))
+}
+
+/// Queues a job whose progress listener must run at the next pump (once per pump at most:
+/// the job's slot holds at most one entry here at a time).
+pub(crate) fn post_progress(shared: &Arc<Shared>, job: JobRef) -> Result<()> {
+    post_item(shared, MainItem::Progress(job))
+}
+
+fn post_item(shared: &Arc<Shared>, item: MainItem) -> Result<()> {
+    if shared.is_shutting_down() {
+        return Err(Error::ShutDown);
+    }
+    shared.backend.post_main(shared, item)
+}
+
 /// Main-thread-only state kept across pumps.
 #[derive(Default)]
-pub(crate) struct PumpState {
+struct PumpState {
     /// A chunked item that asked to continue.
-    pub(crate) carry: Option<MainTask>,
+    carry: Option<MainTask>,
     /// Items run between two clock reads, adapted to the items' cost.
     batch: usize,
 }
@@ -124,7 +224,9 @@ impl Handle {
     /// and reports what it did. Call it from the host's idle callback or when
     /// [`doorbell_fd`](Handle::doorbell_fd) is readable.
     ///
-    /// At least one item runs per call (so a zero budget still makes progress). The clock is read
+    /// At least one item runs per call, so `Duration::ZERO` runs exactly one item (in C,
+    /// `hl_runtime_pump` with `budget_us == 0` means the options' `default_budget_us` instead,
+    /// since C has no "no budget given"; a C host passes 1 µs to run one item). The clock is read
     /// after each batch of items, and the batch adapts so that cheap items are not dominated by
     /// clock reads while a slow item is never followed by another once the budget is spent.
     /// Panics in items are caught and counted in [`Stats::main_items_panicked`](crate::Stats).
@@ -135,9 +237,9 @@ impl Handle {
     /// pump runs, [`Error::ShutDown`] after shutdown, [`Error::InvalidArgument`] inside a plugin
     /// (the host pumps).
     pub fn pump(&self, budget: Duration) -> Result<PumpReport> {
-        let shared = self.shared();
+        let q = &self.shared().main;
         self.check_can_pump()?;
-        if shared.in_pump.swap(true, Ordering::Acquire) {
+        if q.in_pump.swap(true, Ordering::Acquire) {
             return Err(Error::Reentrant);
         }
         struct Reset<'a>(&'a std::sync::atomic::AtomicBool);
@@ -146,20 +248,20 @@ impl Handle {
                 self.0.store(false, Ordering::Release);
             }
         }
-        let _reset = Reset(&shared.in_pump);
+        let _reset = Reset(&q.in_pump);
 
         let start = Instant::now();
         let deadline = start + budget;
-        shared.doorbell.acknowledge();
+        q.doorbell.acknowledge();
         let (mut carry, mut batch) = {
-            let mut st = crate::internal::sync::lock(&shared.pump_state);
+            let mut st = lock(&q.pump_state);
             (st.carry.take(), st.batch.max(1))
         };
         let mut ran = 0usize;
         let mut panicked = 0u64;
         // Progress slots first, each at most once per pump: only those queued before this pump
         // started, so a job reporting non-stop cannot keep the pump busy.
-        for job in shared.progress_rx.try_iter().take(shared.progress_rx.len()) {
+        for job in q.progress_rx.try_iter().take(q.progress_rx.len()) {
             let mut main = Main::new(self, deadline);
             if catch_unwind(AssertUnwindSafe(|| job.deliver_progress(&mut main))).is_err() {
                 panicked += 1;
@@ -171,7 +273,7 @@ impl Handle {
         'pump: loop {
             let mut empty = false;
             for _ in 0..batch {
-                let Some(task) = carry.take().or_else(|| shared.main_rx.try_recv().ok()) else {
+                let Some(task) = carry.take().or_else(|| q.main_rx.try_recv().ok()) else {
                     empty = true;
                     break;
                 };
@@ -198,20 +300,19 @@ impl Handle {
             }
             batch_start = now;
         }
-        let remaining =
-            shared.main_rx.len() + shared.progress_rx.len() + usize::from(carry.is_some());
+        let remaining = q.len() + usize::from(carry.is_some());
         {
-            let mut st = crate::internal::sync::lock(&shared.pump_state);
+            let mut st = lock(&q.pump_state);
             st.carry = carry;
             st.batch = batch;
         }
         if remaining > 0 {
             // Budget spent with work left: keep the doorbell rung so the host comes back.
-            shared.doorbell.notify();
+            q.doorbell.notify();
         }
         let elapsed = now - start;
         let overrun = elapsed.saturating_sub(budget);
-        shared
+        self.shared()
             .stats
             .record_pump(elapsed, overrun, ran as u64, panicked);
         Ok(PumpReport {
@@ -225,11 +326,7 @@ impl Handle {
     /// Why this thread may not pump now, if it may not: a plugin, another thread, shut down.
     fn check_can_pump(&self) -> Result<()> {
         let shared = self.shared();
-        if shared.remote.is_some() {
-            return Err(Error::InvalidArgument(
-                "a plugin's runtime is pumped by its host",
-            ));
-        }
+        shared.backend.check_can_pump()?;
         if !self.is_main_thread() {
             return Err(Error::WrongThread);
         }
@@ -280,7 +377,7 @@ impl Handle {
         /// The longest sleep between two checks of `until`.
         const SLICE: Duration = Duration::from_millis(50);
         self.check_can_pump()?;
-        if self.shared().in_pump.load(Ordering::Acquire) {
+        if self.shared().main.in_pump.load(Ordering::Acquire) {
             return Err(Error::Reentrant);
         }
         let start = Instant::now();
@@ -305,7 +402,7 @@ impl Handle {
                 return finish(report, false);
             }
             if pumped.remaining == 0 {
-                self.shared().doorbell.wait(left.min(SLICE));
+                self.shared().main.doorbell.wait(left.min(SLICE));
             }
         }
     }
@@ -319,7 +416,7 @@ impl Handle {
     where
         F: FnOnce(&mut Main<'_>) + Send + 'static,
     {
-        self.shared().post_task(MainTask::Once(Box::new(f)))
+        post_task(self.shared(), MainTask::Once(Box::new(f)))
     }
 
     /// Queues chunked main-thread work: `f` is called, at later pumps, until it returns
@@ -333,7 +430,7 @@ impl Handle {
     where
         F: FnMut(&mut Main<'_>) -> Step + Send + 'static,
     {
-        self.shared().post_task(MainTask::Chunked(Box::new(f)))
+        post_task(self.shared(), MainTask::Chunked(Box::new(f)))
     }
 
     /// Runs `f` on the main thread and returns its result, waiting at most the runtime's

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::job::{Lane, Priority};
-use crate::runtime::Handle;
+use crate::handle::Handle;
 use crate::internal::sync::lock;
+use crate::job::{Lane, Priority};
 
 /// A loop whose remaining chunks would take less than this on the caller alone runs inline:
 /// waking a parked worker costs tens of microseconds on a small VM.

@@ -25,12 +25,12 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventFilter, EventKind};
+use crate::handle::Handle;
 use crate::internal::latest::{latest, LatestReader};
-use crate::main_thread::{Main, MainTask};
-use crate::runtime::Handle;
+use crate::internal::sync::lock;
+use crate::main_thread::{post_task, Main, MainTask};
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
 use crate::stream::TrySendError;
-use crate::internal::sync::lock;
 
 /// A simulation the driver steps. See the [module docs](self).
 pub trait Simulation: Send + 'static {
@@ -528,6 +528,60 @@ enum Publisher<F: Clone + Send + 'static> {
     },
 }
 
+/// The simulation driver threads of one runtime, so that a plugin's runtime can wait for them
+/// at unload: it must not return while a driver still runs the plugin's code.
+pub(crate) struct SimThreads {
+    /// Each driver thread holds a clone; all gone = every driver has returned from its loop.
+    exit_tx: Mutex<Option<Sender<()>>>,
+    exit_rx: Receiver<()>,
+    /// Kept only where the backend joins them (a plugin's runtime).
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl SimThreads {
+    pub(crate) fn new() -> Self {
+        let (exit_tx, exit_rx) = crossbeam_channel::bounded(0);
+        SimThreads {
+            exit_tx: Mutex::new(Some(exit_tx)),
+            exit_rx,
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A driver's token, dropped when the driver ends; `None` once shut down.
+    fn exit_token(&self) -> Option<Sender<()>> {
+        lock(&self.exit_tx).clone()
+    }
+
+    fn keep(&self, thread: std::thread::JoinHandle<()>) {
+        let mut threads = lock(&self.threads);
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
+    }
+
+    /// Tells the drivers to exit (their runtime's shutdown flag is already raised), waits for
+    /// them until `deadline`, joins those that returned and returns how many still ran then.
+    pub(crate) fn shutdown(&self, deadline: Instant) -> usize {
+        drop(lock(&self.exit_tx).take());
+        // Disconnected once every driver's token is dropped, i.e. every driver has returned
+        // from its loop (what is left of its thread is the exit path: joined below).
+        let all_returned = matches!(
+            self.exit_rx.recv_deadline(deadline),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        );
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        let mut running = 0;
+        for t in threads {
+            if all_returned || t.is_finished() {
+                let _ = t.join();
+            } else {
+                running += 1;
+            }
+        }
+        running
+    }
+}
+
 impl Handle {
     /// Starts a driver thread that owns `sim` and steps it on this runtime's pool; `on_frame`
     /// receives its frames on the main thread, at pumps (see [`Delivery`]).
@@ -610,7 +664,8 @@ impl Handle {
             after_motion: Default::default(),
             start,
         };
-        let exit_token = self.shared().sim_exit_token().ok_or(Error::ShutDown)?;
+        let sims = &self.shared().sims;
+        let exit_token = sims.exit_token().ok_or(Error::ShutDown)?;
         let thread = std::thread::Builder::new()
             .name(options.name.clone())
             .spawn(move || {
@@ -618,7 +673,9 @@ impl Handle {
                 drop(exit_token);
             })
             .map_err(Error::from)?;
-        self.shared().keep_sim_thread(thread);
+        if self.shared().backend.joins_sim_threads() {
+            sims.keep(thread);
+        }
         Ok(SimControl { tx, state })
     }
 }
@@ -826,7 +883,7 @@ impl<S: Simulation> Driver<S> {
     fn next_command(&self, wait: Option<Duration>) -> Wake {
         let never = crossbeam_channel::never();
         let events = self.events.as_ref().map_or(&never, |(_, rx)| rx);
-        let shutdown = &self.handle.shared().shutdown_signal;
+        let shutdown = &self.handle.shared().life.shutdown_signal;
         let timeout = match wait {
             Some(d) => crossbeam_channel::after(d),
             None => crossbeam_channel::never(),
@@ -859,17 +916,17 @@ impl<S: Simulation> Driver<S> {
                 });
                 if !queued.swap(true, Ordering::AcqRel) {
                     let (reader, queued) = (reader.clone(), queued.clone());
-                    let _ = self
-                        .handle
-                        .shared()
-                        .post_task(MainTask::Once(Box::new(move |main| {
+                    let _ = post_task(
+                        self.handle.shared(),
+                        MainTask::Once(Box::new(move |main| {
                             queued.store(false, Ordering::Release);
                             let mut guard = lock(&reader);
                             let (reader, on_frame) = &mut *guard;
                             if let Some((step, frame)) = reader.read() {
                                 on_frame(frame, FrameInfo { step: *step }, main);
                             }
-                        })));
+                        })),
+                    );
                 }
                 true
             }
@@ -921,9 +978,10 @@ fn save_to<S: Simulation>(handle: &Handle, sim: &S, step: u64, to: SaveTo) {
     let r = save::<S>(sim, step);
     match to {
         SaveTo::Main(done) => {
-            let _ = handle
-                .shared()
-                .post_task(MainTask::Once(Box::new(move |main| done(r, main))));
+            let _ = post_task(
+                handle.shared(),
+                MainTask::Once(Box::new(move |main| done(r, main))),
+            );
         }
         SaveTo::Caller(tx) => {
             let _ = tx.send(r);

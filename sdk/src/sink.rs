@@ -7,11 +7,15 @@
 //! first.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::main_thread::Main;
-use crate::runtime::Handle;
+use crate::handle::Handle;
+use crate::internal::stats::StatsCore;
 use crate::internal::sync::lock;
+use crate::main_thread::Main;
 
 /// The element type of a typed array payload. The numbers are part of the C ABI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -235,9 +239,61 @@ impl Main<'_> {
     ///
     /// [`Error::Reentrant`] when called from inside the sink itself.
     pub fn emit(&mut self, topic: &str, payload: Payload<'_>) -> Result<bool> {
-        self.handle()
-            .shared()
-            .deliver_to_sink(&Message { topic, payload })
+        let shared = self.handle().shared();
+        shared.backend.emit(shared, &Message { topic, payload })
+    }
+}
+
+/// The host sink of a local runtime: at most one, called on the main thread only.
+#[derive(Default)]
+pub(crate) struct SinkSlot {
+    sink: Mutex<Option<Sink>>,
+    /// Bumped by every `set`, so a sink replaced while it runs is not put back.
+    generation: AtomicU64,
+    /// A delivery is under way (the sink is taken out of `sink` while it runs).
+    in_sink: AtomicBool,
+}
+
+impl SinkSlot {
+    fn set(&self, sink: Option<Sink>) {
+        let old = {
+            let mut slot = lock(&self.sink);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            std::mem::replace(&mut *slot, sink)
+        };
+        // Dropped outside the lock: its captures' `Drop` (a C finalizer) may call back in.
+        drop(old);
+    }
+
+    /// Main thread: hands `msg` to the sink. Returns whether a sink took it.
+    pub(crate) fn deliver(&self, stats: &StatsCore, msg: &Message<'_>) -> Result<bool> {
+        if self.in_sink.swap(true, Ordering::Acquire) {
+            return Err(Error::Reentrant);
+        }
+        // Take the sink out while it runs, so it may call `set_sink` itself; it goes back only
+        // if nobody replaced or removed it meanwhile (else it is dropped after it returned).
+        let generation = self.generation.load(Ordering::Acquire);
+        let taken = lock(&self.sink).take();
+        let delivered = match taken {
+            None => {
+                stats.record_sink(false);
+                false
+            }
+            Some(mut sink) => {
+                if catch_unwind(AssertUnwindSafe(|| sink(msg))).is_err() {
+                    stats.record_main_panic();
+                }
+                let mut slot = lock(&self.sink);
+                if slot.is_none() && self.generation.load(Ordering::Acquire) == generation {
+                    *slot = Some(sink);
+                }
+                drop(slot);
+                stats.record_sink(true);
+                true
+            }
+        };
+        self.in_sink.store(false, Ordering::Release);
+        Ok(delivered)
     }
 }
 
@@ -251,18 +307,9 @@ impl Handle {
     /// reaches it through the plugin's services.
     pub fn set_sink(&self, sink: Option<Sink>) {
         let shared = self.shared();
-        if shared.remote.is_some() {
-            return;
+        if shared.backend.owns_sink() {
+            shared.sink.set(sink);
         }
-        let old = {
-            let mut slot = lock(&shared.sink);
-            shared
-                .sink_generation
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            std::mem::replace(&mut *slot, sink)
-        };
-        // Dropped outside the lock: its captures' `Drop` (a C finalizer) may call back in.
-        drop(old);
     }
 
     /// Sends a message to the host sink from any thread: the payload moves to the main thread

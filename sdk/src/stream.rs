@@ -9,9 +9,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
-use crate::main_thread::{Main, MainTask, Step};
-use crate::runtime::Shared;
+use crate::handle::Handle;
 use crate::internal::sync::lock;
+use crate::main_thread::{post_task, Main, MainTask, Step};
+use crate::shared::Shared;
 
 /// Items handled per clock read while draining a stream.
 const DRAIN_SLICE: usize = 64;
@@ -30,8 +31,10 @@ impl<T: Send + 'static> StreamInner<T> {
     fn schedule(self: &Arc<Self>, shared: &Arc<Shared>) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             let inner = self.clone();
-            let posted =
-                shared.post_task(MainTask::Chunked(Box::new(move |main| inner.drain(main))));
+            let posted = post_task(
+                shared,
+                MainTask::Chunked(Box::new(move |main| inner.drain(main))),
+            );
             if posted.is_err() {
                 self.scheduled.store(false, Ordering::Release);
             }
@@ -203,7 +206,7 @@ impl<T: Send + 'static> StreamSender<T> {
         if self.shared.is_shutting_down() {
             return Err(Error::ShutDown);
         }
-        let shutdown = &self.shared.shutdown_signal;
+        let shutdown = &self.shared.life.shutdown_signal;
         crossbeam_channel::select! {
             send(self.tx, item) -> res => match res {
                 Ok(()) => {
@@ -229,5 +232,18 @@ impl<T: Send + 'static> StreamSender<T> {
     /// The stream's capacity.
     pub fn capacity(&self) -> usize {
         self.tx.capacity().unwrap_or(usize::MAX)
+    }
+}
+
+/// Streams: the stream half of [`Handle`]'s API.
+impl Handle {
+    /// A bounded stream of `T` handled on the main thread by `handler`, in send order, at most
+    /// `capacity` waiting. See [`StreamSender`].
+    pub fn stream<T, F>(&self, capacity: usize, handler: F) -> StreamSender<T>
+    where
+        T: Send + 'static,
+        F: FnMut(T, &mut Main<'_>) + Send + 'static,
+    {
+        StreamSender::new(self.shared().clone(), capacity, handler)
     }
 }

@@ -1,261 +1,21 @@
-//! The plugin side of the boundary: a runtime whose pool, main thread, sink and event hub are the
-//! host's, reached through the `hl_plugin_services_t` table, and the C entry points that
-//! [`export_plugin!`](crate::export_plugin) exports for a [`Plugin`].
-//!
-//! Jobs keep all their state (result slot, cancel flag, progress, continuation) in the plugin's
-//! memory, run by this copy of the crate. Only *where* they run is borrowed: a queued job
-//! crosses as a (data, call, drop) triple whose `call` runs it on a host worker and whose `drop`
-//! resolves it as cancelled; main-thread items cross the same way to the host's pump.
+//! The plugin side of the boundary: the C entry points that
+//! [`export_plugin!`](crate::export_plugin) exports for a [`Plugin`]. The runtime a plugin sees
+//! is a [`Proxy`](crate::backend::Proxy) over the host's services table.
 
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::abi::*;
 use super::{Plugin, PluginContext};
+use crate::abi::*;
+use crate::backend::{Backend, Proxy};
 use crate::error::{Error, Result};
-use crate::event::{Event, Events};
-use crate::job::{JobRef, Lane, Priority};
-use crate::main_thread::{Main, MainTask};
-use crate::runtime::{Handle, Shared};
-use crate::sink::Message;
+use crate::handle::Handle;
+use crate::internal::doorbell::Doorbell;
+use crate::main_thread::Main;
+use crate::shared::Shared;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
-use crate::internal::sync::lock;
-
-/// The host's services, as a plugin's runtime holds them.
-pub(crate) struct Remote {
-    services: hl_plugin_services_t,
-    /// The NUL-terminated topic of the message being emitted (main thread only).
-    topic_buf: Mutex<Vec<u8>>,
-}
-
-// SAFETY: the table is plain function pointers plus the host's opaque pointer; the header tags
-// each function `[any-thread]` or `[main-thread]`, and this crate calls the main-thread ones
-// (`emit`) only from main-thread code paths.
-unsafe impl Send for Remote {}
-// SAFETY: as above.
-unsafe impl Sync for Remote {}
-
-/// Main-thread work of a plugin's runtime.
-pub(crate) enum RemoteItem {
-    Task(MainTask),
-    Progress(JobRef),
-}
-
-type QueuedJob = (Arc<Shared>, JobRef);
-type QueuedMain = (Arc<Shared>, Option<RemoteItem>);
-
-impl Remote {
-    /// Checks that the host's table has every function this crate calls.
-    fn new(services: &hl_plugin_services_t) -> std::result::Result<Remote, String> {
-        let ours = std::mem::size_of::<hl_plugin_services_t>();
-        if (services.struct_size as usize) < ours {
-            return Err(format!(
-                "the host's services table is {} bytes, this plugin needs {ours}",
-                services.struct_size
-            ));
-        }
-        if services.abi_version != HL_PLUGIN_ABI_VERSION {
-            return Err(format!(
-                "the host speaks plugin ABI {}, this plugin {HL_PLUGIN_ABI_VERSION}",
-                services.abi_version
-            ));
-        }
-        let s = services;
-        if s.spawn.is_none()
-            || s.post_main.is_none()
-            || s.emit.is_none()
-            || s.post_event.is_none()
-            || s.is_main_thread.is_none()
-            || s.is_worker_thread.is_none()
-            || s.workers.is_none()
-            || s.is_closing.is_none()
-        {
-            return Err("the host's services table has NULL functions".to_owned());
-        }
-        Ok(Remote {
-            services: *services,
-            topic_buf: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn flag(&self, f: Option<unsafe extern "C" fn(*mut c_void) -> u32>) -> u32 {
-        // SAFETY: `new` checked the function is present; the host keeps `host` valid while
-        // the plugin is loaded, and these functions are `[any-thread]`.
-        f.map_or(0, |f| unsafe { f(self.services.host) })
-    }
-
-    pub(crate) fn is_closing(&self) -> bool {
-        self.flag(self.services.is_closing) != 0
-    }
-
-    pub(crate) fn is_main_thread(&self) -> bool {
-        self.flag(self.services.is_main_thread) != 0
-    }
-
-    pub(crate) fn is_worker_thread(&self) -> bool {
-        self.flag(self.services.is_worker_thread) != 0
-    }
-
-    pub(crate) fn workers(&self) -> usize {
-        (self.flag(self.services.workers) as usize).max(1)
-    }
-
-    /// Queues `job` on the host's pool. If the host refuses, it calls `drop_job` at once,
-    /// which resolves the job as cancelled — as a local runtime does at shutdown.
-    pub(crate) fn spawn(&self, shared: &Arc<Shared>, job: JobRef) {
-        let lane = match job.header().lane {
-            Lane::Cpu(Priority::High) => HL_PLUGIN_LANE_HIGH,
-            Lane::Cpu(Priority::Normal) => HL_PLUGIN_LANE_NORMAL,
-            Lane::Cpu(Priority::Low) => HL_PLUGIN_LANE_LOW,
-            Lane::Cpu(Priority::Background) => HL_PLUGIN_LANE_BACKGROUND,
-            Lane::Io => HL_PLUGIN_LANE_IO,
-        };
-        let data = Box::into_raw(Box::new((shared.clone(), job) as QueuedJob));
-        if let Some(spawn) = self.services.spawn {
-            // SAFETY: `spawn` is the host's `[any-thread]` function; it calls exactly one of
-            // `run_job`/`drop_job` exactly once with `data`, which owns the boxed pair.
-            unsafe {
-                spawn(
-                    self.services.host,
-                    lane,
-                    data.cast(),
-                    Some(run_job),
-                    Some(drop_job),
-                )
-            };
-        }
-    }
-
-    pub(crate) fn post_main(&self, shared: &Arc<Shared>, item: RemoteItem) -> Result<()> {
-        let data = Box::into_raw(Box::new((shared.clone(), Some(item)) as QueuedMain));
-        let Some(post) = self.services.post_main else {
-            return Err(Error::ShutDown);
-        };
-        // SAFETY: as for `spawn`: exactly one of `run_main` (until it returns DONE) and
-        // `drop_main` consumes `data`.
-        match unsafe {
-            post(
-                self.services.host,
-                data.cast(),
-                Some(run_main),
-                Some(drop_main),
-            )
-        } {
-            HL_STATUS_OK => Ok(()),
-            _ => Err(Error::ShutDown),
-        }
-    }
-
-    /// Main thread: hands `msg` to the host sink. Returns whether a sink took it.
-    pub(crate) fn emit(&self, msg: &Message<'_>) -> Result<bool> {
-        let Some(emit) = self.services.emit else {
-            return Err(Error::ShutDown);
-        };
-        let mut buf = lock(&self.topic_buf);
-        let mut delivered = 0u32;
-        let status = with_c_message(msg, &mut buf, |m| {
-            // SAFETY: `m` and what it points to live for the call; `emit` is `[main-thread]`,
-            // and `Main::emit` (the only caller) runs on the main thread.
-            unsafe { emit(self.services.host, m, &mut delivered) }
-        });
-        match status {
-            HL_STATUS_OK => Ok(delivered != 0),
-            HL_STATUS_REENTRANT => Err(Error::Reentrant),
-            HL_STATUS_WRONG_THREAD => Err(Error::WrongThread),
-            HL_STATUS_INVALID_ARG => Err(Error::InvalidArgument("the host refused the message")),
-            _ => Err(Error::ShutDown),
-        }
-    }
-
-    pub(crate) fn post_event(&self, event: &Event) -> Result<()> {
-        let Some(post) = self.services.post_event else {
-            return Err(Error::ShutDown);
-        };
-        // SAFETY: the event and its strings live for the call; `post_event` is `[any-thread]`
-        // and copies what it keeps.
-        match with_c_event(event, |e| unsafe { post(self.services.host, e) }) {
-            HL_STATUS_OK => Ok(()),
-            HL_STATUS_INVALID_ARG | HL_STATUS_INVALID_UTF8 => {
-                Err(Error::InvalidArgument("the host refused the event"))
-            }
-            _ => Err(Error::ShutDown),
-        }
-    }
-}
-
-unsafe extern "C" fn run_job(data: *mut c_void) {
-    // SAFETY: `data` is the box made by `Remote::spawn`, handed back exactly once.
-    let queued = unsafe { Box::from_raw(data.cast::<QueuedJob>()) };
-    // `run` catches the job's panics; this guards the bookkeeping around it.
-    let _ = catch_unwind(AssertUnwindSafe(move || {
-        let (shared, job) = *queued;
-        job.run(&job, &shared);
-    }));
-}
-
-unsafe extern "C" fn drop_job(data: *mut c_void) {
-    // SAFETY: as for `run_job`.
-    let queued = unsafe { Box::from_raw(data.cast::<QueuedJob>()) };
-    let _ = catch_unwind(AssertUnwindSafe(move || {
-        let (shared, job) = *queued;
-        job.abandon(&shared);
-    }));
-}
-
-unsafe extern "C" fn run_main(data: *mut c_void, budget_left_ns: u64) -> u32 {
-    let slot = data.cast::<QueuedMain>();
-    // SAFETY: `data` is the box made by `Remote::post_main`; the host calls `run_main` on the
-    // main thread only, never concurrently with itself or `drop_main` for the same data.
-    let (shared, item) = unsafe { &mut *slot };
-    let deadline = Instant::now() + Duration::from_nanos(budget_left_ns);
-    let handle = Handle::from_shared(shared.clone());
-    let next = match item.take() {
-        Some(item) => catch_unwind(AssertUnwindSafe(|| {
-            let mut main = Main::new(&handle, deadline);
-            match item {
-                RemoteItem::Task(task) => task.run(&mut main).map(RemoteItem::Task),
-                RemoteItem::Progress(job) => {
-                    job.deliver_progress(&mut main);
-                    None
-                }
-            }
-        }))
-        .unwrap_or_else(|_| {
-            shared.stats.record_main_panic();
-            None
-        }),
-        None => None,
-    };
-    match next {
-        Some(more) => {
-            *item = Some(more);
-            HL_STEP_CONTINUE
-        }
-        None => {
-            // SAFETY: done: the box is consumed here, once.
-            let queued = unsafe { Box::from_raw(slot) };
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(queued)));
-            HL_STEP_DONE
-        }
-    }
-}
-
-unsafe extern "C" fn drop_main(data: *mut c_void) {
-    // SAFETY: as for `run_main`; `drop_main` is the last use of `data`.
-    let queued = unsafe { Box::from_raw(data.cast::<QueuedMain>()) };
-    let _ = catch_unwind(AssertUnwindSafe(move || {
-        let (_shared, item) = *queued;
-        match item {
-            // The job outlives this item: release its callbacks now, as a local shutdown does.
-            Some(RemoteItem::Task(MainTask::Deliver(job))) | Some(RemoteItem::Progress(job)) => {
-                job.release_callbacks()
-            }
-            other => drop(other),
-        }
-    }));
-}
 
 /// How long a plugin's unload waits for its simulation drivers to exit.
 const SIM_EXIT_DEADLINE: Duration = Duration::from_secs(5);
@@ -286,12 +46,18 @@ pub(super) unsafe extern "C" fn load<P: Plugin>(
         return fail(HL_STATUS_NULL_ARG, "services or instance is NULL");
     }
     // SAFETY: non-NULL; the host's table is valid for the duration of the load.
-    let remote = match Remote::new(unsafe { &*services }) {
+    let proxy = match Proxy::new(unsafe { &*services }) {
         Ok(r) => r,
         Err(msg) => return fail(HL_STATUS_VERSION_MISMATCH, &msg),
     };
-    let shared = match Shared::new_remote(remote) {
-        Ok(s) => s,
+    // Built on the host's main thread (plugins are loaded there). The doorbell is never rung:
+    // main-thread work goes to the host's queue.
+    let shared = match Doorbell::new() {
+        Ok(bell) => Arc::new(Shared::new(
+            Backend::Proxy(proxy),
+            bell,
+            Duration::from_secs(2),
+        )),
         Err(e) => return fail(HL_STATUS_OS, &e.to_string()),
     };
     let ctx = PluginContext {
@@ -308,11 +74,11 @@ pub(super) unsafe extern "C" fn load<P: Plugin>(
             HL_STATUS_OK
         }
         Ok(Err(e)) => {
-            shared.shutdown_remote(Instant::now() + SIM_EXIT_DEADLINE);
+            shared.shutdown_proxy(Instant::now() + SIM_EXIT_DEADLINE);
             fail(HL_STATUS_FAILED, &e.to_string())
         }
         Err(p) => {
-            shared.shutdown_remote(Instant::now() + SIM_EXIT_DEADLINE);
+            shared.shutdown_proxy(Instant::now() + SIM_EXIT_DEADLINE);
             fail(HL_STATUS_PANIC, &format!("panicked: {}", panic_text(p)))
         }
     }
@@ -335,7 +101,7 @@ pub(super) unsafe extern "C" fn unload<P: Plugin>(instance: *mut c_void) {
         drop(inst.plugin.take());
     }));
     let _ = catch_unwind(AssertUnwindSafe(|| drop(inst)));
-    shared.shutdown_remote(Instant::now() + SIM_EXIT_DEADLINE);
+    shared.shutdown_proxy(Instant::now() + SIM_EXIT_DEADLINE);
 }
 
 /// `event`: [`Plugin::event`], then the plugin's own subscribers.
@@ -356,7 +122,7 @@ pub(super) unsafe extern "C" fn event<P: Plugin>(instance: *mut c_void, event: *
             inst.shared.stats.record_main_panic();
         }
     }
-    Events::deliver_here(&inst.shared, &event, &mut main);
+    crate::event::deliver_here(&inst.shared, &event, &mut main);
 }
 
 /// `save_state`: [`Plugin::save_state`] into a snapshot of kind [`Plugin::NAME`].

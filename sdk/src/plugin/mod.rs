@@ -109,8 +109,8 @@ pub use sim_tool::{count_setting, settings_pairs, SimPlugin, SimSettings, SimSlo
 
 use crate::error::Result;
 use crate::event::Event;
+use crate::handle::Handle;
 use crate::main_thread::Main;
-use crate::runtime::Handle;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
 
 /// A tool plugin. Implement it on the plugin's state and export it with
@@ -189,8 +189,7 @@ macro_rules! export_plugin {
     ($plugin:ty) => {
         /// The plugin's entry point (`hostloop_plugin.h`).
         #[unsafe(no_mangle)]
-        pub extern "C" fn hostloop_plugin_entry(
-        ) -> *const $crate::abi::hl_plugin_descriptor_t {
+        pub extern "C" fn hostloop_plugin_entry() -> *const $crate::abi::hl_plugin_descriptor_t {
             static DESCRIPTOR: ::std::sync::OnceLock<$crate::abi::hl_plugin_descriptor_t> =
                 ::std::sync::OnceLock::new();
             DESCRIPTOR.get_or_init($crate::plugin::__export::descriptor::<$plugin>)
@@ -200,8 +199,8 @@ macro_rules! export_plugin {
 
 #[doc(hidden)]
 pub mod __export {
-    use crate::abi::*;
     use super::{guest, Plugin};
+    use crate::abi::*;
 
     /// The descriptor of `P` (built once per image by `export_plugin!`).
     pub fn descriptor<P: Plugin>() -> hl_plugin_descriptor_t {

@@ -10,12 +10,12 @@ use std::time::Duration;
 use super::{Plugin, PluginContext};
 use crate::error::Result;
 use crate::event::Event;
+use crate::handle::Handle;
+use crate::internal::sync::lock;
 use crate::main_thread::Main;
-use crate::runtime::Handle;
 use crate::sim::{Delivery, FrameInfo, SimControl, SimOptions, Simulation};
 use crate::sink::Payload;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
-use crate::internal::sync::lock;
 
 /// Frames that may wait for the host in *every* delivery before the simulation waits.
 const EVERY_CAPACITY: usize = 4;

@@ -1,0 +1,250 @@
+//! The proxy backend: a plugin's runtime, whose pool, main thread, sink and event hub are the
+//! host's, reached through the `hl_plugin_services_t` table.
+//!
+//! Jobs keep all their state (result slot, cancel flag, progress, continuation) in the plugin's
+//! memory, run by this copy of the crate. Only *where* they run is borrowed: a queued job
+//! crosses as a (data, call, drop) triple whose `call` runs it on a host worker and whose `drop`
+//! resolves it as cancelled; main-thread items cross the same way to the host's pump.
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::abi::*;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::handle::Handle;
+use crate::internal::sync::lock;
+use crate::job::{JobRef, Lane, Priority};
+use crate::main_thread::{Main, MainItem, MainTask};
+use crate::shared::Shared;
+use crate::sink::Message;
+
+/// The host's services, as a plugin's runtime holds them.
+pub(crate) struct Proxy {
+    services: hl_plugin_services_t,
+    /// The NUL-terminated topic of the message being emitted (main thread only).
+    topic_buf: Mutex<Vec<u8>>,
+}
+
+// SAFETY: the table is plain function pointers plus the host's opaque pointer; the header tags
+// each function `[any-thread]` or `[main-thread]`, and this crate calls the main-thread ones
+// (`emit`) only from main-thread code paths.
+unsafe impl Send for Proxy {}
+// SAFETY: as above.
+unsafe impl Sync for Proxy {}
+
+type QueuedJob = (Arc<Shared>, JobRef);
+type QueuedMain = (Arc<Shared>, Option<MainItem>);
+
+impl Proxy {
+    /// Checks that the host's table has every function this crate calls.
+    pub(crate) fn new(services: &hl_plugin_services_t) -> std::result::Result<Proxy, String> {
+        let ours = std::mem::size_of::<hl_plugin_services_t>();
+        if (services.struct_size as usize) < ours {
+            return Err(format!(
+                "the host's services table is {} bytes, this plugin needs {ours}",
+                services.struct_size
+            ));
+        }
+        if services.abi_version != HL_PLUGIN_ABI_VERSION {
+            return Err(format!(
+                "the host speaks plugin ABI {}, this plugin {HL_PLUGIN_ABI_VERSION}",
+                services.abi_version
+            ));
+        }
+        let s = services;
+        if s.spawn.is_none()
+            || s.post_main.is_none()
+            || s.emit.is_none()
+            || s.post_event.is_none()
+            || s.is_main_thread.is_none()
+            || s.is_worker_thread.is_none()
+            || s.workers.is_none()
+            || s.is_closing.is_none()
+        {
+            return Err("the host's services table has NULL functions".to_owned());
+        }
+        Ok(Proxy {
+            services: *services,
+            topic_buf: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn flag(&self, f: Option<unsafe extern "C" fn(*mut c_void) -> u32>) -> u32 {
+        // SAFETY: `new` checked the function is present; the host keeps `host` valid while
+        // the plugin is loaded, and these functions are `[any-thread]`.
+        f.map_or(0, |f| unsafe { f(self.services.host) })
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.flag(self.services.is_closing) != 0
+    }
+
+    pub(crate) fn is_main_thread(&self) -> bool {
+        self.flag(self.services.is_main_thread) != 0
+    }
+
+    pub(crate) fn is_worker_thread(&self) -> bool {
+        self.flag(self.services.is_worker_thread) != 0
+    }
+
+    pub(crate) fn workers(&self) -> usize {
+        (self.flag(self.services.workers) as usize).max(1)
+    }
+
+    /// Queues `job` on the host's pool. If the host refuses, it calls `drop_job` at once,
+    /// which resolves the job as cancelled — as a local runtime does at shutdown.
+    pub(crate) fn spawn(&self, shared: &Arc<Shared>, job: JobRef) {
+        let lane = match job.header().lane {
+            Lane::Cpu(Priority::High) => HL_PLUGIN_LANE_HIGH,
+            Lane::Cpu(Priority::Normal) => HL_PLUGIN_LANE_NORMAL,
+            Lane::Cpu(Priority::Low) => HL_PLUGIN_LANE_LOW,
+            Lane::Cpu(Priority::Background) => HL_PLUGIN_LANE_BACKGROUND,
+            Lane::Io => HL_PLUGIN_LANE_IO,
+        };
+        let data = Box::into_raw(Box::new((shared.clone(), job) as QueuedJob));
+        if let Some(spawn) = self.services.spawn {
+            // SAFETY: `spawn` is the host's `[any-thread]` function; it calls exactly one of
+            // `run_job`/`drop_job` exactly once with `data`, which owns the boxed pair.
+            unsafe {
+                spawn(
+                    self.services.host,
+                    lane,
+                    data.cast(),
+                    Some(run_job),
+                    Some(drop_job),
+                )
+            };
+        }
+    }
+
+    pub(crate) fn post_main(&self, shared: &Arc<Shared>, item: MainItem) -> Result<()> {
+        let data = Box::into_raw(Box::new((shared.clone(), Some(item)) as QueuedMain));
+        let Some(post) = self.services.post_main else {
+            return Err(Error::ShutDown);
+        };
+        // SAFETY: as for `spawn`: exactly one of `run_main` (until it returns DONE) and
+        // `drop_main` consumes `data`.
+        match unsafe {
+            post(
+                self.services.host,
+                data.cast(),
+                Some(run_main),
+                Some(drop_main),
+            )
+        } {
+            HL_STATUS_OK => Ok(()),
+            _ => Err(Error::ShutDown),
+        }
+    }
+
+    /// Main thread: hands `msg` to the host sink. Returns whether a sink took it.
+    pub(crate) fn emit(&self, msg: &Message<'_>) -> Result<bool> {
+        let Some(emit) = self.services.emit else {
+            return Err(Error::ShutDown);
+        };
+        let mut buf = lock(&self.topic_buf);
+        let mut delivered = 0u32;
+        let status = with_c_message(msg, &mut buf, |m| {
+            // SAFETY: `m` and what it points to live for the call; `emit` is `[main-thread]`,
+            // and `Main::emit` (the only caller) runs on the main thread.
+            unsafe { emit(self.services.host, m, &mut delivered) }
+        });
+        match status {
+            HL_STATUS_OK => Ok(delivered != 0),
+            HL_STATUS_REENTRANT => Err(Error::Reentrant),
+            HL_STATUS_WRONG_THREAD => Err(Error::WrongThread),
+            HL_STATUS_INVALID_ARG => Err(Error::InvalidArgument("the host refused the message")),
+            _ => Err(Error::ShutDown),
+        }
+    }
+
+    pub(crate) fn post_event(&self, event: &Event) -> Result<()> {
+        let Some(post) = self.services.post_event else {
+            return Err(Error::ShutDown);
+        };
+        // SAFETY: the event and its strings live for the call; `post_event` is `[any-thread]`
+        // and copies what it keeps.
+        match with_c_event(event, |e| unsafe { post(self.services.host, e) }) {
+            HL_STATUS_OK => Ok(()),
+            HL_STATUS_INVALID_ARG | HL_STATUS_INVALID_UTF8 => {
+                Err(Error::InvalidArgument("the host refused the event"))
+            }
+            _ => Err(Error::ShutDown),
+        }
+    }
+}
+
+unsafe extern "C" fn run_job(data: *mut c_void) {
+    // SAFETY: `data` is the box made by `Proxy::spawn`, handed back exactly once.
+    let queued = unsafe { Box::from_raw(data.cast::<QueuedJob>()) };
+    // `run` catches the job's panics; this guards the bookkeeping around it.
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        let (shared, job) = *queued;
+        job.run(&job, &shared);
+    }));
+}
+
+unsafe extern "C" fn drop_job(data: *mut c_void) {
+    // SAFETY: as for `run_job`.
+    let queued = unsafe { Box::from_raw(data.cast::<QueuedJob>()) };
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        let (shared, job) = *queued;
+        job.abandon(&shared);
+    }));
+}
+
+unsafe extern "C" fn run_main(data: *mut c_void, budget_left_ns: u64) -> u32 {
+    let slot = data.cast::<QueuedMain>();
+    // SAFETY: `data` is the box made by `Proxy::post_main`; the host calls `run_main` on the
+    // main thread only, never concurrently with itself or `drop_main` for the same data.
+    let (shared, item) = unsafe { &mut *slot };
+    let deadline = Instant::now() + Duration::from_nanos(budget_left_ns);
+    let handle = Handle::from_shared(shared.clone());
+    let next = match item.take() {
+        Some(item) => catch_unwind(AssertUnwindSafe(|| {
+            let mut main = Main::new(&handle, deadline);
+            match item {
+                MainItem::Task(task) => task.run(&mut main).map(MainItem::Task),
+                MainItem::Progress(job) => {
+                    job.deliver_progress(&mut main);
+                    None
+                }
+            }
+        }))
+        .unwrap_or_else(|_| {
+            shared.stats.record_main_panic();
+            None
+        }),
+        None => None,
+    };
+    match next {
+        Some(more) => {
+            *item = Some(more);
+            HL_STEP_CONTINUE
+        }
+        None => {
+            // SAFETY: done: the box is consumed here, once.
+            let queued = unsafe { Box::from_raw(slot) };
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(queued)));
+            HL_STEP_DONE
+        }
+    }
+}
+
+unsafe extern "C" fn drop_main(data: *mut c_void) {
+    // SAFETY: as for `run_main`; `drop_main` is the last use of `data`.
+    let queued = unsafe { Box::from_raw(data.cast::<QueuedMain>()) };
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        let (_shared, item) = *queued;
+        match item {
+            // The job outlives this item: release its callbacks now, as a local shutdown does.
+            Some(MainItem::Task(MainTask::Deliver(job))) | Some(MainItem::Progress(job)) => {
+                job.release_callbacks()
+            }
+            other => drop(other),
+        }
+    }));
+}

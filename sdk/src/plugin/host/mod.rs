@@ -1,0 +1,435 @@
+//! The host side: loading plugin libraries, the services table they call, per-plugin accounting
+//! of their work, safe unload and hot reload.
+//!
+//! # Per-plugin accounting (why no call into an unloaded plugin can happen)
+//!
+//! Every triple a plugin hands over is parked in *its instance's* queues — one per lane, plus
+//! one for the main thread — and what goes into the runtime's own queues is a host-side wrapper
+//! that holds only the instance (host memory) and pops one triple when it runs. So the plugin's
+//! pending work is always in a place the instance owns, and unload can take it all:
+//!
+//! 1. The instance's gate (`crate::plugin::gate`, model-checked) is closed. A service call (`spawn`,
+//!    `post_main`) passes the gate before it reads whether it is closing, and a wrapper passes
+//!    it before it pops.
+//! 2. The plugin's `unload` callback runs, then every parked triple is dropped (its `drop`
+//!    called), then unload waits until no pass is under way (or the deadline), and drains again
+//!    until it finds nothing parked.
+//! 3. The gate's argument: a service call or wrapper either sees the gate closing (and only
+//!    drops, never calls) or is waited for (and what it queued is drained). A wrapper that runs
+//!    after unload finds the queues empty.
+//!
+//! Hence once unload returns with `running == 0`, no `call` or `drop` of the plugin can start.
+//! If the deadline passes first (a job ignoring cancellation), the image is retired, never
+//! unmapped, and the count of stragglers is reported.
+//!
+//! The files: `error.rs` (load errors), `services.rs` (the services table and the per-plugin
+//! instance behind it), `image.rs` (opening libraries and reading descriptors), and this one
+//! (the registry and the [`LoadedPlugin`] life cycle: load, unload, reload).
+
+mod error;
+mod image;
+mod services;
+
+pub use error::{PluginError, PluginErrorKind};
+use image::{descriptor_text, open, Image};
+use services::Instance;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::abi::*;
+use crate::handle::Handle;
+use crate::internal::sync::lock;
+
+/// Counters of one runtime's plugin activity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PluginStats {
+    /// Plugins loaded now.
+    pub loaded: u64,
+    /// Successful loads, reloads included.
+    pub loads: u64,
+    /// Unloads.
+    pub unloads: u64,
+    /// Successful hot reloads.
+    pub reloads: u64,
+    /// Reloads that failed (the old build kept running).
+    pub failed_reloads: u64,
+    /// Images kept mapped at unload instead of `dlclose`d (Rust plugins, or stragglers).
+    pub images_retired: u64,
+    /// Images really unmapped.
+    pub images_closed: u64,
+    /// Calls into plugins still running at an unload's deadline.
+    pub stragglers: u64,
+}
+
+/// The plugin bookkeeping of one runtime.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    names: HashSet<String>,
+    stats: PluginStats,
+}
+
+/// What an unload did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnloadReport {
+    /// The plugin's queued work that never ran (its `drop` was called).
+    pub dropped: usize,
+    /// Calls into the plugin still running at the deadline (0 unless a job ignored
+    /// cancellation). With stragglers the image is retired, never unmapped.
+    pub stragglers: usize,
+    /// Whether the image was retired (kept mapped) rather than unmapped.
+    pub retired: bool,
+    /// How long the unload took.
+    pub elapsed: Duration,
+}
+
+/// A description of a loaded plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PluginInfo {
+    /// The descriptor's name.
+    pub name: String,
+    /// The descriptor's version.
+    pub version: String,
+    /// The path it was (re)loaded from.
+    pub path: PathBuf,
+    /// 0 after load, +1 per successful reload.
+    pub generation: u32,
+    /// The descriptor's `HL_PLUGIN_FLAG_*`.
+    pub flags: u32,
+    /// The plugin's work queued or running on the host now.
+    pub pending: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoadedPlugin.
+
+/// The default deadline of an unload made by `Drop`.
+const DROP_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A plugin loaded into a runtime. Unload it with [`LoadedPlugin::unload`] (dropping it on the
+/// main thread does the same with a 2 s deadline), replace its code with
+/// [`LoadedPlugin::reload`].
+///
+/// # Thread safety
+///
+/// Every method is for the runtime's main thread (the plugin's callbacks run there).
+pub struct LoadedPlugin {
+    rt: Handle,
+    inst: Arc<Instance>,
+    image: Option<Image>,
+    path: PathBuf,
+    version: String,
+    generation: u32,
+}
+
+impl fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.inst.name)
+            .field("path", &self.path)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// Loads the plugin library at `path` and calls its `load`.
+    ///
+    /// At most one plugin of a name is loaded per runtime: loading it again returns
+    /// [`PluginErrorKind::AlreadyLoaded`] (use [`LoadedPlugin::reload`] to replace its code).
+    ///
+    /// # Errors
+    ///
+    /// A [`PluginError`] whose kind says what failed: the file, the symbol, the ABI version,
+    /// the descriptor, the name, or the plugin's own `load` (an error or a panic). Nothing of
+    /// a plugin that failed to load stays behind.
+    ///
+    /// # Safety
+    ///
+    /// None required of the caller, but know that loading runs the library's code: only load
+    /// plugins you trust, as with any native plugin.
+    pub fn load_plugin(&self, path: impl AsRef<Path>) -> Result<LoadedPlugin, PluginError> {
+        let path = path.as_ref();
+        self.check_plugin_call(path)?;
+        let (image, desc) = open(path, false)?;
+        let name = descriptor_text(desc.name);
+        let version = descriptor_text(desc.version);
+        if !lock(&self.shared().plugins).names.insert(name.clone()) {
+            let retire = desc.flags & HL_PLUGIN_FLAG_RETAIN_IMAGE != 0;
+            image.release(retire);
+            return Err(PluginError::new(
+                PluginErrorKind::AlreadyLoaded,
+                path,
+                format!(
+                    "a plugin named {name:?} is loaded in this runtime already; reload it instead"
+                ),
+            ));
+        }
+        match instantiate(self, desc, &name, path) {
+            Ok(inst) => {
+                let mut reg = lock(&self.shared().plugins);
+                reg.stats.loaded += 1;
+                reg.stats.loads += 1;
+                drop(reg);
+                Ok(LoadedPlugin {
+                    rt: self.clone(),
+                    inst,
+                    image: Some(image),
+                    path: path.to_path_buf(),
+                    version,
+                    generation: 0,
+                })
+            }
+            Err(e) => {
+                lock(&self.shared().plugins).names.remove(&name);
+                release(self, image, &desc, 0);
+                Err(e)
+            }
+        }
+    }
+
+    /// Counters of this runtime's plugin activity.
+    pub fn plugin_stats(&self) -> PluginStats {
+        lock(&self.shared().plugins).stats
+    }
+
+    fn check_plugin_call(&self, path: &Path) -> Result<(), PluginError> {
+        if self.is_shut_down() {
+            return Err(PluginError::new(
+                PluginErrorKind::ShutDown,
+                path,
+                "the runtime is shut down",
+            ));
+        }
+        if !self.is_main_thread() {
+            return Err(PluginError::new(
+                PluginErrorKind::WrongThread,
+                path,
+                "plugins are loaded, unloaded and reloaded on the main thread",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Creates an instance from a descriptor and runs its `load`; on failure nothing is left.
+fn instantiate(
+    rt: &Handle,
+    desc: hl_plugin_descriptor_t,
+    name: &str,
+    path: &Path,
+) -> Result<Arc<Instance>, PluginError> {
+    let inst = Instance::new(rt, desc, name.to_owned());
+    match inst.load(path) {
+        Ok(()) => {
+            inst.subscribe(rt);
+            Ok(inst)
+        }
+        Err(e) => {
+            // `unload` is not called for a failed load; its queued work is dropped.
+            inst.shut(Instant::now() + DROP_DEADLINE, false);
+            Err(e)
+        }
+    }
+}
+
+/// Releases an image after its instance was shut: retired when the plugin asks for it or when
+/// calls into it may still be running. Keeps the instance's memory alive for retired images
+/// (a straggler may still call its services).
+fn release(rt: &Handle, image: Image, desc: &hl_plugin_descriptor_t, stragglers: usize) -> bool {
+    let retire = stragglers > 0 || desc.flags & HL_PLUGIN_FLAG_RETAIN_IMAGE != 0;
+    let retired = image.release(retire);
+    let mut reg = lock(&rt.shared().plugins);
+    if retired {
+        reg.stats.images_retired += 1;
+    } else {
+        reg.stats.images_closed += 1;
+    }
+    reg.stats.stragglers += stragglers as u64;
+    retired
+}
+
+/// Keeps a retired image's instance alive for good: code of that image may still run (a
+/// straggler, a thread the plugin started) and call its services table, whose `host` pointer is
+/// the instance. It holds the runtime only weakly, so it does not keep a freed runtime (its
+/// threads and doorbell) alive; its services then answer SHUT_DOWN. A few hundred bytes each.
+fn retire(inst: &Arc<Instance>) {
+    static RETIRED: Mutex<Vec<Arc<Instance>>> = Mutex::new(Vec::new());
+    lock(&RETIRED).push(inst.clone());
+}
+
+impl LoadedPlugin {
+    /// What is loaded.
+    pub fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: self.inst.name.clone(),
+            version: self.version.clone(),
+            path: self.path.clone(),
+            generation: self.generation,
+            flags: self.inst.desc.flags,
+            pending: self.inst.pending(),
+        }
+    }
+
+    /// Unloads the plugin: calls its `unload` (a Rust plugin's jobs see cancellation, its
+    /// simulations stop), drops its queued work unrun, waits up to `deadline` for its running
+    /// calls, then releases the library. No call into the plugin can start after this returns.
+    ///
+    /// Off the main thread — or from inside the plugin's own main-thread code — the plugin is
+    /// closed (its work dropped) but its `unload` is not called and its image is retired.
+    pub fn unload(mut self, deadline: Duration) -> UnloadReport {
+        self.unload_inner(deadline)
+    }
+
+    fn unload_inner(&mut self, deadline: Duration) -> UnloadReport {
+        let start = Instant::now();
+        let Some(image) = self.image.take() else {
+            return UnloadReport::default();
+        };
+        let inst = self.inst.clone();
+        let on_main = self.rt.is_main_thread() && inst.in_main.load(Ordering::Relaxed) == 0;
+        let (dropped, stragglers) = inst.shut(start + deadline, on_main);
+        let stragglers = if on_main {
+            stragglers
+        } else {
+            stragglers.max(1)
+        };
+        let retired = release(&self.rt, image, &inst.desc, stragglers);
+        if retired {
+            retire(&inst);
+        }
+        let mut reg = lock(&self.rt.shared().plugins);
+        reg.names.remove(&inst.name);
+        reg.stats.loaded = reg.stats.loaded.saturating_sub(1);
+        reg.stats.unloads += 1;
+        UnloadReport {
+            dropped,
+            stragglers,
+            retired,
+            elapsed: start.elapsed(),
+        }
+    }
+
+    /// Hot-reloads the plugin from `path` (usually a rebuilt library): loads the new build
+    /// from a fresh copy, asks the running instance to save its state, lets its work finish or
+    /// cancels it (waiting up to `deadline`), creates the new instance and restores the state
+    /// into it, then unloads the old build. The plugin keeps its name and handle.
+    ///
+    /// # Errors
+    ///
+    /// If the new build cannot be loaded or cannot restore the state, or the old build's work
+    /// did not stop in time, the old build keeps running (its state given back through its
+    /// `restore_state`) and the error says why.
+    pub fn reload(
+        &mut self,
+        path: impl AsRef<Path>,
+        deadline: Duration,
+    ) -> Result<(), PluginError> {
+        let path = path.as_ref();
+        self.rt.check_plugin_call(path)?;
+        let old = self.inst.clone();
+        if old.in_main.load(Ordering::Relaxed) > 0 || self.image.is_none() {
+            return Err(PluginError::new(
+                PluginErrorKind::Reentrant,
+                path,
+                "a plugin cannot be reloaded from inside its own callbacks",
+            ));
+        }
+        let result = self.reload_inner(path, deadline);
+        let mut reg = lock(&self.rt.shared().plugins);
+        match &result {
+            Ok(()) => {
+                reg.stats.reloads += 1;
+                reg.stats.loads += 1;
+            }
+            Err(_) => reg.stats.failed_reloads += 1,
+        }
+        result
+    }
+
+    fn reload_inner(&mut self, path: &Path, deadline: Duration) -> Result<(), PluginError> {
+        let start = Instant::now();
+        let old = self.inst.clone();
+        let (image, desc) = open(path, true)?;
+        let name = descriptor_text(desc.name);
+        let version = descriptor_text(desc.version);
+        if name != old.name {
+            release(&self.rt, image, &desc, 0);
+            return Err(PluginError::new(
+                PluginErrorKind::BadDescriptor,
+                path,
+                format!("expected plugin {:?}, the library is {name:?}", old.name),
+            ));
+        }
+        let state = match old.save(path) {
+            Ok(s) => s,
+            Err(e) => {
+                release(&self.rt, image, &desc, 0);
+                return Err(e);
+            }
+        };
+        // Gives the old build back its state and intake after a failure.
+        let revert = |e: PluginError| -> PluginError {
+            old.gate.reopen();
+            match state.as_deref().map(|s| old.restore(&self.path, s)) {
+                Some(Err(again)) => PluginError::new(
+                    e.kind,
+                    &e.path,
+                    format!(
+                        "{}; and the old build could not resume: {}",
+                        e.reason, again.reason
+                    ),
+                ),
+                _ => e,
+            }
+        };
+        let (_, running) = old.quiesce(start + deadline);
+        if running > 0 {
+            release(&self.rt, image, &desc, 0);
+            return Err(revert(PluginError::new(
+                PluginErrorKind::Timeout,
+                path,
+                format!("{running} calls of the old build were still running at the deadline"),
+            )));
+        }
+        let new = match instantiate(&self.rt, desc, &name, path) {
+            Ok(inst) => inst,
+            Err(e) => {
+                release(&self.rt, image, &desc, 0);
+                return Err(revert(e));
+            }
+        };
+        if let Some(bytes) = &state {
+            if let Err(e) = new.restore(path, bytes) {
+                let (_, stragglers) = new.shut(start + deadline, true);
+                release(&self.rt, image, &desc, stragglers);
+                return Err(revert(e));
+            }
+        }
+        // Commit: the old build goes, the new one takes its place.
+        let (_, stragglers) = old.shut(start + deadline, true);
+        if let Some(old_image) = self.image.replace(image) {
+            if release(&self.rt, old_image, &old.desc, stragglers) {
+                retire(&old);
+            }
+        }
+        self.inst = new;
+        self.path = path.to_path_buf();
+        self.version = version;
+        self.generation += 1;
+        Ok(())
+    }
+}
+
+impl Drop for LoadedPlugin {
+    fn drop(&mut self) {
+        self.unload_inner(DROP_DEADLINE);
+    }
+}
