@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use crossbeam_utils::CachePadded;
 
 use crate::error::{Error, Result};
 use crate::handle::Handle;
@@ -140,8 +141,14 @@ pub(crate) struct MainQueue {
     progress_tx: Sender<JobRef>,
     progress_rx: Receiver<JobRef>,
     pub(crate) doorbell: Doorbell,
+    /// Written by every pump: on a line of its own, away from what producers touch.
+    pump: CachePadded<PumpSide>,
+}
+
+/// What only the pump writes.
+struct PumpSide {
     in_pump: AtomicBool,
-    pump_state: Mutex<PumpState>,
+    state: Mutex<PumpState>,
 }
 
 impl MainQueue {
@@ -154,8 +161,10 @@ impl MainQueue {
             progress_tx,
             progress_rx,
             doorbell,
-            in_pump: AtomicBool::new(false),
-            pump_state: Mutex::new(PumpState::default()),
+            pump: CachePadded::new(PumpSide {
+                in_pump: AtomicBool::new(false),
+                state: Mutex::new(PumpState::default()),
+            }),
         }
     }
 
@@ -176,7 +185,7 @@ impl MainQueue {
 
     /// Shutdown: everything queued, the carried chunked item first.
     pub(crate) fn take_all(&self) -> Vec<MainItem> {
-        let carry = lock(&self.pump_state).carry.take();
+        let carry = lock(&self.pump.state).carry.take();
         let mut items: Vec<MainItem> = carry
             .into_iter()
             .chain(self.main_rx.try_iter())
@@ -239,7 +248,7 @@ impl Handle {
     pub fn pump(&self, budget: Duration) -> Result<PumpReport> {
         let q = &self.shared().main;
         self.check_can_pump()?;
-        if q.in_pump.swap(true, Ordering::Acquire) {
+        if q.pump.in_pump.swap(true, Ordering::Acquire) {
             return Err(Error::Reentrant);
         }
         struct Reset<'a>(&'a std::sync::atomic::AtomicBool);
@@ -248,13 +257,13 @@ impl Handle {
                 self.0.store(false, Ordering::Release);
             }
         }
-        let _reset = Reset(&q.in_pump);
+        let _reset = Reset(&q.pump.in_pump);
 
         let start = Instant::now();
         let deadline = start + budget;
         q.doorbell.acknowledge();
         let (mut carry, mut batch) = {
-            let mut st = lock(&q.pump_state);
+            let mut st = lock(&q.pump.state);
             (st.carry.take(), st.batch.max(1))
         };
         let mut ran = 0usize;
@@ -302,7 +311,7 @@ impl Handle {
         }
         let remaining = q.len() + usize::from(carry.is_some());
         {
-            let mut st = lock(&q.pump_state);
+            let mut st = lock(&q.pump.state);
             st.carry = carry;
             st.batch = batch;
         }
@@ -377,7 +386,7 @@ impl Handle {
         /// The longest sleep between two checks of `until`.
         const SLICE: Duration = Duration::from_millis(50);
         self.check_can_pump()?;
-        if self.shared().main.in_pump.load(Ordering::Acquire) {
+        if self.shared().main.pump.in_pump.load(Ordering::Acquire) {
             return Err(Error::Reentrant);
         }
         let start = Instant::now();

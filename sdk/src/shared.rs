@@ -19,6 +19,7 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use crossbeam_utils::CachePadded;
 
 use crate::backend::Backend;
 use crate::event::Events;
@@ -42,7 +43,8 @@ pub(crate) struct Shared {
     pub(crate) sims: SimThreads,
     /// Plugins loaded into this runtime (host side).
     pub(crate) plugins: Mutex<crate::plugin::host::Registry>,
-    pub(crate) stats: StatsCore,
+    /// Padded: the pump's counters must not share a line with what producers read.
+    pub(crate) stats: CachePadded<StatsCore>,
     /// The thread that built the runtime (for a plugin: the host's main thread, where plugins
     /// are loaded).
     pub(crate) main_thread: ThreadId,
@@ -60,7 +62,7 @@ impl Shared {
             events: Events::default(),
             sims: SimThreads::new(),
             plugins: Mutex::new(Default::default()),
-            stats: StatsCore::new(),
+            stats: CachePadded::new(StatsCore::new()),
             main_thread: std::thread::current().id(),
             call_timeout,
         }

@@ -117,7 +117,8 @@ mod real {
 
     /// The doorbell: a coalescer, an fd that becomes readable, and an optional callback.
     pub(crate) struct Doorbell {
-        coalescer: Coalescer,
+        /// Swapped by every producer's notify: on a line of its own.
+        coalescer: crossbeam_utils::CachePadded<Coalescer>,
         waker: mio::Waker,
         /// Only the main thread touches the poll (in `acknowledge`); the mutex makes that safe
         /// without requiring it.
@@ -143,7 +144,7 @@ mod real {
             #[cfg(unix)]
             let fd = std::os::unix::io::AsRawFd::as_raw_fd(&poll);
             Ok(Doorbell {
-                coalescer: Coalescer::new(),
+                coalescer: crossbeam_utils::CachePadded::new(Coalescer::new()),
                 waker,
                 poll: Mutex::new((poll, mio::Events::with_capacity(4))),
                 request_pump: Mutex::new(None),
