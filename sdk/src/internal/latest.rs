@@ -7,19 +7,45 @@
 //!
 //! # The protocol (checked by `sdk/tests/loom.rs`)
 //!
-//! Three buffers; the writer owns one (`back`), the reader owns one (`front`), the third is
-//! shared. One atomic byte, `state`, holds the shared buffer's index and a `FRESH` bit.
+//! **State.** Three buffers and one atomic byte, `state`. At every moment each buffer index
+//! 0, 1, 2 belongs to exactly one of three owners: the writer (`back`, the buffer it fills
+//! next), the reader (`front`, the frame it last took), and `state` (bits 0–1, `INDEX`: the
+//! buffer in between). Bit 2, `FRESH`, says the buffer in `state` holds a frame the reader has
+//! not taken. Initially the writer owns 0, `state` holds 1 (not fresh), the reader owns 2, and
+//! all three hold clones of the initial value.
 //!
-//! * **Publish**: the writer fills `back`, then `old = state.swap(back | FRESH, AcqRel)` and
-//!   takes `old`'s buffer as its new `back`.
-//! * **Read**: if `state & FRESH`, the reader does `old = state.swap(front, AcqRel)` and takes
-//!   `old`'s buffer as its new `front`; then it reads `front`.
+//! **Operations.** Only two read-modify-writes ever change `state`:
 //!
-//! Each buffer index is owned by exactly one party at any time (the swaps exchange ownership),
-//! so the reader never sees a frame being written (no tearing). The release half of the
-//! writer's swap publishes the frame's contents; the acquire half of the reader's swap receives
-//! them. The shared buffer is always the most recently published one not yet taken, so a read
-//! never returns a frame older than one it returned before.
+//! * **Publish** (writer): fill `back` in place, then `old = state.swap(back | FRESH, AcqRel)`
+//!   and take `old & INDEX` as the new `back`.
+//! * **Take** (reader, only if a `load(Acquire)` sees `FRESH`): `old =
+//!   state.swap(front, AcqRel)` — with `FRESH` clear — and take `old & INDEX` as the new
+//!   `front`; then read `front`.
+//!
+//! **Invariants.** (1) The three indices `back`, `front` and `state & INDEX` are always a
+//! permutation of {0, 1, 2}: each swap gives away the caller's index and receives the one it
+//! replaces. (2) Only the owner of a buffer touches it: the writer writes only `back`, the
+//! reader reads only `front`. (3) `FRESH` is set exactly when the buffer in `state` was put
+//! there by a publish that no take has received.
+//!
+//! **Why it is correct.** *No tearing*: by (1) and (2) the reader never reads a buffer the
+//! writer is filling, and a buffer changes owner only through `state`. *Contents are visible*:
+//! the writer's swap releases its writes to the buffer; the reader's swap that receives the
+//! index acquires them (it reads the writer's value or a later one in `state`'s modification
+//! order, all of them writer swaps or reader swaps that themselves acquired). Symmetrically
+//! the reader's release lets the writer reuse the buffer it gets back without racing the
+//! reader's last read of it. *Never older*: every publish replaces the buffer in `state` with
+//! a newer frame, so the buffer in `state` is always the newest published frame not yet taken
+//! (or a frame already taken, with `FRESH` clear); a take therefore returns a frame newer than
+//! the reader's `front`. *Nothing lost at the end*: the last publish leaves its frame in
+//! `state` with `FRESH` set until the reader takes it, so a reader that reads after the writer
+//! stopped gets the last frame. Frames in between may be skipped — by design.
+//!
+//! **What the model checks.** `triple_buffer_two_frames_two_reads` and
+//! `triple_buffer_three_frames_three_reads` in `sdk/tests/loom.rs` run a writer publishing
+//! frames `(n, n)` against a reader taking 2 or 3 times, in every interleaving loom allows, and
+//! assert: no torn frame (the halves agree), every frame taken is newer than the one before,
+//! and after the writer joins, one more read ends on the last frame published.
 
 use crate::internal::sync::{Arc, AtomicU8, Cell, Ordering};
 
@@ -67,7 +93,7 @@ impl<T> std::fmt::Debug for LatestReader<T> {
 /// # Examples
 ///
 /// ```
-/// let (mut writer, mut reader) = hostloop::frames::latest(vec![0.0f32; 3]);
+/// let (mut writer, mut reader) = hostloop::latest::latest(vec![0.0f32; 3]);
 /// writer.write(|frame| frame.copy_from_slice(&[1.0, 2.0, 3.0]));
 /// writer.write(|frame| frame.copy_from_slice(&[4.0, 5.0, 6.0]));
 /// // The reader skips to the newest complete frame.

@@ -7,16 +7,45 @@
 //! drops what is queued, then [`Gate::wait_idle`] waits until no pass is under way, and drops
 //! again.
 //!
-//! Why no call slips through: the closing flag and the count of passes live in one atomic word
-//! (bit 0: closing; the rest: twice the count) changed only by read-modify-writes, so all of
-//! them fall in one modification order. Either a pass's increment comes before the host's
-//! close — then the close sees the pass counted, the wait waits until it leaves, and the second
-//! drain finds whatever it queued — or the close comes first, and the pass sees the flag and
-//! only drops. (Two separate atomics with SeqCst would also do, but a single word needs no
-//! SeqCst argument and is what loom can check.) The wait cannot miss the last pass leaving: the
-//! pass notifies under the gate's mutex, and the waiter checks the word under the same mutex
-//! before it sleeps. `sdk/tests/loom.rs` checks this exhaustively, and checks that a gate
-//! reading the flag apart from counting itself in (the mutant) lets a call through.
+//! # The protocol (checked by `sdk/tests/loom.rs`)
+//!
+//! **State.** One atomic word, `state`: bit 0 is `CLOSING`, the rest counts the passes under
+//! way (in steps of `PASS` = 2). Beside it a mutex and condvar, used only to sleep in
+//! `wait_idle` and to wake it.
+//!
+//! **Operations**, all read-modify-writes on `state` (AcqRel), so they fall in one modification
+//! order:
+//!
+//! * `enter`: `fetch_add(PASS)`; the pass is *closing* if the value it read had `CLOSING`.
+//! * a pass's drop: `fetch_sub(PASS)`; if it read exactly `PASS | CLOSING` (the last pass out
+//!   of a closing gate) it takes the mutex and notifies.
+//! * `close`: `fetch_or(CLOSING)`; `reopen` (a failed reload): `fetch_and(!CLOSING)`.
+//! * `wait_idle` (after `close`): under the mutex, loop: if the count is 0 return, else wait.
+//!
+//! **Invariants.** (1) A pass that read `CLOSING` never calls into the plugin; it only drops
+//! what it carries. (2) The count is the number of passes between their `enter` and their
+//! drop. (3) `wait_idle` is called only on a closing gate (that is when the last pass out
+//! notifies).
+//!
+//! **Why no call slips through.** Take any pass P and the host's close C. If P's increment
+//! comes before C in the modification order, C's `fetch_or` (and every later read) sees P
+//! counted until P's decrement, so `wait_idle` returns only after P left — after whatever P
+//! queued, so the second drain finds it. If C comes first, P's increment reads `CLOSING` and
+//! by (1) P only drops. There is no third case: both are RMWs on one word. Checking the flag
+//! apart from counting in — a load of `CLOSING` and then the increment — breaks this: the load
+//! can see the gate open, the close and `wait_idle` can then complete with a count of 0, and P
+//! calls into an unloaded plugin. (Two atomics with SeqCst would also work; one word needs no
+//! SeqCst argument.) **The wait cannot miss the last pass leaving:** the waiter reads the count
+//! under the mutex before it sleeps, and the last pass out notifies under the same mutex, so
+//! the notify comes either before the waiter's read (which then sees 0) or after it is asleep.
+//!
+//! **What the model checks.** `gate_one_call_races_an_unload` and
+//! `gate_two_calls_race_an_unload` race one or two calls (each, if not closing, runs "plugin
+//! code" and queues an item) against an unload (close, drain, `wait_idle`, drain) in every
+//! interleaving, and assert that unload never returns with plugin code running, that no
+//! plugin code runs after it, and that nothing stays queued.
+//! `mutant_gate_check_before_count_is_caught` runs the mutant that reads the flag before
+//! counting in and requires the model to find the interleaving that breaks it.
 
 use crate::internal::sync::{lock, Condvar, Mutex, Ordering};
 
