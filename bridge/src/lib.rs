@@ -9,6 +9,11 @@
 //! The Rust types here mirror the header's structs (`#[repr(C)]`, same names); the tests in
 //! `tests/` prove the header and this library agree.
 
+#![expect(
+    non_camel_case_types,
+    reason = "the C ABI's types keep the header's names (`hl_runtime_t`, `hl_status_t`, ...)"
+)]
+
 pub mod ffi;
 
 /// The Rust SDK this library wraps, for Rust code that shares a runtime with C callers.

@@ -5,7 +5,10 @@
 //! [`Plugin`](crate::plugin::Plugin) speak it for them. It is public for hosts and tools that build or
 //! inspect descriptors by hand. The header is the contract; tests prove the two agree.
 
-#![allow(non_camel_case_types)]
+#![expect(
+    non_camel_case_types,
+    reason = "the C ABI's types keep the header's names (`hl_status_t`, `hl_event_t`, ...)"
+)]
 
 use std::ffi::{c_char, c_void, CStr, CString};
 

@@ -1,7 +1,5 @@
 //! `hostloop/common.h`: status codes, versions, `hl_last_error`.
 
-#![allow(non_camel_case_types)]
-
 use std::ffi::{c_char, c_void};
 
 /// `hl_status_t`.

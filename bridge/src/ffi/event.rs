@@ -1,7 +1,5 @@
 //! `hostloop/event.h`: posting host events and subscribing to them from C.
 
-#![allow(non_camel_case_types)]
-
 use std::ffi::c_void;
 
 use super::common::*;

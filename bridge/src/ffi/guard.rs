@@ -88,6 +88,19 @@ pub(crate) fn last_error_ptr() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
+/// `HL_STATUS_WRONG_THREAD` unless the caller is on `rt`'s main thread: the check every
+/// `[main-thread]` function of the header starts with.
+pub(crate) fn on_main_thread(rt: &sdk::Handle) -> FfiResult {
+    if rt.is_main_thread() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            HL_STATUS_WRONG_THREAD,
+            "[main-thread] function called from another thread",
+        ))
+    }
+}
+
 /// `ptr` as a reference, or NULL_ARG naming the parameter.
 ///
 /// # Safety

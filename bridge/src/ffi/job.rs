@@ -1,7 +1,5 @@
 //! `hostloop/job.h`: background jobs written in C, on the runtime's pool.
 
-#![allow(non_camel_case_types)]
-
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 

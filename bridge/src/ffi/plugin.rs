@@ -4,8 +4,6 @@
 //! (`sdk::abi`), which both sides of the boundary share; this module wraps the SDK's
 //! loader ([`sdk::plugin::LoadedPlugin`]) in handles.
 
-#![allow(non_camel_case_types)]
-
 use std::ffi::{c_char, CString};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +16,7 @@ pub use sdk::abi::{
 };
 
 use super::common::*;
-use super::guard::{arg, guard, utf8, write_sized, Failure, FfiResult};
+use super::guard::{arg, guard, on_main_thread, utf8, write_sized, Failure};
 use super::handles::Registry;
 use super::runtime::{hl_runtime_t, live, RuntimeState, RUNTIMES};
 
@@ -91,17 +89,6 @@ fn info_strings(p: &sdk::plugin::LoadedPlugin) -> [CString; 3] {
     ]
 }
 
-fn main_thread(state: &RuntimeState) -> FfiResult {
-    if state.rt.is_main_thread() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            HL_STATUS_WRONG_THREAD,
-            "[main-thread] function called from another thread",
-        ))
-    }
-}
-
 fn deadline(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms))
 }
@@ -124,7 +111,7 @@ pub unsafe extern "C" fn hl_plugin_load(
         if plugin.is_null() {
             return Err(Failure::new(HL_STATUS_NULL_ARG, "plugin is NULL"));
         }
-        main_thread(&state)?;
+        on_main_thread(state.rt.handle())?;
         let loaded = state.rt.load_plugin(path)?;
         let info = info_strings(&loaded);
         let handle: *mut hl_plugin_t = PLUGINS.insert(PluginState {
@@ -167,7 +154,7 @@ pub unsafe extern "C" fn hl_plugin_unload(
 ) -> hl_status_t {
     guard("hl_plugin_unload", || {
         let state = PLUGINS.get(plugin, "plugin")?;
-        main_thread(&state.runtime)?;
+        on_main_thread(state.runtime.rt.handle())?;
         // SAFETY: per this function's contract (checked before any work is done).
         unsafe { super::guard::check_size(report, "report") }?;
         let state = PLUGINS.remove(plugin, "plugin")?;
@@ -213,7 +200,7 @@ pub unsafe extern "C" fn hl_plugin_reload(
         let state = PLUGINS.get(plugin, "plugin")?;
         // SAFETY: per this function's contract.
         let path = unsafe { utf8(path, "path") }?;
-        main_thread(&state.runtime)?;
+        on_main_thread(state.runtime.rt.handle())?;
         // Not held across the reload's plugin callbacks: a plugin asking for `hl_plugin_info`
         // of itself from `restore_state` must not deadlock.
         let mut loaded = lock(&state.plugin).take().ok_or_else(|| {
@@ -246,7 +233,7 @@ pub unsafe extern "C" fn hl_plugin_info(
         let state = PLUGINS.get(plugin, "plugin")?;
         // SAFETY: per this function's contract.
         unsafe { arg(info, "info") }?;
-        main_thread(&state.runtime)?;
+        on_main_thread(state.runtime.rt.handle())?;
         let loaded = lock(&state.plugin);
         let Some(loaded) = loaded.as_ref() else {
             return Err(Failure::new(

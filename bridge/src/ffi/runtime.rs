@@ -1,15 +1,14 @@
 //! `hostloop/runtime.h`: `hl_runtime_t` lifecycle, the doorbell, `request_pump`, `pump`,
 //! shutdown and stats.
 
-#![allow(non_camel_case_types)]
-
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::common::*;
 use super::guard::{
-    arg, arg_mut, check_size, guard, utf8, write_sized, Failure, FfiResult, UserData,
+    arg, arg_mut, check_size, guard, on_main_thread, utf8, write_sized, Failure, FfiResult,
+    UserData,
 };
 use super::handles::Registry;
 
@@ -111,7 +110,9 @@ pub(crate) struct RuntimeState {
 }
 
 impl RuntimeState {
-    /// A pump budget from C: 0 means the options' `default_budget_us`.
+    /// A pump budget from C: 0 means the options' `default_budget_us` — unlike the Rust API,
+    /// where `pump(Duration::ZERO)` runs exactly one item (C has no "no budget given"); a C
+    /// host passes 1 µs for one item. Documented at `hl_runtime_pump` in the header.
     fn budget(&self, us: u64) -> Duration {
         match us {
             0 => self.default_budget,
@@ -138,17 +139,6 @@ pub(crate) fn live(rt: *const hl_runtime_t) -> FfiResult<Arc<RuntimeState>> {
 /// with C (plugins, tests). `None` for NULL, freed or foreign handles.
 pub fn handle(rt: *const hl_runtime_t) -> Option<sdk::Handle> {
     RUNTIMES.get(rt, "rt").ok().map(|s| s.rt.handle().clone())
-}
-
-fn main_thread(state: &RuntimeState) -> FfiResult {
-    if state.rt.is_main_thread() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            HL_STATUS_WRONG_THREAD,
-            "[main-thread] function called from another thread",
-        ))
-    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -339,7 +329,7 @@ pub unsafe extern "C" fn hl_runtime_shutdown(
 ) -> hl_status_t {
     guard("hl_runtime_shutdown", || {
         let state = RUNTIMES.get(rt, "rt")?;
-        main_thread(&state)?;
+        on_main_thread(state.rt.handle())?;
         // SAFETY: non-NULL reports have `struct_size` set, per the contract.
         unsafe { check_size(report, "report") }?;
         let (r, stragglers) = shutdown(&state, Duration::from_millis(deadline_ms.into()));
@@ -363,7 +353,7 @@ pub unsafe extern "C" fn hl_runtime_shutdown(
 pub unsafe extern "C" fn hl_runtime_free(rt: *mut hl_runtime_t) -> hl_status_t {
     guard("hl_runtime_free", || {
         let state = RUNTIMES.get(rt, "rt")?;
-        main_thread(&state)?;
+        on_main_thread(state.rt.handle())?;
         let state = RUNTIMES.remove(rt, "rt")?;
         let _ = shutdown(&state, state.free_deadline);
         // Release the host's callbacks here, on the main thread, rather than whenever the last
@@ -390,7 +380,7 @@ pub unsafe extern "C" fn hl_runtime_wake_fd(
         let state = live(rt)?;
         // SAFETY: per this function's contract.
         let fd = unsafe { arg_mut(fd, "fd") }?;
-        main_thread(&state)?;
+        on_main_thread(state.rt.handle())?;
         *fd = state.rt.doorbell_fd();
         Ok(())
     })

@@ -1,11 +1,9 @@
 //! `hostloop/sink.h`: the host sink and emitting to it.
 
-#![allow(non_camel_case_types)]
-
 use std::ffi::{c_char, c_void};
 
 use super::common::*;
-use super::guard::{arg, bytes, guard, utf8, Failure, FfiResult, UserData};
+use super::guard::{arg, bytes, guard, on_main_thread, utf8, FfiResult, UserData};
 use super::runtime::{hl_runtime_t, live};
 
 pub use sdk::abi::{
@@ -40,12 +38,7 @@ pub unsafe extern "C" fn hl_runtime_set_sink(
 ) -> hl_status_t {
     guard("hl_runtime_set_sink", || {
         let state = live(rt)?;
-        if !state.rt.is_main_thread() {
-            return Err(Failure::new(
-                HL_STATUS_WRONG_THREAD,
-                "[main-thread] function called from another thread",
-            ));
-        }
+        on_main_thread(state.rt.handle())?;
         let ud = UserData::new(user_data, finalize);
         let Some(f) = f else {
             state.rt.set_sink(None);
