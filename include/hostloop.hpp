@@ -793,8 +793,8 @@ public:
 
     /**
      * \brief Runs queued main-thread work (job `done`s, sink messages, event subscribers) in FIFO
-     * order until the queue is empty or `budget` is spent (0 = the options' default budget); at
-     * least one item runs. Throws `Error` (INVALID_HANDLE, WRONG_THREAD, REENTRANT when called
+     * order until the queue is empty or `budget` is spent (0 = the options' default budget, not
+     * one item as in Rust; pass 1 us for one item); at least one item runs. Throws `Error` (INVALID_HANDLE, WRONG_THREAD, REENTRANT when called
      * from a callback this pump runs, SHUT_DOWN, INVALID_ARG for a negative budget).
      * [main-thread] [not re-entrant]
      */

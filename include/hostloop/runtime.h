@@ -183,7 +183,9 @@ typedef struct hl_pump_report_t {
  * FIFO order until the queue is empty or `budget_us` is spent, and clears the doorbell. At
  * least one item runs per call.
  *
- * \param budget_us  time budget in microseconds; 0 = the options' `default_budget_us`.
+ * \param budget_us  time budget in microseconds; 0 = the options' `default_budget_us`. (Unlike
+ *                   Rust's `Handle::pump(Duration::ZERO)`, which runs exactly one item: C has
+ *                   no other way to say "the default". Pass 1 to run one item.)
  * \param report     may be NULL; otherwise `report->struct_size` must be set.
  * \return NULL_ARG (rt); INVALID_HANDLE; WRONG_THREAD; REENTRANT when called from inside a
  * callback this pump runs (never a deadlock); SHUT_DOWN; INVALID_ARG (report too small:
@@ -222,7 +224,8 @@ typedef struct hl_run_report_t {
  *
  * \param until           NULL (run until the timeout) or the stop condition.
  * \param user_data       passed to `until`; not owned.
- * \param pump_budget_us  the budget of each pump; 0 = the options' `default_budget_us`.
+ * \param pump_budget_us  the budget of each pump; 0 = the options' `default_budget_us` (as in
+ *                        `hl_runtime_pump`; Rust's `Duration::ZERO` means one item instead).
  * \param report          may be NULL; otherwise `report->struct_size` must be set. Written on
  *                        OK and on TIMEOUT.
  * \return OK (`until` returned non-zero); TIMEOUT (`timeout_ms` passed first); NULL_ARG (rt);

@@ -10,7 +10,8 @@
  */
 #define _GNU_SOURCE
 
-#include "hostloop.h"
+#define HL_TEST_OWN_CHECKS
+#include "common.h"
 
 #include <inttypes.h>
 #include <poll.h>
@@ -23,16 +24,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 
-#define HANG_LIMIT_S 60.0
-
-static int checks, failures;
-static pthread_t main_thread;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static int checks;
 
 static void check_status(const char *expr, hl_status_t got, hl_status_t want, int line) {
     char err[512];
@@ -148,20 +140,6 @@ static int spin_until(const atomic_int *flag, int want) {
         }
     }
     return 1;
-}
-
-/* Open file descriptors of this process. */
-static int open_fds(void) {
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL) {
-        return -1;
-    }
-    int n = 0;
-    while (readdir(d) != NULL) {
-        n++;
-    }
-    closedir(d);
-    return n;
 }
 
 static atomic_int finalized_count;

@@ -12,7 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "hostloop.h"
+#include "common.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -28,51 +28,6 @@
 #define JOBS 50
 #define WORKERS 4
 #define IO_THREADS 2
-#define HANG_LIMIT_S 60.0
-
-static pthread_t main_thread;
-static int failures;
-
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            failures++;                                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                               \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-        }                                                                                      \
-    } while (0)
-
-#define CHECK_OK(call)                                                                         \
-    do {                                                                                       \
-        hl_status_t st_ = (call);                                                              \
-        CHECK(st_ == HL_STATUS_OK, "%s returned %s: %s", #call, hl_status_name(st_),          \
-              hl_last_error());                                                                \
-    } while (0)
-
-static int on_main_thread(void) {
-    return pthread_equal(pthread_self(), main_thread);
-}
-
-/* Open file descriptors of this process. */
-static int open_fds(void) {
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL) {
-        return -1;
-    }
-    int n = 0;
-    while (readdir(d) != NULL) {
-        n++;
-    }
-    closedir(d);
-    return n;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ---- jobs ------------------------------------------------------------------------------- */
 

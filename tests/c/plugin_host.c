@@ -22,7 +22,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "hostloop.h"
+#include "common.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -39,31 +39,10 @@
 #define WORK_ITEMS 100
 /* What one cplugin task adds to the total: 1 + 2 + ... + 1000. */
 #define WORK_SUM 500500u
-#define HANG_LIMIT_S 60.0
 /* The frame timer of the loop: poll() returns at least this often. */
 #define FRAME_MS 16
 /* How long unload and reload may wait for a plugin's running calls. */
 #define DEADLINE_MS 5000u
-
-static pthread_t main_thread;
-static int failures;
-
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            failures++;                                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                               \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-        }                                                                                      \
-    } while (0)
-
-#define CHECK_OK(call)                                                                         \
-    do {                                                                                       \
-        hl_status_t st_ = (call);                                                              \
-        CHECK(st_ == HL_STATUS_OK, "%s returned %s: %s", #call, hl_status_name(st_),          \
-              hl_last_error());                                                                \
-    } while (0)
 
 /* Checks that `call` fails with `expected`; evaluates to the status. */
 #define CHECK_STATUS(call, expected)                                                           \
@@ -77,30 +56,6 @@ static hl_status_t check_status(hl_status_t got, hl_status_t expected, const cha
                 hl_status_name(got), hl_status_name(expected), hl_last_error());
     }
     return got;
-}
-
-static int on_main_thread(void) {
-    return pthread_equal(pthread_self(), main_thread);
-}
-
-/* Open file descriptors of this process. */
-static int open_fds(void) {
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL) {
-        return -1;
-    }
-    int n = 0;
-    while (readdir(d) != NULL) {
-        n++;
-    }
-    closedir(d);
-    return n;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static uint32_t le32(const uint8_t *b) {
