@@ -1,4 +1,4 @@
-//! Benchmark 6: the latest-frame handoff (`hostloop::frames::latest`) against the
+//! Benchmark 6: the latest-frame handoff (`hostloop::latest::latest`) against the
 //! `triple_buffer` crate, same payload, same loops, interleaved.
 //!
 //! Both are filled in place (`LatestWriter::write(fill)` vs `input_buffer_mut` + `publish`) with
@@ -26,7 +26,7 @@ fn per_op(ops: usize, mut f: impl FnMut(u64)) -> f64 {
 /// `[write, read (nothing new), write + read, read under a writer thread, write under a reader]`.
 fn measure(ops: usize, window: Duration, use_hostloop: bool) -> [f64; 5] {
     if use_hostloop {
-        let (w, r) = hostloop::frames::latest([0u64; 8]);
+        let (w, r) = hostloop::latest::latest([0u64; 8]);
         measure_with(
             ops,
             window,

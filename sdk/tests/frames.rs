@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use hostloop::frames::latest;
+use hostloop::latest::latest;
 
 #[test]
 fn the_reader_never_sees_a_torn_or_older_frame_and_ends_on_the_last() {

@@ -1,13 +1,13 @@
 //! Loom model checks of hostloop's two wake-up protocols:
 //!
-//! * the doorbell [`Coalescer`] (`sdk/src/doorbell.rs`): no main-thread item is left queued
+//! * the doorbell [`Coalescer`] (`sdk/src/internal/doorbell.rs`): no main-thread item is left queued
 //!   while the doorbell fd is quiet, and a burst of notifies rings once;
-//! * the worker parking protocol [`Sleep`] (`sdk/src/scheduler/sleep.rs`, design in
-//!   `sdk/src/scheduler/README.md`): a posted job is never left queued while every worker sleeps,
+//! * the worker parking protocol [`Sleep`] (`sdk/src/internal/scheduler/sleep.rs`, design in
+//!   `sdk/src/internal/scheduler/README.md`): a posted job is never left queued while every worker sleeps,
 //!   and `terminate` releases every sleeper;
-//! * the latest-frame triple buffer (`sdk/src/frames.rs`): the reader never sees a torn frame
+//! * the latest-frame triple buffer (`sdk/src/internal/latest.rs`): the reader never sees a torn frame
 //!   or an older frame after a newer one, and always gets the last one published;
-//! * a plugin's unload gate (`sdk/src/gate.rs`): once unload has closed the gate, drained and
+//! * a plugin's unload gate (`sdk/src/plugin/gate.rs`): once unload has closed the gate, drained and
 //!   waited for idle, no plugin code runs and nothing stays queued.
 //!
 //! A lost wake-up shows up either as a failed assertion (doorbell: an item is queued and the fake
