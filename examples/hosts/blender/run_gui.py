@@ -8,7 +8,10 @@ two snapshots of the mesh's vertices a few seconds apart (they must differ: the 
 checks the mesh holds the last frame the sink received, disables the add-on (which unloads the
 plugin and shuts hostloop down), prints `key=value` lines and quits: exit 0 only if every check
 held. It always exits on its own: errors exit 1, a watchdog thread exits 3 after
-HOSTLOOP_HARD_LIMIT_S seconds. HOSTLOOP_SECONDS (default 4) sets the run's length.
+HOSTLOOP_HARD_LIMIT_S seconds. HOSTLOOP_SECONDS (default 4) sets the run's shortest length; it then
+runs on until the progress the test checks was made (3 frames, 2 written into the mesh, 3
+doorbell pumps, 4 timer ticks), at most HOSTLOOP_PROGRESS_LIMIT_S (default 90) more seconds, so a
+loaded machine is slow rather than failing.
 """
 
 import array
@@ -24,7 +27,9 @@ import bpy
 HERE = os.path.dirname(os.path.abspath(__file__))
 ADDON = "hostloop_particles"
 SECONDS = float(os.environ.get("HOSTLOOP_SECONDS", "4"))
-HARD_LIMIT_S = float(os.environ.get("HOSTLOOP_HARD_LIMIT_S", "120"))
+HARD_LIMIT_S = float(os.environ.get("HOSTLOOP_HARD_LIMIT_S", "180"))
+# After SECONDS, how much longer a slow (loaded) run may take to show the progress checked.
+PROGRESS_LIMIT_S = float(os.environ.get("HOSTLOOP_PROGRESS_LIMIT_S", "90"))
 
 
 def fail(code, message):
@@ -74,8 +79,15 @@ class Driver:
                 fail(1, f"no frame reached the mesh in {elapsed:.0f} s "
                         f"(counters: {s.counters}, last error: {s.last_error!r})")
             return 0.1
-        if elapsed < 1.0 + SECONDS or s.dirty:
-            return 0.05 if s.dirty else 0.1
+        if s.dirty:
+            return 0.05
+        # Run at least SECONDS, then until the loop has shown what the test checks (frames into
+        # the mesh, doorbell pumps, timer ticks in the window): a loaded machine gets more time
+        # (up to PROGRESS_LIMIT_S) instead of a failure for being slow; a frozen one still fails.
+        if elapsed < 1.0 + SECONDS or (
+            not self.progressed(s) and elapsed < 1.0 + SECONDS + PROGRESS_LIMIT_S
+        ):
+            return 0.1
         # The mesh holds the newest frame the sink received (nothing newer is waiting).
         mesh = s.mesh()
         second = snapshot(mesh)
@@ -97,6 +109,17 @@ class Driver:
         r["window_tick_max_ms"] = round(max(gaps, default=0.0), 2)
         self.finish()
         return None
+
+    def progressed(self, s):
+        c = s.counters
+        window_ticks = sum(1 for t in s.tick_times if t >= self.window_start)
+        return (
+            c["frames"] >= 3
+            and c["frames_written"] >= 2
+            and c["fd_pumps"] >= 3
+            and window_ticks >= 4
+            and s.shown_step > self.first_step
+        )
 
     def finish(self):
         addon_utils.disable(ADDON, default_set=False)
