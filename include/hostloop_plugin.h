@@ -174,7 +174,8 @@ typedef struct hl_plugin_services_t {
  * the end; the runtime reads no further than `struct_size`.
  */
 typedef struct hl_plugin_descriptor_t {
-    /** `sizeof(hl_plugin_descriptor_t)`; at least the size of ABI version 1's struct. */
+    /** `sizeof(hl_plugin_descriptor_t)`; at least the size of ABI version 1's first layout
+     * (up to and including `restore_state`). */
     uint32_t struct_size;
     /** `HL_PLUGIN_ABI_VERSION`; a mismatch (older or newer) is refused at load. */
     uint32_t abi_version;
@@ -226,6 +227,17 @@ typedef struct hl_plugin_descriptor_t {
      */
     hl_status_t (*restore_state)(void *instance, const uint8_t *bytes, size_t len, char *error,
                                  size_t error_len);
+
+    /**
+     * \brief Saves the plugin's state *without* suspending it: a checkpoint, in the format
+     * `restore_state` reads. Taken every `save_interval` from a plugin isolated in a worker
+     * process, and restored into a restarted worker after a crash. Optional, and read only when
+     * `struct_size` covers it (descriptors of the first layout end at `restore_state`): when
+     * absent or NULL, `save_state` is used instead, so a plugin whose `save_state` suspends it
+     * should provide this.
+     * [main-thread]
+     */
+    hl_status_t (*checkpoint_state)(void *instance, void *out, hl_write_fn write);
 } hl_plugin_descriptor_t;
 
 /** \brief The type of the exported `hostloop_plugin_entry`: returns the plugin's static

@@ -192,7 +192,21 @@ pub struct hl_plugin_descriptor_t {
             error_len: usize,
         ) -> hl_status_t,
     >,
+    /// Added after the first descriptor layout: read only when `struct_size` covers it.
+    pub checkpoint_state: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            out: *mut c_void,
+            write: hl_write_fn,
+        ) -> hl_status_t,
+    >,
 }
+
+/// The size of the first `hl_plugin_descriptor_t` layout (up to `restore_state`): the least a
+/// plugin's descriptor may be. Fields after it are optional, read only when `struct_size`
+/// covers them.
+pub const HL_PLUGIN_DESCRIPTOR_MIN_SIZE: usize =
+    std::mem::offset_of!(hl_plugin_descriptor_t, checkpoint_state);
 
 // SAFETY: a descriptor is immutable static data (strings and function pointers) that plugins
 // export for any thread to read; the functions' own thread tags govern calling them.

@@ -16,6 +16,9 @@
 //                   SimTool (sim_tool.rs), the plugin side (guest.rs), the host side
 //                   (host/: mod.rs life cycle, services.rs, image.rs, error.rs), and the
 //                   unload gate (gate.rs, a mechanism kept beside its only user)
+//   isolate/        isolated plugins: LoadOptions and the host's handle (mod.rs), the frames
+//                   (wire.rs), the host's thread owning the worker processes (supervisor.rs),
+//                   and the worker process itself (worker.rs, run by `hostloop-worker`)
 //   abi.rs          the C ABI types shared by the bridge and plugins (statuses, event, sink,
 //                   plugin structs) and their conversions
 //   error.rs        Error, Result
@@ -99,6 +102,8 @@ mod event;
 #[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
+mod isolate;
+#[cfg(not(loom))]
 mod job;
 #[cfg(not(loom))]
 mod main_thread;
@@ -147,6 +152,11 @@ pub use crate::{
     snapshot::{SnapshotError, SnapshotReader, SnapshotWriter},
     stream::{StreamSender, TrySendError},
 };
+
+/// The `hostloop-worker` program's body (`worker/src/main.rs` is only its entry point).
+#[cfg(all(unix, not(loom)))]
+#[doc(hidden)]
+pub use crate::isolate::worker::worker_main as isolate_worker_main;
 
 /// The wake-up protocols, exposed only to the loom model checks (`--cfg loom`).
 #[cfg(loom)]

@@ -247,6 +247,10 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
     let start = Instant::now();
     let until = start + deadline;
     shared.life.begin();
+    // Worker processes end within the deadline (asked to quit, terminated, then killed),
+    // while this process's threads stop; their end is waited for last.
+    #[cfg(unix)]
+    let workers = shared.workers.begin_shutdown(shared, until);
     let mut report = ShutdownReport::default();
     if let Some(local) = shared.backend.local() {
         let sched = &local.scheduler;
@@ -285,6 +289,10 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
         report.main_items_dropped += 1;
     }
     shared.latest.clear();
+    #[cfg(unix)]
+    if let Some(w) = workers {
+        w.wait(until);
+    }
     report.elapsed = start.elapsed();
     report
 }

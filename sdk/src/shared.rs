@@ -43,6 +43,9 @@ pub(crate) struct Shared {
     pub(crate) sims: SimThreads,
     /// Plugins loaded into this runtime (host side).
     pub(crate) plugins: Mutex<crate::plugin::host::Registry>,
+    /// The worker processes of isolated plugins (host side), started by the first one.
+    #[cfg(unix)]
+    pub(crate) workers: crate::isolate::Workers,
     /// Padded: the pump's counters must not share a line with what producers read.
     pub(crate) stats: CachePadded<StatsCore>,
     /// The thread that built the runtime (for a plugin: the host's main thread, where plugins
@@ -62,6 +65,8 @@ impl Shared {
             events: Events::default(),
             sims: SimThreads::new(),
             plugins: Mutex::new(Default::default()),
+            #[cfg(unix)]
+            workers: Default::default(),
             stats: CachePadded::new(StatsCore::new()),
             main_thread: std::thread::current().id(),
             call_timeout,

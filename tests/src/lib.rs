@@ -122,8 +122,8 @@ pub fn lib_dir() -> &'static Path {
 }
 
 /// The fixture plugins of `tests/fixtures/` (Rust cdylibs), built on first use like
-/// [`lib_dir`]: the directory holding `libfixture_counter_v1.so`, `_v2`, `_v3` and
-/// `libfixture_panicky.so`.
+/// [`lib_dir`]: the directory holding `libfixture_counter_v1.so`, `_v2`, `_v3`,
+/// `libfixture_panicky.so`, `libfixture_crashy.so` and the `hostloop-worker` program.
 pub fn fixture_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -148,6 +148,8 @@ const FIXTURE_PACKAGES: &[&str] = &[
     "hostloop-fixture-counter-v2",
     "hostloop-fixture-counter-v3",
     "hostloop-fixture-panicky",
+    "hostloop-fixture-crashy",
+    "hostloop-worker",
     "hostloop-particles",
     "hostloop-crowd",
 ];
@@ -155,6 +157,13 @@ const FIXTURE_PACKAGES: &[&str] = &[
 /// The path of a Rust fixture plugin by its library name (`fixture_counter_v1`).
 pub fn fixture(name: &str) -> PathBuf {
     let path = fixture_dir().join(format!("lib{name}.so"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// The `hostloop-worker` program isolated plugins run in, built on first use like [`fixture`].
+pub fn worker_program() -> PathBuf {
+    let path = fixture_dir().join("hostloop-worker");
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }

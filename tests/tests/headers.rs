@@ -535,7 +535,7 @@ layouts! {
     }
     hl_plugin_descriptor_t {
         struct_size, abi_version, flags, reserved, name, version, load, unload, event,
-        save_state, restore_state,
+        save_state, restore_state, checkpoint_state,
     }
 }
 

@@ -131,6 +131,26 @@ pub(super) unsafe extern "C" fn save_state<P: Plugin>(
     out: *mut c_void,
     write: hl_write_fn,
 ) -> hl_status_t {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { save_with::<P>(instance, out, write, P::save_state) }
+}
+
+/// `checkpoint_state`: [`Plugin::checkpoint_state`], in the same format as `save_state`.
+pub(super) unsafe extern "C" fn checkpoint_state<P: Plugin>(
+    instance: *mut c_void,
+    out: *mut c_void,
+    write: hl_write_fn,
+) -> hl_status_t {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { save_with::<P>(instance, out, write, P::checkpoint_state) }
+}
+
+unsafe fn save_with<P: Plugin>(
+    instance: *mut c_void,
+    out: *mut c_void,
+    write: hl_write_fn,
+    save: fn(&mut P, &mut SnapshotWriter) -> Result<()>,
+) -> hl_status_t {
     let Some(write) = write else {
         return HL_STATUS_NULL_ARG;
     };
@@ -144,7 +164,7 @@ pub(super) unsafe extern "C" fn save_state<P: Plugin>(
     };
     let saved = catch_unwind(AssertUnwindSafe(|| {
         let mut w = SnapshotWriter::new(P::NAME, P::STATE_VERSION);
-        p.save_state(&mut w).map(|()| w.finish())
+        save(p, &mut w).map(|()| w.finish())
     }));
     match saved {
         Ok(Ok(bytes)) => {

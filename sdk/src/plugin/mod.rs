@@ -104,7 +104,10 @@ pub(crate) mod guest;
 pub(crate) mod host;
 mod sim_tool;
 
-pub use host::{LoadedPlugin, PluginError, PluginErrorKind, PluginInfo, PluginStats, UnloadReport};
+pub use host::{
+    Isolation, LoadOptions, LoadedPlugin, PluginError, PluginErrorKind, PluginInfo, PluginStats,
+    UnloadReport,
+};
 pub use sim_tool::{count_setting, settings_pairs, SimPlugin, SimSettings, SimSlot, SimTool};
 
 use crate::error::Result;
@@ -147,6 +150,21 @@ pub trait Plugin: Sized + 'static {
     fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
         let _ = out;
         Ok(())
+    }
+
+    /// Saves the state *without* suspending the plugin: a checkpoint, taken every
+    /// [`LoadOptions::save_interval`] from a plugin isolated in a worker process, to restore
+    /// into a restarted worker after a crash (through [`restore_state`](Plugin::restore_state),
+    /// so write the same format). The default is [`save_state`](Plugin::save_state), right for
+    /// a plugin whose `save_state` does not stop anything; override it when it does (as
+    /// [`SimPlugin`] does: its checkpoint snapshots the simulation at a step boundary and lets
+    /// it play on).
+    ///
+    /// # Errors
+    ///
+    /// An error keeps the previous checkpoint.
+    fn checkpoint_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
+        self.save_state(out)
     }
 
     /// Replaces the state with saved bytes and resumes. Called on a new build right after
@@ -223,6 +241,7 @@ pub mod __export {
             event: Some(guest::event::<P>),
             save_state: Some(guest::save_state::<P>),
             restore_state: Some(guest::restore_state::<P>),
+            checkpoint_state: Some(guest::checkpoint_state::<P>),
         }
     }
 }

@@ -314,6 +314,21 @@ impl SimSlot {
         c.save_into(out, STATE_TIMEOUT)
     }
 
+    /// For [`Plugin::checkpoint_state`](super::Plugin::checkpoint_state): as
+    /// [`save`](SimSlot::save), but the simulation plays on — the snapshot is taken at the next
+    /// step boundary.
+    ///
+    /// # Errors
+    ///
+    /// As [`SimControl::save_now`]; [`Error::ShutDown`](crate::Error::ShutDown) with no
+    /// simulation running.
+    pub fn checkpoint(&self, settings: &str, out: &mut SnapshotWriter) -> Result<()> {
+        let c = self.control().ok_or(crate::Error::ShutDown)?;
+        let snapshot = c.save_now(STATE_TIMEOUT)?;
+        out.str(settings).bytes(&snapshot);
+        Ok(())
+    }
+
     /// For [`Plugin::restore_state`](super::Plugin::restore_state): reads what
     /// [`SimSlot::save`] wrote — the settings text, which `configure` turns into the
     /// simulation and its options (called once), and the snapshot it then resumes from — and
@@ -555,6 +570,10 @@ impl<T: SimTool> Plugin for SimPlugin<T> {
 
     fn save_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
         self.slot.save(&self.setup.to_text(), out)
+    }
+
+    fn checkpoint_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
+        self.slot.checkpoint(&self.setup.to_text(), out)
     }
 
     fn restore_state(&mut self, input: &mut SnapshotReader<'_>) -> Result<()> {

@@ -36,6 +36,35 @@ pub enum PluginErrorKind {
     ShutDown,
     /// Copying the library for a reload failed.
     Io,
+    /// An isolated plugin's worker process could not be started, or was lost (crashed, killed,
+    /// hung, restarting, down) before it answered.
+    Worker,
+}
+
+impl PluginErrorKind {
+    /// The kind whose [`PluginError::status`] is `status` (a worker reports its failures as
+    /// statuses); [`Failed`](PluginErrorKind::Failed) for any other status.
+    pub(crate) fn from_status(status: hl_status_t) -> Self {
+        use PluginErrorKind::*;
+        [
+            FileNotFound,
+            NotALibrary,
+            NoEntrySymbol,
+            VersionMismatch,
+            BadDescriptor,
+            AlreadyLoaded,
+            Panicked,
+            Failed,
+            Timeout,
+            WrongThread,
+            Reentrant,
+            ShutDown,
+            Io,
+        ]
+        .into_iter()
+        .find(|k| PluginError::new(*k, Path::new(""), "").status() == status)
+        .unwrap_or(Failed)
+    }
 }
 
 /// A plugin operation's failure: its kind, the path and the reason.
@@ -47,7 +76,7 @@ pub struct PluginError {
 }
 
 impl PluginError {
-    pub(super) fn new(kind: PluginErrorKind, path: &Path, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: PluginErrorKind, path: &Path, reason: impl Into<String>) -> Self {
         PluginError {
             kind,
             path: path.to_path_buf(),
@@ -86,6 +115,7 @@ impl PluginError {
             PluginErrorKind::Reentrant => HL_STATUS_REENTRANT,
             PluginErrorKind::ShutDown => HL_STATUS_SHUT_DOWN,
             PluginErrorKind::Io => HL_STATUS_OS,
+            PluginErrorKind::Worker => HL_STATUS_FAILED,
         }
     }
 }

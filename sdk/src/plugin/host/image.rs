@@ -200,15 +200,25 @@ pub(super) fn read_descriptor(
             ),
         ));
     }
-    let ours = std::mem::size_of::<hl_plugin_descriptor_t>();
-    if (size as usize) < ours {
+    let least = HL_PLUGIN_DESCRIPTOR_MIN_SIZE;
+    if (size as usize) < least {
         return Err(err(
             PluginErrorKind::BadDescriptor,
-            format!("the descriptor is {size} bytes; plugin ABI {abi} needs at least {ours}"),
+            format!("the descriptor is {size} bytes; plugin ABI {abi} needs at least {least}"),
         ));
     }
-    // SAFETY: at least `ours` bytes, as checked; the plugin keeps it static.
-    let desc = unsafe { *ptr };
+    // An older plugin's descriptor ends before the optional fields: copy what it has, and
+    // leave the rest NULL (all-zero bytes are `None` for every field after the first layout).
+    let mut desc = std::mem::MaybeUninit::<hl_plugin_descriptor_t>::zeroed();
+    let have = (size as usize).min(std::mem::size_of::<hl_plugin_descriptor_t>());
+    // SAFETY: the plugin's static descriptor has at least `size >= have` bytes; `desc` has
+    // room for `have`; they do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), desc.as_mut_ptr().cast::<u8>(), have)
+    };
+    // SAFETY: every field is an integer, a pointer or an `Option` of a function pointer, for
+    // which all-zero bytes are valid; the first `have` bytes are the plugin's.
+    let desc = unsafe { desc.assume_init() };
     let text = |p: *const c_char, field: &str| -> Result<String, PluginError> {
         // SAFETY: the ABI says both are NUL-terminated static strings (NULL is checked).
         unsafe { utf8(p, field) }

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use crate::abi::*;
 use crate::handle::Handle;
 use crate::internal::sync::lock;
+pub use crate::isolate::{Isolation, LoadOptions};
 
 /// Counters of one runtime's plugin activity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,6 +73,29 @@ pub struct PluginStats {
 pub(crate) struct Registry {
     names: HashSet<String>,
     stats: PluginStats,
+}
+
+/// Claims `name` in `rt`'s registry (an isolated plugin's, known once its worker loaded it).
+/// Returns `false` if a plugin of that name is loaded already.
+#[cfg(unix)]
+pub(crate) fn claim_name(rt: &Handle, name: &str) -> bool {
+    let mut reg = lock(&rt.shared().plugins);
+    if !reg.names.insert(name.to_owned()) {
+        return false;
+    }
+    reg.stats.loaded += 1;
+    reg.stats.loads += 1;
+    true
+}
+
+/// Releases a name `claim_name` took, counting the unload.
+#[cfg(unix)]
+pub(crate) fn release_name(rt: &Handle, name: &str) {
+    let mut reg = lock(&rt.shared().plugins);
+    if reg.names.remove(name) {
+        reg.stats.loaded = reg.stats.loaded.saturating_sub(1);
+        reg.stats.unloads += 1;
+    }
 }
 
 /// What an unload did.
@@ -103,8 +127,26 @@ pub struct PluginInfo {
     pub generation: u32,
     /// The descriptor's `HL_PLUGIN_FLAG_*`.
     pub flags: u32,
-    /// The plugin's work queued or running on the host now.
+    /// The plugin's work queued or running on the host now (0 for an isolated plugin: its
+    /// work is in its worker).
     pub pending: usize,
+    /// Where it runs.
+    pub isolation: Isolation,
+    /// The pid of its worker process while one runs it (`None` in-process, while restarting,
+    /// or down).
+    pub pid: Option<u32>,
+    /// How many times its worker was restarted after a crash.
+    pub restarts: u32,
+    /// How many times its worker was lost (crashed, killed, hung, exited).
+    pub crashes: u32,
+    /// Why its worker was last lost, e.g. `killed by signal 11 (SIGSEGV)`.
+    pub last_crash: Option<String>,
+    /// Set once the plugin stays down (its restart limit was reached, or a restart failed):
+    /// why.
+    pub down: Option<String>,
+    /// How many times an isolated plugin's state was saved, to restore into a restarted
+    /// worker (every [`LoadOptions::save_interval`]).
+    pub saves: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,10 +159,32 @@ const DROP_DEADLINE: Duration = Duration::from_secs(2);
 /// main thread does the same with a 2 s deadline), replace its code with
 /// [`LoadedPlugin::reload`].
 ///
+/// It runs in the host's process, or — loaded with [`Handle::load_plugin_with`] and an
+/// [`Isolation`] other than in-process — in a worker process; the methods are the same.
+///
 /// # Thread safety
 ///
 /// Every method is for the runtime's main thread (the plugin's callbacks run there).
-pub struct LoadedPlugin {
+pub struct LoadedPlugin(Where);
+
+enum Where {
+    Local(LocalPlugin),
+    #[cfg(unix)]
+    Worker(crate::isolate::RemotePlugin),
+}
+
+impl fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Where::Local(p) => p.fmt(f),
+            #[cfg(unix)]
+            Where::Worker(p) => p.fmt(f),
+        }
+    }
+}
+
+/// A plugin loaded into this process.
+pub(crate) struct LocalPlugin {
     rt: Handle,
     inst: Arc<Instance>,
     image: Option<Image>,
@@ -129,13 +193,89 @@ pub struct LoadedPlugin {
     generation: u32,
 }
 
-impl fmt::Debug for LoadedPlugin {
+impl fmt::Debug for LocalPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadedPlugin")
             .field("name", &self.inst.name)
             .field("path", &self.path)
             .field("generation", &self.generation)
             .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// What is loaded, and where it runs.
+    pub fn info(&self) -> PluginInfo {
+        match &self.0 {
+            Where::Local(p) => p.info(),
+            #[cfg(unix)]
+            Where::Worker(p) => p.info(),
+        }
+    }
+
+    /// Unloads the plugin: calls its `unload` (a Rust plugin's jobs see cancellation, its
+    /// simulations stop), drops its queued work unrun, waits up to `deadline` for its running
+    /// calls, then releases the library. No call into the plugin can start after this returns.
+    ///
+    /// Off the main thread — or from inside the plugin's own main-thread code — the plugin is
+    /// closed (its work dropped) but its `unload` is not called and its image is retired.
+    ///
+    /// An isolated plugin is unloaded in its worker, and the worker — if it hosts nothing else
+    /// — ends within `deadline`: asked to quit, terminated (`SIGTERM`) at three quarters of it,
+    /// killed (`SIGKILL`) at its end. `stragglers` is 1 if the worker had to be killed or was
+    /// lost.
+    pub fn unload(self, deadline: Duration) -> UnloadReport {
+        match self.0 {
+            Where::Local(p) => p.unload(deadline),
+            #[cfg(unix)]
+            Where::Worker(mut p) => p.unload(deadline),
+        }
+    }
+
+    /// Hot-reloads the plugin from `path` (usually a rebuilt library): loads the new build
+    /// from a fresh copy, asks the running instance to save its state, lets its work finish or
+    /// cancels it (waiting up to `deadline`), creates the new instance and restores the state
+    /// into it, then unloads the old build. The plugin keeps its name and handle. An isolated
+    /// plugin is reloaded this way inside its worker.
+    ///
+    /// # Errors
+    ///
+    /// If the new build cannot be loaded or cannot restore the state, or the old build's work
+    /// did not stop in time, the old build keeps running (its state given back through its
+    /// `restore_state`) and the error says why. For an isolated plugin also
+    /// [`PluginErrorKind::Worker`]: its worker was lost (or is restarting) before it answered.
+    pub fn reload(
+        &mut self,
+        path: impl AsRef<Path>,
+        deadline: Duration,
+    ) -> Result<(), PluginError> {
+        match &mut self.0 {
+            Where::Local(p) => p.reload(path.as_ref(), deadline),
+            #[cfg(unix)]
+            Where::Worker(p) => {
+                p.rt_check(path.as_ref())?;
+                p.reload(path.as_ref(), deadline)
+            }
+        }
+    }
+
+    /// Main thread: a checkpoint of the plugin's state, taken without suspending it (`None` if
+    /// it saves none). For the worker process, which keeps its plugins in this process.
+    #[cfg(unix)]
+    pub(crate) fn checkpoint(&self) -> Result<Option<Vec<u8>>, PluginError> {
+        match &self.0 {
+            Where::Local(p) => p.inst.checkpoint(&p.path),
+            Where::Worker(_) => Ok(None),
+        }
+    }
+
+    /// Main thread: restores a state `save_state` gave.
+    #[cfg(unix)]
+    pub(crate) fn restore_state(&self, bytes: &[u8]) -> Result<(), PluginError> {
+        match &self.0 {
+            Where::Local(p) => p.inst.restore(&p.path, bytes),
+            Where::Worker(_) => Ok(()),
+        }
     }
 }
 
@@ -178,14 +318,14 @@ impl Handle {
                 reg.stats.loaded += 1;
                 reg.stats.loads += 1;
                 drop(reg);
-                Ok(LoadedPlugin {
+                Ok(LoadedPlugin(Where::Local(LocalPlugin {
                     rt: self.clone(),
                     inst,
                     image: Some(image),
                     path: path.to_path_buf(),
                     version,
                     generation: 0,
-                })
+                })))
             }
             Err(e) => {
                 lock(&self.shared().plugins).names.remove(&name);
@@ -195,12 +335,55 @@ impl Handle {
         }
     }
 
+    /// Loads the plugin library at `path` where `options` say: in this process (as
+    /// [`load_plugin`](Handle::load_plugin)), in a worker process of its own, or in a named
+    /// group's shared worker. An isolated plugin behaves as it would in-process — its host
+    /// events are forwarded, its sink messages reach this runtime's sink on the main thread at a
+    /// pump — but a crash in its native code ends only its worker: the crash is reported on the
+    /// sink (`hostloop/plugin/crashed`) and the worker restarted with the plugin's last saved
+    /// state, up to [`LoadOptions::restart_limit`] times (then `hostloop/plugin/down`).
+    ///
+    /// # Errors
+    ///
+    /// As [`load_plugin`](Handle::load_plugin), the worker's answer included; and
+    /// [`PluginErrorKind::Worker`] when the worker program cannot be started (the message names
+    /// the program tried), or was lost before the plugin loaded.
+    pub fn load_plugin_with(
+        &self,
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let path = path.as_ref();
+        match options.isolation {
+            Isolation::InProcess => self.load_plugin(path),
+            #[cfg(unix)]
+            _ => {
+                self.check_plugin_call(path)?;
+                if self.is_plugin() {
+                    return Err(PluginError::new(
+                        PluginErrorKind::WrongThread,
+                        path,
+                        "a plugin cannot start isolated plugins; its host can",
+                    ));
+                }
+                crate::isolate::RemotePlugin::load(self, path, options)
+                    .map(|p| LoadedPlugin(Where::Worker(p)))
+            }
+            #[cfg(not(unix))]
+            _ => Err(PluginError::new(
+                PluginErrorKind::Worker,
+                path,
+                "isolated plugins need a Unix host",
+            )),
+        }
+    }
+
     /// Counters of this runtime's plugin activity.
     pub fn plugin_stats(&self) -> PluginStats {
         lock(&self.shared().plugins).stats
     }
 
-    fn check_plugin_call(&self, path: &Path) -> Result<(), PluginError> {
+    pub(crate) fn check_plugin_call(&self, path: &Path) -> Result<(), PluginError> {
         if self.is_shut_down() {
             return Err(PluginError::new(
                 PluginErrorKind::ShutDown,
@@ -265,9 +448,9 @@ fn retire(inst: &Arc<Instance>) {
     lock(&RETIRED).push(inst.clone());
 }
 
-impl LoadedPlugin {
+impl LocalPlugin {
     /// What is loaded.
-    pub fn info(&self) -> PluginInfo {
+    fn info(&self) -> PluginInfo {
         PluginInfo {
             name: self.inst.name.clone(),
             version: self.version.clone(),
@@ -275,16 +458,17 @@ impl LoadedPlugin {
             generation: self.generation,
             flags: self.inst.desc.flags,
             pending: self.inst.pending(),
+            isolation: Isolation::InProcess,
+            pid: None,
+            restarts: 0,
+            crashes: 0,
+            last_crash: None,
+            down: None,
+            saves: 0,
         }
     }
 
-    /// Unloads the plugin: calls its `unload` (a Rust plugin's jobs see cancellation, its
-    /// simulations stop), drops its queued work unrun, waits up to `deadline` for its running
-    /// calls, then releases the library. No call into the plugin can start after this returns.
-    ///
-    /// Off the main thread — or from inside the plugin's own main-thread code — the plugin is
-    /// closed (its work dropped) but its `unload` is not called and its image is retired.
-    pub fn unload(mut self, deadline: Duration) -> UnloadReport {
+    fn unload(mut self, deadline: Duration) -> UnloadReport {
         self.unload_inner(deadline)
     }
 
@@ -317,22 +501,7 @@ impl LoadedPlugin {
         }
     }
 
-    /// Hot-reloads the plugin from `path` (usually a rebuilt library): loads the new build
-    /// from a fresh copy, asks the running instance to save its state, lets its work finish or
-    /// cancels it (waiting up to `deadline`), creates the new instance and restores the state
-    /// into it, then unloads the old build. The plugin keeps its name and handle.
-    ///
-    /// # Errors
-    ///
-    /// If the new build cannot be loaded or cannot restore the state, or the old build's work
-    /// did not stop in time, the old build keeps running (its state given back through its
-    /// `restore_state`) and the error says why.
-    pub fn reload(
-        &mut self,
-        path: impl AsRef<Path>,
-        deadline: Duration,
-    ) -> Result<(), PluginError> {
-        let path = path.as_ref();
+    fn reload(&mut self, path: &Path, deadline: Duration) -> Result<(), PluginError> {
         self.rt.check_plugin_call(path)?;
         let old = self.inst.clone();
         if old.in_main.load(Ordering::Relaxed) > 0 || self.image.is_none() {
@@ -428,7 +597,7 @@ impl LoadedPlugin {
     }
 }
 
-impl Drop for LoadedPlugin {
+impl Drop for LocalPlugin {
     fn drop(&mut self) {
         self.unload_inner(DROP_DEADLINE);
     }

@@ -497,7 +497,22 @@ impl Instance {
 
     /// Main thread: `save_state` into bytes (`None` when the plugin saves no state).
     pub(super) fn save(&self, path: &Path) -> Result<Option<Vec<u8>>, PluginError> {
-        let Some(save) = self.desc.save_state else {
+        self.save_with(path, self.desc.save_state)
+    }
+
+    /// Main thread: `checkpoint_state` (a save that does not suspend the plugin) into bytes, or
+    /// `save_state` for a plugin built before checkpoints existed.
+    #[cfg(unix)]
+    pub(super) fn checkpoint(&self, path: &Path) -> Result<Option<Vec<u8>>, PluginError> {
+        self.save_with(path, self.desc.checkpoint_state.or(self.desc.save_state))
+    }
+
+    fn save_with(
+        &self,
+        path: &Path,
+        save: Option<unsafe extern "C" fn(*mut c_void, *mut c_void, hl_write_fn) -> hl_status_t>,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        let Some(save) = save else {
             return Ok(None);
         };
         let mut bytes: Vec<u8> = Vec::new();
