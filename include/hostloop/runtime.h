@@ -28,10 +28,12 @@ typedef struct hl_runtime_options_t {
     uint32_t struct_size;
     /** `HL_ABI_VERSION`, set by `hl_runtime_options_init`. */
     uint32_t abi_version;
-    /** CPU worker threads; 0 = available cores - 1 (at least 1). Pass the host's thread
+    /** CPU worker threads; 0 = available cores - 1 (at least 1); at most 1024 on every
+     *  machine (above that `hl_runtime_new` returns INVALID_ARG: such a count is a host setting
+     *  gone wrong, e.g. a negative "all but N threads" cast to unsigned). Pass the host's thread
      *  setting here (Maya `threadCount`, `HOUDINI_MAX_THREADS`). */
     uint32_t workers;
-    /** Threads of the IO lane for blocking work; 0 = 2. */
+    /** Threads of the IO lane for blocking work; 0 = 2; at most 1024, as `workers`. */
     uint32_t io_threads;
     /** Budget used by `hl_runtime_pump` when it is passed 0, in microseconds (default 2000). */
     uint32_t default_budget_us;
@@ -65,8 +67,9 @@ hl_status_t hl_runtime_options_init(hl_runtime_options_t *options);
  * \param options  filled by `hl_runtime_options_init`; not NULL; read only during the call.
  * \param out      receives the runtime on success (written only on success); not NULL. Free it
  *                 with `hl_runtime_free`.
- * \return NULL_ARG; INVALID_ARG if `options->struct_size` is smaller than version 1's struct or
- * `reserved` is not 0; INVALID_UTF8 if `thread_name` is not UTF-8; VERSION_MISMATCH if `options->abi_version` differs from the
+ * \return NULL_ARG; INVALID_ARG if `options->struct_size` is smaller than version 1's struct,
+ * `reserved` is not 0, or `workers` or `io_threads` is above 1024 (nothing is started; the
+ * message in `hl_last_error()` names the field and the cap); INVALID_UTF8 if `thread_name` is not UTF-8; VERSION_MISMATCH if `options->abi_version` differs from the
  * library's or the struct is larger than this library knows with non-zero extra bytes; OS if
  * threads or the doorbell cannot be created.
  *

@@ -138,7 +138,7 @@ pub use crate::{
     internal::stats::{QueueDepths, Stats, WorkerStats, PUMP_WINDOW},
     job::{Job, JobBuilder, JobContext, JobGroup, JobStatus, Priority, Progress},
     main_thread::{Main, PumpReport, RunReport, Step},
-    runtime::{Builder, Runtime, ShutdownReport, Straggler},
+    runtime::{Builder, Runtime, ShutdownReport, Straggler, MAX_WORKERS},
     sim::{
         Delivery, EveryStep, FrameInfo, Schedule, SimControl, SimOptions, Simulation, StepContext,
         Thin,

@@ -173,8 +173,9 @@ pub unsafe extern "C" fn hl_runtime_options_init(
     })
 }
 
-/// Checks a caller's options struct: its size and ABI version. Extra bytes of a newer, larger
-/// struct are accepted only when they are all zero (nothing asked of us that we would ignore).
+/// Checks a caller's options struct: its size and ABI version, and thread counts no higher than
+/// `sdk::MAX_WORKERS`. Extra bytes of a newer, larger struct are accepted only when they are all
+/// zero (nothing asked of us that we would ignore).
 ///
 /// # Safety
 ///
@@ -217,6 +218,21 @@ unsafe fn check_options(options: &hl_runtime_options_t) -> FfiResult {
             "options->reserved must be 0",
         ));
     }
+    // A negative "all but N threads" setting cast to unsigned lands here as ~4 billion.
+    for (name, n) in [
+        ("workers", options.workers),
+        ("io_threads", options.io_threads),
+    ] {
+        if n as usize > sdk::MAX_WORKERS {
+            return Err(Failure::new(
+                HL_STATUS_INVALID_ARG,
+                format!(
+                    "options->{name} is {n}, the most hostloop starts is {}",
+                    sdk::MAX_WORKERS
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -256,9 +272,13 @@ pub unsafe extern "C" fn hl_runtime_new(
         builder = builder
             .call_on_main_timeout(Duration::from_millis(options.call_timeout_ms.into()))
             .drop_deadline(free_deadline);
-        let rt = builder
-            .build()
-            .map_err(|e| Failure::new(HL_STATUS_OS, format!("cannot start the runtime: {e}")))?;
+        let rt = builder.build().map_err(|e| {
+            let status = match e.kind() {
+                std::io::ErrorKind::InvalidInput => HL_STATUS_INVALID_ARG,
+                _ => HL_STATUS_OS,
+            };
+            Failure::new(status, format!("cannot start the runtime: {e}"))
+        })?;
         let budget = match options.default_budget_us {
             0 => 2_000,
             us => us,
