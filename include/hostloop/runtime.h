@@ -85,9 +85,18 @@ hl_status_t hl_runtime_new(const hl_runtime_options_t *options, hl_runtime_t **o
  * pointer can not alias a newer runtime. (A pointer hostloop never returned is detected as well;
  * one freed by `free()` or corrupted memory is not.)
  *
- * \return NULL_ARG; INVALID_HANDLE; WRONG_THREAD (nothing is freed: the runtime stays alive).
+ * If the runtime's main thread has exited (it was made on a thread that has since ended), any
+ * thread may free it: no thread could pass the main-thread check any more. The finalizers of
+ * its callbacks then run on the freeing thread.
  *
- * [main-thread] (other threads must have stopped using `rt`)
+ * \return NULL_ARG; INVALID_HANDLE; WRONG_THREAD (nothing is freed: the runtime stays alive);
+ * TIMEOUT if this call did the shutdown and jobs were still running at `free_deadline_ms` (the
+ * runtime is freed all the same and `rt` is invalid; their threads are detached and exit when
+ * their jobs return; the jobs' names and ages are in `hl_last_error()`). After an
+ * `hl_runtime_shutdown`, which reported any stragglers itself, it returns OK.
+ *
+ * [main-thread] (other threads must have stopped using `rt`), or any thread once the main
+ * thread has exited
  */
 hl_status_t hl_runtime_free(hl_runtime_t *rt);
 
