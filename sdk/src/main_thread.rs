@@ -1,8 +1,8 @@
 //! The main-thread side: the queue of main-thread work ([`MainQueue`]), posting to it, `pump`
 //! and `run_until`, `call_on_main`, and what main-thread items see ([`Main`]).
 
+use crate::internal::panic::catch;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -272,7 +272,7 @@ impl Handle {
         // started, so a job reporting non-stop cannot keep the pump busy.
         for job in q.progress_rx.try_iter().take(q.progress_rx.len()) {
             let mut main = Main::new(self, deadline);
-            if catch_unwind(AssertUnwindSafe(|| job.deliver_progress(&mut main))).is_err() {
+            if catch(|| job.deliver_progress(&mut main)).is_err() {
                 panicked += 1;
             }
             ran += 1;
@@ -287,7 +287,7 @@ impl Handle {
                     break;
                 };
                 let mut main = Main::new(self, deadline);
-                match catch_unwind(AssertUnwindSafe(|| task.run(&mut main))) {
+                match catch(|| task.run(&mut main)) {
                     Ok(next) => carry = next,
                     Err(_) => panicked += 1,
                 }
@@ -396,14 +396,14 @@ impl Handle {
             report.elapsed = start.elapsed();
             Ok(report)
         };
-        if catch_unwind(AssertUnwindSafe(&mut until)).map_err(Error::from_panic)? {
+        if catch(&mut until).map_err(Error::from_panic)? {
             return finish(report, true);
         }
         loop {
             let pumped = self.pump(budget)?;
             report.pumps += 1;
             report.ran += pumped.ran as u64;
-            if catch_unwind(AssertUnwindSafe(&mut until)).map_err(Error::from_panic)? {
+            if catch(&mut until).map_err(Error::from_panic)? {
                 return finish(report, true);
             }
             let left = timeout.saturating_sub(start.elapsed());
@@ -476,7 +476,7 @@ impl Handle {
     {
         if self.is_main_thread() {
             let mut main = Main::new(self, Instant::now());
-            return catch_unwind(AssertUnwindSafe(|| f(&mut main))).map_err(Error::from_panic);
+            return catch(|| f(&mut main)).map_err(Error::from_panic);
         }
         const PENDING: u8 = 0;
         const STARTED: u8 = 1;
@@ -489,7 +489,7 @@ impl Handle {
                 .compare_exchange(PENDING, STARTED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                let r = catch_unwind(AssertUnwindSafe(|| f(main))).map_err(Error::from_panic);
+                let r = catch(|| f(main)).map_err(Error::from_panic);
                 let _ = tx.send(r);
             }
         })?;

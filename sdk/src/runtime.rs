@@ -1,8 +1,8 @@
 //! The runtime: its [`Builder`], the [`Runtime`] that owns shutdown, and shutdown itself. The
 //! top of the crate: nothing but `lib.rs` imports this file.
 
+use crate::internal::panic::catch;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,8 @@ impl Builder {
                 .unwrap_or(1)
                 .max(1)
         });
+        // Before any of the runtime's code can catch a panic (see `internal::panic`).
+        crate::internal::panic::install();
         if workers > MAX_WORKERS {
             return Err(invalid(TOO_MANY_WORKERS));
         }
@@ -320,7 +322,7 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
     }
     for item in shared.main.take_all() {
         // A captured value's `Drop` may panic; the host must still get its report.
-        let _ = catch_unwind(AssertUnwindSafe(|| item.release()));
+        let _ = catch(|| item.release());
         report.main_items_dropped += 1;
     }
     shared.latest.clear();
