@@ -200,8 +200,9 @@ typedef struct hl_pump_report_t {
  *                   no other way to say "the default". Pass 1 to run one item.)
  * \param report     may be NULL; otherwise `report->struct_size` must be set.
  * \return NULL_ARG (rt); INVALID_HANDLE; WRONG_THREAD; REENTRANT when called from inside a
- * callback this pump runs (never a deadlock); SHUT_DOWN; INVALID_ARG (report too small:
- * checked before anything runs).
+ * callback this pump runs or from the `until` condition of `hl_runtime_run_until` (never a
+ * deadlock; nothing runs); SHUT_DOWN; INVALID_ARG (report too small: checked before anything
+ * runs).
  *
  * [main-thread] [not re-entrant]
  */
@@ -209,8 +210,9 @@ hl_status_t hl_runtime_pump(hl_runtime_t *rt, uint64_t budget_us, hl_pump_report
 
 /**
  * \brief Asked by `hl_runtime_run_until` after each pump: return non-zero to stop.
- * [main-thread]: runs on the thread that called `hl_runtime_run_until`, outside any pump (it
- * may call `[main-thread]` functions, `hl_runtime_pump` and `hl_runtime_run_until` excepted).
+ * [main-thread]: runs on the thread that called `hl_runtime_run_until`, outside any pump. It
+ * may call `[main-thread]` functions, except `hl_runtime_pump` and `hl_runtime_run_until`,
+ * which return REENTRANT there (the run's own pumps do the pumping and count in its report).
  */
 typedef int32_t (*hl_until_fn)(void *user_data);
 
@@ -241,8 +243,8 @@ typedef struct hl_run_report_t {
  * \param report          may be NULL; otherwise `report->struct_size` must be set. Written on
  *                        OK and on TIMEOUT.
  * \return OK (`until` returned non-zero); TIMEOUT (`timeout_ms` passed first); NULL_ARG (rt);
- * INVALID_HANDLE; WRONG_THREAD; REENTRANT (from inside a callback a pump runs); SHUT_DOWN;
- * INVALID_ARG (report too small).
+ * INVALID_HANDLE; WRONG_THREAD; REENTRANT (from inside a callback a pump runs, or from inside
+ * an `until` condition); SHUT_DOWN; INVALID_ARG (report too small).
  *
  * [main-thread] [not re-entrant]
  */
