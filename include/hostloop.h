@@ -56,6 +56,11 @@
  * (jobs, main-thread items, sink and event callbacks) catches them too — an artist's unsaved
  * scene outlives any bug in a tool. In return, callbacks given to hostloop must not unwind
  * (C++ exceptions, `longjmp`) into it; `hostloop.hpp` catches exceptions in its trampolines.
+ *
+ * A caught panic prints nothing on the host's stderr, even with `RUST_BACKTRACE=1` in its
+ * environment: its message goes into the status, the job's error or a `*_panicked` counter
+ * only. Set `HOSTLOOP_PANIC_BACKTRACE=1` (read once, when the first runtime starts) to have
+ * the Rust panic hook report caught panics too, for diagnostics.
  */
 #ifndef HOSTLOOP_H
 #define HOSTLOOP_H

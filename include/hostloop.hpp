@@ -795,7 +795,8 @@ public:
      * \brief Runs queued main-thread work (job `done`s, sink messages, event subscribers) in FIFO
      * order until the queue is empty or `budget` is spent (0 = the options' default budget, not
      * one item as in Rust; pass 1 us for one item); at least one item runs. Throws `Error` (INVALID_HANDLE, WRONG_THREAD, REENTRANT when called
-     * from a callback this pump runs, SHUT_DOWN, INVALID_ARG for a negative budget).
+     * from a callback this pump runs or from a `run_until` condition, SHUT_DOWN, INVALID_ARG for
+     * a negative budget).
      * [main-thread] [not re-entrant]
      */
     PumpReport pump(std::chrono::microseconds budget = std::chrono::microseconds(0)) {
@@ -815,8 +816,9 @@ public:
      * job): pumps with `budget`, sleeps on the doorbell until more work arrives, and repeats
      * until `until()` returns true (`finished`) or `timeout` passes (`finished == false`, not
      * thrown). `until` runs on this thread between pumps; an exception it throws ends the run
-     * and is rethrown here. An empty `until` runs until the timeout. Throws `Error`
-     * (INVALID_HANDLE, WRONG_THREAD, REENTRANT from a callback a pump runs, SHUT_DOWN,
+     * and is rethrown here; `pump()` and `run_until()` inside it throw REENTRANT. An empty
+     * `until` runs until the timeout. Throws `Error` (INVALID_HANDLE, WRONG_THREAD, REENTRANT
+     * from a callback a pump runs or from another run's `until`, SHUT_DOWN,
      * INVALID_ARG for a negative budget or timeout). [main-thread] [not re-entrant]
      */
     RunReport run_until(const std::function<bool()> &until, std::chrono::microseconds budget,

@@ -121,3 +121,61 @@ fn run_until_off_the_main_thread_is_wrong_thread_and_bad_reports_are_refused() {
     assert_eq!(status, HL_STATUS_NULL_ARG);
     free(rt);
 }
+
+/// What `pump_inside_until` saw: the runtime to call, and the statuses it got.
+struct Nested {
+    rt: *mut hl_runtime_t,
+    pump: Option<hl_status_t>,
+    run_until: Option<hl_status_t>,
+}
+
+/// A condition that tries to pump and to start another run from inside `until`, once.
+unsafe extern "C" fn pump_inside_until(user_data: *mut c_void) -> i32 {
+    // SAFETY: the test passes a `Nested` that outlives the run and is used by nobody else.
+    let nested = unsafe { &mut *user_data.cast::<Nested>() };
+    if nested.pump.is_none() {
+        // SAFETY: a live handle, on its main thread; NULL reports are allowed.
+        nested.pump = Some(unsafe { hl_runtime_pump(nested.rt, 0, std::ptr::null_mut()) });
+        // SAFETY: as above; no condition.
+        nested.run_until = Some(unsafe {
+            hl_runtime_run_until(
+                nested.rt,
+                None,
+                std::ptr::null_mut(),
+                0,
+                1,
+                std::ptr::null_mut(),
+            )
+        });
+    }
+    1
+}
+
+#[test]
+fn pump_and_run_until_from_inside_until_return_reentrant() {
+    let rt = new_runtime();
+    let mut nested = Nested {
+        rt,
+        pump: None,
+        run_until: None,
+    };
+    let mut r = report();
+    // SAFETY: valid handle and report; `nested` outlives the call.
+    let status = unsafe {
+        hl_runtime_run_until(
+            rt,
+            Some(pump_inside_until),
+            (&mut nested as *mut Nested).cast(),
+            0,
+            60_000,
+            &mut r,
+        )
+    };
+    assert_eq!(status, HL_STATUS_OK);
+    assert_eq!(nested.pump, Some(HL_STATUS_REENTRANT));
+    assert_eq!(nested.run_until, Some(HL_STATUS_REENTRANT));
+    // SAFETY: a live handle, its main thread.
+    let status = unsafe { hl_runtime_pump(rt, 0, std::ptr::null_mut()) };
+    assert_eq!(status, HL_STATUS_OK, "pumping works again after the run");
+    free(rt);
+}

@@ -43,7 +43,11 @@ enum {
     HL_STATUS_INVALID_ARG = 2,
     /** A `[main-thread]` function was called from another thread. */
     HL_STATUS_WRONG_THREAD = 3,
-    /** `hl_runtime_pump` was called from inside a callback that a pump is running. */
+    /** A call re-entered what is running it, and was refused rather than deadlock:
+     * `hl_runtime_pump` or `hl_runtime_run_until` from inside a callback a pump is running or
+     * from an `hl_until_fn`; `hl_plugin_reload` or `hl_plugin_info` on a plugin that is being
+     * reloaded or unloaded (e.g. from inside its own callbacks); a plugin's `emit` from inside
+     * the sink. Nothing was done. */
     HL_STATUS_REENTRANT = 4,
     /** The host did not pump within the allowed time. */
     HL_STATUS_HOST_BUSY = 5,
@@ -65,7 +69,8 @@ enum {
     HL_STATUS_PENDING = 13,
     /** A string argument was not valid UTF-8. */
     HL_STATUS_INVALID_UTF8 = 14,
-    /** The operating system refused (no threads, no file descriptors); see `hl_last_error()`. */
+    /** The operating system refused a resource: a thread (no memory for its stack, or the
+     * thread limit), a file descriptor, a file copy or a mapping; see `hl_last_error()`. */
     HL_STATUS_OS = 15,
     /** `hl_plugin_load`/`_reload`: no file at the path. */
     HL_STATUS_FILE_NOT_FOUND = 16,

@@ -51,8 +51,9 @@ typedef int32_t (*hl_job_run_fn)(void *user_data, hl_job_ctx_t *ctx);
 /**
  * \brief The job's outcome, on the main thread at a pump: `status` is OK, FAILED (with the
  * run callback's non-zero `code`), CANCELLED (the job was cancelled before or while it ran, or
- * after it finished but before this call) or PANIC. Not called if the runtime shuts down first.
- * It must not throw.
+ * after it finished but before this call) or PANIC. `code` is the run callback's return value
+ * with FAILED, and 0 with every other status (OK, CANCELLED — also for a job that never ran —
+ * and PANIC). Not called if the runtime shuts down first. It must not throw.
  *
  * [main-thread]
  */

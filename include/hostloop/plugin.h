@@ -22,6 +22,51 @@
  * file at that path, and every reload,
  * is loaded from a fresh copy in the temporary directory (removed once mapped), because the
  * loader caches libraries by path.
+ *
+ * \section plugin_messages Talking to a simulation plugin
+ *
+ * A Rust plugin built on `hostloop::plugin::SimPlugin` — the example plugins `particles` and
+ * `crowd` are — is driven with host events (`hl_runtime_post_event`) and answers through the
+ * host sink (`hl_runtime_set_sink`). Below, `NAME` is its plugin name.
+ *
+ * Host events it reads:
+ * - custom topic `NAME/configure`; its bytes are the settings text (UTF-8, not NUL-terminated):
+ *   \code
+ *   settings = ws* ( pair ( ws+ pair )* )? ws*
+ *   pair     = key "=" value
+ *   key      = one or more non-white-space characters other than "="
+ *   value    = one or more non-white-space characters (the text after the first "=")
+ *   \endcode
+ *   where `ws` is white space (space, tab, newline). Keys not given keep their value; the
+ *   pairs apply left to right, a key given twice takes its last value. Text that is not UTF-8,
+ *   a word that is not `key=value`, an unknown key or a value out of range changes nothing and
+ *   is reported on `NAME/error` as `NAME/configure refused: <reason>`. Keys of every such
+ *   plugin: `delivery=latest|every` (latest: the host sees the newest frame, older ones are
+ *   dropped; every: each frame, the simulation waits when 4 are undelivered), `rate=R` (steps
+ *   per second, a non-negative finite decimal number, 0 = unlimited), `playing=0|1` and
+ *   `lockstep=0|1` (`true` and `false` are accepted for both). `particles` adds `agents=N`
+ *   (1..16000000) and `kernel=rust|cpp`; `crowd` adds `agents=N` (1..4000000) and the live
+ *   settings `view=x0,y0,x1,y1` (the camera), `goal=x,y`, `threat=x,y` (decimal numbers) and
+ *   `thin=k` (k >= 1: agents outside the view step every k-th step). A configure with any key
+ *   but the live ones rebuilds the simulation from its deterministic start, on a worker (the
+ *   running one plays on until the new one is ready); live settings change the running crowd
+ *   at its next step.
+ * - custom topic `NAME/reset`: back to step 0.
+ * - `HL_EVENT_PLAYBACK_STARTED` / `HL_EVENT_PLAYBACK_STOPPED`: play / pause.
+ * - `HL_EVENT_FRAME_CHANGED`: with `lockstep=1`, the simulation seeks to that frame.
+ *
+ * Sink messages it sends, on the main thread at a pump, per delivered frame in this order:
+ * - `NAME/step`: `HL_PAYLOAD_BYTES`, 8 bytes, the frame's step as a little-endian `uint64_t`
+ *   (step 0 is the initial state);
+ * - then the plugin's frame: for `particles`, `particles/positions`, `HL_PAYLOAD_ARRAY` of
+ *   `HL_ELEM_F32` with 3 components (x, y, z) per particle; for `crowd`, `crowd/positions`
+ *   (`HL_ELEM_F32`, 2 components: x, y) and `crowd/modes` (`HL_ELEM_U8`, 1 component: 0 wander,
+ *   1 seek, 2 flee).
+ *
+ * And at any time `NAME/error`: `HL_PAYLOAD_BYTES`, UTF-8 text (not NUL-terminated): a refused
+ * configure, or a failed step (the simulation pauses). A simulation plays from the moment the
+ * plugin loads: a host that configures it right after loading can see the default
+ * simulation's first frame before the configured one's step 0.
  */
 #ifndef HOSTLOOP_PLUGIN_API_H
 #define HOSTLOOP_PLUGIN_API_H
@@ -140,7 +185,8 @@ hl_status_t hl_plugin_reload(hl_plugin_t *plugin, const char *path, uint32_t dea
 /**
  * \brief Describes a loaded plugin.
  * \param info  not NULL; `struct_size` set by the caller.
- * \return NULL_ARG; INVALID_HANDLE; INVALID_ARG (info too small); WRONG_THREAD.
+ * \return NULL_ARG; INVALID_HANDLE; INVALID_ARG (info too small); WRONG_THREAD; REENTRANT
+ * (the plugin is being reloaded: from inside its `save_state`/`restore_state`/`load`).
  * [main-thread]
  */
 hl_status_t hl_plugin_info(const hl_plugin_t *plugin, hl_plugin_info_t *info);

@@ -28,10 +28,12 @@ typedef struct hl_runtime_options_t {
     uint32_t struct_size;
     /** `HL_ABI_VERSION`, set by `hl_runtime_options_init`. */
     uint32_t abi_version;
-    /** CPU worker threads; 0 = available cores - 1 (at least 1). Pass the host's thread
+    /** CPU worker threads; 0 = available cores - 1 (at least 1); at most 1024 on every
+     *  machine (above that `hl_runtime_new` returns INVALID_ARG: such a count is a host setting
+     *  gone wrong, e.g. a negative "all but N threads" cast to unsigned). Pass the host's thread
      *  setting here (Maya `threadCount`, `HOUDINI_MAX_THREADS`). */
     uint32_t workers;
-    /** Threads of the IO lane for blocking work; 0 = 2. */
+    /** Threads of the IO lane for blocking work; 0 = 2; at most 1024, as `workers`. */
     uint32_t io_threads;
     /** Budget used by `hl_runtime_pump` when it is passed 0, in microseconds (default 2000). */
     uint32_t default_budget_us;
@@ -65,8 +67,9 @@ hl_status_t hl_runtime_options_init(hl_runtime_options_t *options);
  * \param options  filled by `hl_runtime_options_init`; not NULL; read only during the call.
  * \param out      receives the runtime on success (written only on success); not NULL. Free it
  *                 with `hl_runtime_free`.
- * \return NULL_ARG; INVALID_ARG if `options->struct_size` is smaller than version 1's struct or
- * `reserved` is not 0; INVALID_UTF8 if `thread_name` is not UTF-8; VERSION_MISMATCH if `options->abi_version` differs from the
+ * \return NULL_ARG; INVALID_ARG if `options->struct_size` is smaller than version 1's struct,
+ * `reserved` is not 0, or `workers` or `io_threads` is above 1024 (nothing is started; the
+ * message in `hl_last_error()` names the field and the cap); INVALID_UTF8 if `thread_name` is not UTF-8; VERSION_MISMATCH if `options->abi_version` differs from the
  * library's or the struct is larger than this library knows with non-zero extra bytes; OS if
  * threads or the doorbell cannot be created.
  *
@@ -82,9 +85,18 @@ hl_status_t hl_runtime_new(const hl_runtime_options_t *options, hl_runtime_t **o
  * pointer can not alias a newer runtime. (A pointer hostloop never returned is detected as well;
  * one freed by `free()` or corrupted memory is not.)
  *
- * \return NULL_ARG; INVALID_HANDLE; WRONG_THREAD (nothing is freed: the runtime stays alive).
+ * If the runtime's main thread has exited (it was made on a thread that has since ended), any
+ * thread may free it: no thread could pass the main-thread check any more. The finalizers of
+ * its callbacks then run on the freeing thread.
  *
- * [main-thread] (other threads must have stopped using `rt`)
+ * \return NULL_ARG; INVALID_HANDLE; WRONG_THREAD (nothing is freed: the runtime stays alive);
+ * TIMEOUT if this call did the shutdown and jobs were still running at `free_deadline_ms` (the
+ * runtime is freed all the same and `rt` is invalid; their threads are detached and exit when
+ * their jobs return; the jobs' names and ages are in `hl_last_error()`). After an
+ * `hl_runtime_shutdown`, which reported any stragglers itself, it returns OK.
+ *
+ * [main-thread] (other threads must have stopped using `rt`), or any thread once the main
+ * thread has exited
  */
 hl_status_t hl_runtime_free(hl_runtime_t *rt);
 
@@ -188,8 +200,9 @@ typedef struct hl_pump_report_t {
  *                   no other way to say "the default". Pass 1 to run one item.)
  * \param report     may be NULL; otherwise `report->struct_size` must be set.
  * \return NULL_ARG (rt); INVALID_HANDLE; WRONG_THREAD; REENTRANT when called from inside a
- * callback this pump runs (never a deadlock); SHUT_DOWN; INVALID_ARG (report too small:
- * checked before anything runs).
+ * callback this pump runs or from the `until` condition of `hl_runtime_run_until` (never a
+ * deadlock; nothing runs); SHUT_DOWN; INVALID_ARG (report too small: checked before anything
+ * runs).
  *
  * [main-thread] [not re-entrant]
  */
@@ -197,8 +210,9 @@ hl_status_t hl_runtime_pump(hl_runtime_t *rt, uint64_t budget_us, hl_pump_report
 
 /**
  * \brief Asked by `hl_runtime_run_until` after each pump: return non-zero to stop.
- * [main-thread]: runs on the thread that called `hl_runtime_run_until`, outside any pump (it
- * may call `[main-thread]` functions, `hl_runtime_pump` and `hl_runtime_run_until` excepted).
+ * [main-thread]: runs on the thread that called `hl_runtime_run_until`, outside any pump. It
+ * may call `[main-thread]` functions, except `hl_runtime_pump` and `hl_runtime_run_until`,
+ * which return REENTRANT there (the run's own pumps do the pumping and count in its report).
  */
 typedef int32_t (*hl_until_fn)(void *user_data);
 
@@ -229,8 +243,8 @@ typedef struct hl_run_report_t {
  * \param report          may be NULL; otherwise `report->struct_size` must be set. Written on
  *                        OK and on TIMEOUT.
  * \return OK (`until` returned non-zero); TIMEOUT (`timeout_ms` passed first); NULL_ARG (rt);
- * INVALID_HANDLE; WRONG_THREAD; REENTRANT (from inside a callback a pump runs); SHUT_DOWN;
- * INVALID_ARG (report too small).
+ * INVALID_HANDLE; WRONG_THREAD; REENTRANT (from inside a callback a pump runs, or from inside
+ * an `until` condition); SHUT_DOWN; INVALID_ARG (report too small).
  *
  * [main-thread] [not re-entrant]
  */

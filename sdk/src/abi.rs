@@ -15,6 +15,14 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use crate::event::Event;
 use crate::sink::{ArrayView, ElemType, Message, Payload};
 
+/// Runs `f`, catching a panic as [`std::panic::catch_unwind`] does but without the panic
+/// hook's report on stderr (unless `HOSTLOOP_PANIC_BACKTRACE=1`; see the crate docs on
+/// panics): the boundary of the bridge's C exports.
+#[doc(hidden)]
+pub fn catch_panic<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    crate::internal::panic::catch(f)
+}
+
 /// `hl_status_t`.
 pub type hl_status_t = u32;
 

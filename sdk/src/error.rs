@@ -19,7 +19,9 @@ pub enum Error {
     /// A main-thread-only call was made from another thread, or a blocking wait was attempted on
     /// the main thread (which must never block on a job).
     WrongThread,
-    /// `pump` was called from inside a main-thread item that `pump` is running.
+    /// `pump` (or `run_until`) was called from inside a main-thread item that `pump` is
+    /// running, or from `run_until`'s `until` condition; or an operation was re-entered from
+    /// inside itself (a sink emitting into itself, a plugin reloaded from its own callbacks).
     Reentrant,
     /// [`call_on_main`](crate::Handle::call_on_main) waited its whole timeout and the host did not
     /// pump: the closure was not run.
@@ -72,7 +74,9 @@ impl fmt::Display for Error {
             Error::Panicked(msg) => write!(f, "panicked: {msg}"),
             Error::Failed(err) => write!(f, "failed: {err}"),
             Error::WrongThread => f.write_str("called from the wrong thread"),
-            Error::Reentrant => f.write_str("pump called from inside pump"),
+            Error::Reentrant => f.write_str(
+                "re-entrant call: pump, or an operation, called from inside its own callback",
+            ),
             Error::HostBusy => f.write_str("the host did not pump within the timeout"),
             Error::ShutDown => f.write_str("the runtime is shut down"),
             Error::Timeout => f.write_str("timed out"),

@@ -2,8 +2,8 @@
 //! custom topics), fanned out to main-thread subscribers at the next pump and to background
 //! subscribers at once. High-frequency events coalesce by key between two pumps.
 
+use crate::internal::panic::catch;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -198,7 +198,7 @@ fn call_main_subs(shared: &Shared, subs: &[Arc<MainSub>], event: &Event, main: &
     for sub in subs {
         if sub.active.load(Ordering::Acquire) && sub.filter.matches(event) {
             let mut cb = lock(&sub.callback);
-            if catch_unwind(AssertUnwindSafe(|| cb(event, main))).is_err() {
+            if catch(|| cb(event, main)).is_err() {
                 shared.stats.record_main_panic();
             }
         }

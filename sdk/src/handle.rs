@@ -15,6 +15,7 @@
 //! | `load_plugin`, `plugin_stats`, ...                       | `plugin/host/`   |
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::internal::stats::Stats;
@@ -49,6 +50,13 @@ impl Handle {
     /// Whether the calling thread is the runtime's main thread (the one that built it).
     pub fn is_main_thread(&self) -> bool {
         self.shared.is_main_thread()
+    }
+
+    /// Whether the runtime's main thread (the one that built it) has exited. No thread can
+    /// pass the main-thread checks of such a runtime any more; the C API then lets any thread
+    /// free it (`hl_runtime_free`). Always `false` inside a plugin (the host's thread counts).
+    pub fn main_thread_exited(&self) -> bool {
+        !self.shared.backend.is_proxy() && self.shared.main_thread_exited.load(Ordering::Acquire)
     }
 
     /// Whether the calling thread is one of this runtime's CPU workers.

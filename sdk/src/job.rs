@@ -1,9 +1,9 @@
 //! Background jobs: spawning, cancellation, progress, results and main-thread continuations.
 
+use crate::internal::panic::catch;
 use std::borrow::Cow;
 use std::cell::UnsafeCell;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -388,7 +388,7 @@ where
                 shared,
                 this,
             };
-            match catch_unwind(AssertUnwindSafe(|| func(&ctx))) {
+            match catch(|| func(&ctx)) {
                 Ok(r) => r,
                 Err(payload) => Err(Error::from_panic(payload)),
             }
@@ -401,7 +401,7 @@ where
             return;
         };
         // The closure's captures may panic in `Drop`; that must not stop the shutdown.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(func)));
+        let _ = catch(|| drop(func));
         let this: JobRef = self.clone();
         self.finish(&this, shared, Err(Error::Cancelled));
     }
@@ -501,12 +501,12 @@ impl<F: FnOnce() + Send + 'static> JobCore for Task<F> {
     fn run(&self, _this: &JobRef, _shared: &Arc<Shared>) {
         if let Some(f) = self.take() {
             // Internal tasks catch their own panics; this is a last line of defence.
-            let _ = catch_unwind(AssertUnwindSafe(f));
+            let _ = catch(f);
         }
     }
     fn abandon(self: Arc<Self>, _shared: &Arc<Shared>) {
         let f = self.take();
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(f)));
+        let _ = catch(|| drop(f));
     }
     fn deliver(self: Arc<Self>, _main: &mut Main<'_>) {}
     fn deliver_progress(self: Arc<Self>, _main: &mut Main<'_>) {}

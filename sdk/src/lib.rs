@@ -90,6 +90,18 @@
 //! everything else may be called from any thread. The main thread never blocks on a job:
 //! [`Job::wait_timeout`] returns [`Error::WrongThread`] there. Every boundary where user code
 //! runs (jobs, main-thread items, stream handlers, the `request_pump` callback) catches panics.
+//!
+//! ## Panics
+//!
+//! A panic caught at one of those boundaries keeps its message ([`Error::Panicked`], the
+//! `*_panicked` counters of [`Stats`]) but prints nothing on the host's stderr, even with
+//! `RUST_BACKTRACE=1`: the first runtime built (or the first boundary crossed) installs a
+//! process-wide panic hook that is silent for panics inside a boundary and hands every other
+//! panic to the hook installed before it, so panics elsewhere print as usual. Set
+//! `HOSTLOOP_PANIC_BACKTRACE=1` in the environment (read once, at that moment) to keep the
+//! previous hook's report for caught panics too. A hook the program sets later replaces
+//! hostloop's. A panic inside `parallel_for` is resumed in its caller and judged as the
+//! caller's: printed unless the caller itself runs inside a boundary.
 
 #[cfg(not(loom))]
 pub mod abi;
@@ -143,7 +155,7 @@ pub use crate::{
     internal::stats::{QueueDepths, Stats, WorkerStats, PUMP_WINDOW},
     job::{Job, JobBuilder, JobContext, JobGroup, JobStatus, Priority, Progress},
     main_thread::{Main, PumpReport, RunReport, Step},
-    runtime::{Builder, Runtime, ShutdownReport, Straggler},
+    runtime::{Builder, Runtime, ShutdownReport, Straggler, MAX_WORKERS},
     sim::{
         Delivery, EveryStep, FrameInfo, Schedule, SimControl, SimOptions, Simulation, StepContext,
         Thin,

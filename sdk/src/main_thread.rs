@@ -1,8 +1,8 @@
 //! The main-thread side: the queue of main-thread work ([`MainQueue`]), posting to it, `pump`
 //! and `run_until`, `call_on_main`, and what main-thread items see ([`Main`]).
 
+use crate::internal::panic::catch;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -148,6 +148,8 @@ pub(crate) struct MainQueue {
 /// What only the pump writes.
 struct PumpSide {
     in_pump: AtomicBool,
+    /// `run_until` is asking its `until` condition: `pump` and `run_until` are refused there.
+    in_until: AtomicBool,
     state: Mutex<PumpState>,
 }
 
@@ -163,6 +165,7 @@ impl MainQueue {
             doorbell,
             pump: CachePadded::new(PumpSide {
                 in_pump: AtomicBool::new(false),
+                in_until: AtomicBool::new(false),
                 state: Mutex::new(PumpState::default()),
             }),
         }
@@ -243,12 +246,13 @@ impl Handle {
     /// # Errors
     ///
     /// [`Error::WrongThread`] off the main thread, [`Error::Reentrant`] from inside an item this
-    /// pump runs, [`Error::ShutDown`] after shutdown, [`Error::InvalidArgument`] inside a plugin
+    /// pump runs or from the `until` condition of [`run_until`](Handle::run_until),
+    /// [`Error::ShutDown`] after shutdown, [`Error::InvalidArgument`] inside a plugin
     /// (the host pumps).
     pub fn pump(&self, budget: Duration) -> Result<PumpReport> {
         let q = &self.shared().main;
         self.check_can_pump()?;
-        if q.pump.in_pump.swap(true, Ordering::Acquire) {
+        if q.pump.in_until.load(Ordering::Acquire) || q.pump.in_pump.swap(true, Ordering::Acquire) {
             return Err(Error::Reentrant);
         }
         struct Reset<'a>(&'a std::sync::atomic::AtomicBool);
@@ -272,7 +276,7 @@ impl Handle {
         // started, so a job reporting non-stop cannot keep the pump busy.
         for job in q.progress_rx.try_iter().take(q.progress_rx.len()) {
             let mut main = Main::new(self, deadline);
-            if catch_unwind(AssertUnwindSafe(|| job.deliver_progress(&mut main))).is_err() {
+            if catch(|| job.deliver_progress(&mut main)).is_err() {
                 panicked += 1;
             }
             ran += 1;
@@ -287,7 +291,7 @@ impl Handle {
                     break;
                 };
                 let mut main = Main::new(self, deadline);
-                match catch_unwind(AssertUnwindSafe(|| task.run(&mut main))) {
+                match catch(|| task.run(&mut main)) {
                     Ok(next) => carry = next,
                     Err(_) => panicked += 1,
                 }
@@ -349,7 +353,9 @@ impl Handle {
     /// `mayapy`, a render-farm job): on the calling (main) thread, pumps with `budget`, sleeps
     /// on the doorbell until more main-thread work arrives, and repeats until `until` returns
     /// `true` or `timeout` passes. `until` runs on the main thread before the first pump and
-    /// after each one; it is re-checked at least every 50 ms even when nothing arrives.
+    /// after each one; it is re-checked at least every 50 ms even when nothing arrives. It may
+    /// do anything main-thread code may, except pump: `pump` and `run_until` called from
+    /// inside it return [`Error::Reentrant`].
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -372,8 +378,9 @@ impl Handle {
     /// # Errors
     ///
     /// As [`Handle::pump`]: [`Error::WrongThread`], [`Error::Reentrant`] (from inside a pumped
-    /// item), [`Error::ShutDown`], [`Error::InvalidArgument`] inside a plugin. A timeout is not
-    /// an error: the report says `finished: false`.
+    /// item or another `run_until`'s `until`), [`Error::ShutDown`], [`Error::InvalidArgument`]
+    /// inside a plugin; [`Error::Panicked`] if `until` panicked. A timeout is not an error: the
+    /// report says `finished: false`.
     pub fn run_until<F>(
         &self,
         mut until: F,
@@ -386,7 +393,8 @@ impl Handle {
         /// The longest sleep between two checks of `until`.
         const SLICE: Duration = Duration::from_millis(50);
         self.check_can_pump()?;
-        if self.shared().main.pump.in_pump.load(Ordering::Acquire) {
+        let pump = &self.shared().main.pump;
+        if pump.in_pump.load(Ordering::Acquire) || pump.in_until.load(Ordering::Acquire) {
             return Err(Error::Reentrant);
         }
         let start = Instant::now();
@@ -396,14 +404,22 @@ impl Handle {
             report.elapsed = start.elapsed();
             Ok(report)
         };
-        if catch_unwind(AssertUnwindSafe(&mut until)).map_err(Error::from_panic)? {
+        // `until` is asked with `in_until` raised, so that a `pump` or `run_until` inside it is
+        // `Reentrant` (as documented) rather than a nested loop the report would not count.
+        let mut until = || {
+            pump.in_until.store(true, Ordering::Release);
+            let r = catch(&mut until);
+            pump.in_until.store(false, Ordering::Release);
+            r.map_err(Error::from_panic)
+        };
+        if until()? {
             return finish(report, true);
         }
         loop {
             let pumped = self.pump(budget)?;
             report.pumps += 1;
             report.ran += pumped.ran as u64;
-            if catch_unwind(AssertUnwindSafe(&mut until)).map_err(Error::from_panic)? {
+            if until()? {
                 return finish(report, true);
             }
             let left = timeout.saturating_sub(start.elapsed());
@@ -476,7 +492,7 @@ impl Handle {
     {
         if self.is_main_thread() {
             let mut main = Main::new(self, Instant::now());
-            return catch_unwind(AssertUnwindSafe(|| f(&mut main))).map_err(Error::from_panic);
+            return catch(|| f(&mut main)).map_err(Error::from_panic);
         }
         const PENDING: u8 = 0;
         const STARTED: u8 = 1;
@@ -489,7 +505,7 @@ impl Handle {
                 .compare_exchange(PENDING, STARTED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                let r = catch_unwind(AssertUnwindSafe(|| f(main))).map_err(Error::from_panic);
+                let r = catch(|| f(main)).map_err(Error::from_panic);
                 let _ = tx.send(r);
             }
         })?;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::handle::Handle;
+use crate::internal::panic;
 use crate::internal::sync::lock;
 use crate::job::{Lane, Priority};
 
@@ -42,6 +43,9 @@ struct ForShared {
     all_out: Mutex<bool>,
     all_out_cv: Condvar,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Whether the caller is inside a hostloop boundary: a chunk's panic is resumed in the
+    /// caller, so the panic hook must judge it as the caller's (see `internal::panic`).
+    quiet: bool,
 }
 
 // SAFETY: `body` points to an `F: Sync` that the caller keeps alive until every helper that
@@ -74,8 +78,9 @@ impl ForShared {
             let lo = self.start + i * self.grain;
             let hi = (lo + self.grain).min(self.end);
             // SAFETY: we are the caller (body alive) or a helper inside the gate.
-            let r = catch_unwind(AssertUnwindSafe(|| unsafe {
-                (self.call)(self.body, lo..hi)
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: as above.
+                panic::relay(self.quiet, || unsafe { (self.call)(self.body, lo..hi) })
             }));
             if let Err(payload) = r {
                 self.next.store(self.chunks, Ordering::Relaxed);
@@ -210,6 +215,7 @@ impl Handle {
             all_out: Mutex::new(false),
             all_out_cv: Condvar::new(),
             panic: Mutex::new(None),
+            quiet: panic::is_inside(),
         });
         for _ in 0..helpers {
             let s = shared.clone();
@@ -251,6 +257,8 @@ struct Lent {
     finished: Mutex<bool>,
     finished_cv: Condvar,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// As `ForShared::quiet`: the panic is resumed in the lending caller.
+    quiet: bool,
 }
 
 // SAFETY: `body` points to an `Option<F>` with `F: Send`, which the lending caller keeps alive
@@ -302,6 +310,7 @@ impl Handle {
             finished: Mutex::new(false),
             finished_cv: Condvar::new(),
             panic: Mutex::new(None),
+            quiet: panic::is_inside(),
         });
         let ticket = Ticket(lent.clone());
         self.shared()
@@ -311,7 +320,7 @@ impl Handle {
                 let run = || {
                     // SAFETY: the caller waits for this ticket to drop before `slot` goes away,
                     // and touches `slot` only after that.
-                    unsafe { (lent.call)(lent.body) }
+                    panic::relay(lent.quiet, || unsafe { (lent.call)(lent.body) })
                 };
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(run)) {
                     *lock(&lent.panic) = Some(payload);

@@ -1,8 +1,8 @@
 //! The runtime: its [`Builder`], the [`Runtime`] that owns shutdown, and shutdown itself. The
 //! top of the crate: nothing but `lib.rs` imports this file.
 
+use crate::internal::panic::catch;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,12 +61,17 @@ impl Default for Builder {
 impl Builder {
     /// CPU worker threads. Default: available cores − 1 (the main thread keeps a core), at least
     /// 1. Hosts pass their own thread setting here (Maya `threadCount`, `HOUDINI_MAX_THREADS`).
+    ///
+    /// At most [`MAX_WORKERS`] (1024): a larger count is almost always a host setting gone wrong
+    /// (a negative "all but N" count cast to unsigned), and [`build`](Builder::build) refuses it
+    /// rather than trying to start millions of threads.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n.max(1));
         self
     }
 
-    /// Threads of the IO lane, for blocking work (default 2, at least 1).
+    /// Threads of the IO lane, for blocking work (default 2, at least 1, at most
+    /// [`MAX_WORKERS`]).
     pub fn io_threads(mut self, n: usize) -> Self {
         self.io_threads = n.max(1);
         self
@@ -112,7 +117,16 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// The OS error if the doorbell cannot be created or a thread cannot be spawned.
+    /// An error of kind [`InvalidInput`](std::io::ErrorKind::InvalidInput) wrapping
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if
+    /// [`workers`](Builder::workers) or [`io_threads`](Builder::io_threads) is above
+    /// [`MAX_WORKERS`] (nothing is started); the OS error if the doorbell cannot be created or a
+    /// thread cannot be spawned.
+    ///
+    /// ```
+    /// let err = hostloop::Runtime::builder().workers(u32::MAX as usize).build().unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// ```
     pub fn build(self) -> std::io::Result<Runtime> {
         let workers = self.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -120,6 +134,14 @@ impl Builder {
                 .unwrap_or(1)
                 .max(1)
         });
+        // Before any of the runtime's code can catch a panic (see `internal::panic`).
+        crate::internal::panic::install();
+        if workers > MAX_WORKERS {
+            return Err(invalid(TOO_MANY_WORKERS));
+        }
+        if self.io_threads > MAX_WORKERS {
+            return Err(invalid(TOO_MANY_IO_THREADS));
+        }
         let (scheduler, deques) = Scheduler::new(workers, self.io_threads);
         let doorbell = Doorbell::new()?;
         doorbell.set_request_pump(self.request_pump.clone());
@@ -144,6 +166,25 @@ impl Builder {
         // If a spawn above failed, dropping `runtime` shuts down the threads already started.
         Ok(runtime)
     }
+}
+
+/// The most CPU workers (and, separately, IO threads) a runtime starts: 1024.
+///
+/// One rule on every machine, so that a host setting is accepted or refused the same way
+/// everywhere: 1024 is 4 threads per core up to 256 cores, beyond which more threads only cost
+/// memory and start-up time. [`Builder::build`] (and `hl_runtime_new` in C) refuses larger counts
+/// with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+pub const MAX_WORKERS: usize = 1024;
+
+const TOO_MANY_WORKERS: &str = "workers must be at most 1024 (hostloop::MAX_WORKERS)";
+const TOO_MANY_IO_THREADS: &str = "io_threads must be at most 1024 (hostloop::MAX_WORKERS)";
+
+/// `what` as the I/O error `build` returns for a bad setting.
+fn invalid(what: &'static str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        crate::Error::InvalidArgument(what),
+    )
 }
 
 /// A job still running when the shutdown deadline passed.
@@ -285,7 +326,7 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
     }
     for item in shared.main.take_all() {
         // A captured value's `Drop` may panic; the host must still get its report.
-        let _ = catch_unwind(AssertUnwindSafe(|| item.release()));
+        let _ = catch(|| item.release());
         report.main_items_dropped += 1;
     }
     shared.latest.clear();

@@ -51,11 +51,15 @@ pub(crate) struct Shared {
     /// The thread that built the runtime (for a plugin: the host's main thread, where plugins
     /// are loaded).
     pub(crate) main_thread: ThreadId,
+    /// Raised when `main_thread` exits (by a thread-local guard on it, see `watch_exit`).
+    pub(crate) main_thread_exited: Arc<AtomicBool>,
     pub(crate) call_timeout: Duration,
 }
 
 impl Shared {
     pub(crate) fn new(backend: Backend, doorbell: Doorbell, call_timeout: Duration) -> Shared {
+        let main_thread_exited = Arc::new(AtomicBool::new(false));
+        watch_exit(&main_thread_exited);
         Shared {
             backend,
             main: MainQueue::new(doorbell),
@@ -69,6 +73,7 @@ impl Shared {
             workers: Default::default(),
             stats: CachePadded::new(StatsCore::new()),
             main_thread: std::thread::current().id(),
+            main_thread_exited,
             call_timeout,
         }
     }
@@ -107,6 +112,34 @@ impl Shared {
             self.submit(Arc::new(crate::job::Task::new(lane, f)));
         }
     }
+}
+
+/// The exit flags of the runtimes built on this thread, raised when the thread exits (its
+/// thread-locals are destroyed), so that a runtime whose main thread is gone can tell.
+struct ExitFlags(std::cell::RefCell<Vec<Arc<AtomicBool>>>);
+
+impl Drop for ExitFlags {
+    fn drop(&mut self) {
+        for flag in self.0.borrow().iter() {
+            flag.store(true, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static EXIT_FLAGS: ExitFlags = const { ExitFlags(std::cell::RefCell::new(Vec::new())) };
+}
+
+/// Raises `flag` when the calling thread exits. (If the thread is exiting already, its
+/// thread-locals are gone: the flag stays down, as if the thread lived on.)
+fn watch_exit(flag: &Arc<AtomicBool>) {
+    let _ = EXIT_FLAGS.try_with(|flags| {
+        let mut flags = flags.0.borrow_mut();
+        // Flags no runtime holds any more: a thread that builds runtime after runtime keeps a
+        // list as long as the runtimes alive, not as long as all it ever built.
+        flags.retain(|f| Arc::strong_count(f) > 1);
+        flags.push(flag.clone());
+    });
 }
 
 /// Running → shutting down, and what the shutdown counts.

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventFilter, EventKind};
 use crate::handle::Handle;
 use crate::internal::latest::{latest, LatestReader};
+use crate::internal::panic::catch;
 use crate::internal::sync::lock;
 use crate::main_thread::{post_task, Main, MainTask};
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
@@ -806,8 +807,7 @@ impl<S: Simulation> Driver<S> {
                     },
                     Command::Edit(f) => {
                         let sim: &mut dyn std::any::Any = &mut self.sim;
-                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sim)))
-                            .unwrap_or_else(|p| Err(Error::from_panic(p)));
+                        let r = catch(|| f(sim)).unwrap_or_else(|p| Err(Error::from_panic(p)));
                         if let Err(e) = r {
                             *lock(&self.state.error) = Some(e.to_string());
                         }
@@ -838,9 +838,7 @@ impl<S: Simulation> Driver<S> {
             // The step runs on a worker (this thread only waits): a playing simulation keeps
             // to the pool's cores, and the host's main thread keeps its own.
             let (sim, mut r) = (&mut self.sim, Ok(()));
-            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.handle.run_on_worker(|| r = sim.step(&ctx))
-            }));
+            let stepped = catch(|| self.handle.run_on_worker(|| r = sim.step(&ctx)));
             let r = stepped.map_err(Error::from_panic).and(r);
             if let Err(e) = r {
                 let message = e.to_string();
@@ -992,8 +990,7 @@ fn save_to<S: Simulation>(handle: &Handle, sim: &S, step: u64, to: SaveTo) {
 fn save<S: Simulation>(sim: &S, step: u64) -> Result<Vec<u8>> {
     let mut w = SnapshotWriter::new(S::SNAPSHOT_KIND, S::SNAPSHOT_VERSION);
     w.u64(step);
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.save(&mut w)))
-        .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
+    catch(|| sim.save(&mut w)).unwrap_or_else(|p| Err(Error::from_panic(p)))?;
     Ok(w.finish())
 }
 
@@ -1002,8 +999,7 @@ fn save<S: Simulation>(sim: &S, step: u64) -> Result<Vec<u8>> {
 fn restore_into<S: Simulation>(sim: &mut S, bytes: &[u8]) -> Result<u64> {
     let mut r = SnapshotReader::open(bytes, S::SNAPSHOT_KIND, 0..=S::SNAPSHOT_VERSION)?;
     let step = r.u64()?;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.restore(&mut r)))
-        .unwrap_or_else(|p| Err(Error::from_panic(p)))?;
+    catch(|| sim.restore(&mut r)).unwrap_or_else(|p| Err(Error::from_panic(p)))?;
     r.finish()?;
     Ok(step)
 }

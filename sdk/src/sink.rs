@@ -6,8 +6,8 @@
 //! call (zero copy); from other threads ([`Handle::emit`]) it is moved into a main-thread item
 //! first.
 
+use crate::internal::panic::catch;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -280,7 +280,7 @@ impl SinkSlot {
                 false
             }
             Some(mut sink) => {
-                if catch_unwind(AssertUnwindSafe(|| sink(msg))).is_err() {
+                if catch(|| sink(msg)).is_err() {
                     stats.record_main_panic();
                 }
                 let mut slot = lock(&self.sink);

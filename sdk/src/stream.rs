@@ -1,7 +1,7 @@
 //! Bounded result streams from background threads to a main-thread handler.
 
+use crate::internal::panic::catch;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,7 +49,7 @@ impl<T: Send + 'static> StreamInner<T> {
                 let Ok(item) = self.rx.try_recv() else {
                     return Step::Done;
                 };
-                if catch_unwind(AssertUnwindSafe(|| handler(item, main))).is_err() {
+                if catch(|| handler(item, main)).is_err() {
                     main.handle().shared().stats.record_main_panic();
                 }
             }

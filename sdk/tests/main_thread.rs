@@ -492,3 +492,43 @@ fn run_until_times_out_asleep_and_refuses_other_threads_and_reentry() {
     let inner = inner.lock().unwrap().take().expect("the item ran");
     assert!(matches!(inner, Err(Error::Reentrant)), "{inner:?}");
 }
+
+#[test]
+fn pump_and_run_until_inside_the_until_condition_are_reentrant() {
+    let rt = runtime(1);
+    let ran = Arc::new(AtomicBool::new(false));
+    {
+        let ran = ran.clone();
+        rt.post(move |_| ran.store(true, Ordering::SeqCst)).unwrap();
+    }
+    let mut nested = Vec::new();
+    let report = rt
+        .run_until(
+            || {
+                if nested.is_empty() {
+                    nested.push(rt.pump(Duration::ZERO).map(|_| ()));
+                    nested.push(
+                        rt.run_until(|| true, Duration::ZERO, Duration::ZERO)
+                            .map(|_| ()),
+                    );
+                }
+                ran.load(Ordering::SeqCst)
+            },
+            Duration::from_millis(2),
+            HANG,
+        )
+        .unwrap();
+    assert!(
+        matches!(nested[..], [Err(Error::Reentrant), Err(Error::Reentrant)]),
+        "{nested:?}"
+    );
+    // The outer loop is unharmed: its own pump ran the item, and the report counts it.
+    assert!(report.finished && report.ran >= 1, "{report:?}");
+    // Outside `until` both work again.
+    rt.pump(Duration::ZERO).unwrap();
+    assert!(
+        rt.run_until(|| true, Duration::ZERO, Duration::ZERO)
+            .unwrap()
+            .finished
+    );
+}

@@ -345,3 +345,60 @@ fn shutdown_counts_every_queued_job_that_never_ran() {
         "{report:?}"
     );
 }
+
+#[test]
+fn a_bogus_worker_count_is_refused_with_the_cap_in_the_message() {
+    // A negative "all but N threads" host setting cast to unsigned, and two merely huge ones.
+    for n in [u32::MAX as usize, 200_000, 5_000, hostloop::MAX_WORKERS + 1] {
+        let err = Runtime::builder()
+            .workers(n)
+            .build()
+            .expect_err("an absurd worker count must not start a runtime");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{n}: {err}");
+        assert!(err.to_string().contains("1024"), "{n}: {err}");
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
+        assert!(
+            matches!(inner, Some(Error::InvalidArgument(_))),
+            "{n}: {inner:?}"
+        );
+    }
+    let err = Runtime::builder()
+        .workers(1)
+        .io_threads(u32::MAX as usize)
+        .build()
+        .expect_err("an absurd IO thread count must not start a runtime");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+}
+
+#[test]
+fn the_largest_worker_count_allowed_starts_runs_work_and_shuts_down() {
+    let workers = hostloop::MAX_WORKERS;
+    let rt = Runtime::builder()
+        .workers(workers)
+        .io_threads(1)
+        .build()
+        .expect("MAX_WORKERS workers start");
+    assert_eq!(rt.workers(), workers);
+    // Work spawned from inside a job lands on one worker's deque: the others must still find
+    // it without each of them scanning all 1024 deques on every search.
+    let total = Arc::new(AtomicUsize::new(0));
+    {
+        let total = total.clone();
+        rt.spawn(move |ctx| {
+            let h = ctx.handle();
+            for _ in 0..2_000 {
+                let total = total.clone();
+                h.spawn(move |_| {
+                    total.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    pump_until(rt.handle(), || total.load(Ordering::Relaxed) == 2_000);
+    let report = rt.shutdown(HANG);
+    assert!(report.stragglers.is_empty(), "{report:?}");
+    assert_eq!(report.threads_joined, workers + 1, "{report:?}");
+}

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::common::*;
 
@@ -58,9 +57,10 @@ fn clear_last_error() {
 }
 
 /// Runs an export's body: `Ok` → `HL_STATUS_OK` (and clears the message), `Err` → its status
-/// with the message kept, a panic → `HL_STATUS_PANIC` with the panic's message.
+/// with the message kept, a panic → `HL_STATUS_PANIC` with the panic's message (and nothing
+/// on the host's stderr: see the sdk's `internal/panic.rs`).
 pub(crate) fn guard(name: &str, body: impl FnOnce() -> FfiResult) -> hl_status_t {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match sdk::abi::catch_panic(body) {
         Ok(Ok(())) => {
             clear_last_error();
             HL_STATUS_OK

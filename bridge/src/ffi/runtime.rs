@@ -173,8 +173,9 @@ pub unsafe extern "C" fn hl_runtime_options_init(
     })
 }
 
-/// Checks a caller's options struct: its size and ABI version. Extra bytes of a newer, larger
-/// struct are accepted only when they are all zero (nothing asked of us that we would ignore).
+/// Checks a caller's options struct: its size and ABI version, and thread counts no higher than
+/// `sdk::MAX_WORKERS`. Extra bytes of a newer, larger struct are accepted only when they are all
+/// zero (nothing asked of us that we would ignore).
 ///
 /// # Safety
 ///
@@ -217,6 +218,21 @@ unsafe fn check_options(options: &hl_runtime_options_t) -> FfiResult {
             "options->reserved must be 0",
         ));
     }
+    // A negative "all but N threads" setting cast to unsigned lands here as ~4 billion.
+    for (name, n) in [
+        ("workers", options.workers),
+        ("io_threads", options.io_threads),
+    ] {
+        if n as usize > sdk::MAX_WORKERS {
+            return Err(Failure::new(
+                HL_STATUS_INVALID_ARG,
+                format!(
+                    "options->{name} is {n}, the most hostloop starts is {}",
+                    sdk::MAX_WORKERS
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -256,9 +272,13 @@ pub unsafe extern "C" fn hl_runtime_new(
         builder = builder
             .call_on_main_timeout(Duration::from_millis(options.call_timeout_ms.into()))
             .drop_deadline(free_deadline);
-        let rt = builder
-            .build()
-            .map_err(|e| Failure::new(HL_STATUS_OS, format!("cannot start the runtime: {e}")))?;
+        let rt = builder.build().map_err(|e| {
+            let status = match e.kind() {
+                std::io::ErrorKind::InvalidInput => HL_STATUS_INVALID_ARG,
+                _ => HL_STATUS_OS,
+            };
+            Failure::new(status, format!("cannot start the runtime: {e}"))
+        })?;
         let budget = match options.default_budget_us {
             0 => 2_000,
             us => us,
@@ -275,11 +295,23 @@ pub unsafe extern "C" fn hl_runtime_new(
     })
 }
 
+/// What one call of `shutdown` found: the report, the stragglers' message, and whether this
+/// call is the one that shut down (later calls get the first report again).
+struct ShutdownOutcome {
+    report: hl_shutdown_report_t,
+    stragglers: Option<String>,
+    first: bool,
+}
+
 /// Shuts `state` down once; later calls get the first report.
-fn shutdown(state: &RuntimeState, deadline: Duration) -> (hl_shutdown_report_t, Option<String>) {
+fn shutdown(state: &RuntimeState, deadline: Duration) -> ShutdownOutcome {
     let mut done = state.shutdown.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(first) = &*done {
-        return first.clone();
+    if let Some((report, stragglers)) = &*done {
+        return ShutdownOutcome {
+            report: *report,
+            stragglers: stragglers.clone(),
+            first: false,
+        };
     }
     // Plugins go first, while the pool can still finish their work.
     super::plugin::unload_all(state, deadline);
@@ -313,7 +345,11 @@ fn shutdown(state: &RuntimeState, deadline: Duration) -> (hl_shutdown_report_t, 
         )
     });
     *done = Some((report, stragglers.clone()));
-    (report, stragglers)
+    ShutdownOutcome {
+        report,
+        stragglers,
+        first: true,
+    }
 }
 
 /// See `hl_runtime_shutdown` in `hostloop/runtime.h`.
@@ -332,12 +368,12 @@ pub unsafe extern "C" fn hl_runtime_shutdown(
         on_main_thread(state.rt.handle())?;
         // SAFETY: non-NULL reports have `struct_size` set, per the contract.
         unsafe { check_size(report, "report") }?;
-        let (r, stragglers) = shutdown(&state, Duration::from_millis(deadline_ms.into()));
+        let done = shutdown(&state, Duration::from_millis(deadline_ms.into()));
         if !report.is_null() {
             // SAFETY: non-NULL, with `struct_size` set, per the contract.
-            unsafe { write_sized(report, r, "report") }?;
+            unsafe { write_sized(report, done.report, "report") }?;
         }
-        match stragglers {
+        match done.stragglers {
             Some(msg) => Err(Failure::new(HL_STATUS_TIMEOUT, msg)),
             None => Ok(()),
         }
@@ -353,16 +389,26 @@ pub unsafe extern "C" fn hl_runtime_shutdown(
 pub unsafe extern "C" fn hl_runtime_free(rt: *mut hl_runtime_t) -> hl_status_t {
     guard("hl_runtime_free", || {
         let state = RUNTIMES.get(rt, "rt")?;
-        on_main_thread(state.rt.handle())?;
+        // A runtime whose main thread has exited could otherwise never be freed.
+        if !state.rt.main_thread_exited() {
+            on_main_thread(state.rt.handle())?;
+        }
         let state = RUNTIMES.remove(rt, "rt")?;
-        let _ = shutdown(&state, state.free_deadline);
-        // Release the host's callbacks here, on the main thread, rather than whenever the last
-        // detached straggler thread lets go of the runtime.
+        let done = shutdown(&state, state.free_deadline);
+        // Release the host's callbacks here, on the freeing thread, rather than whenever the
+        // last detached straggler thread lets go of the runtime.
         state.rt.set_sink(None);
         state.rt.set_request_pump(None);
         super::event::drop_subscriptions(&state);
         drop(state);
-        Ok(())
+        match done.stragglers {
+            // Abandoned by this call: say so (a host that shut down first was told then).
+            Some(msg) if done.first => Err(Failure::new(
+                HL_STATUS_TIMEOUT,
+                format!("the runtime is freed, but {msg}"),
+            )),
+            _ => Ok(()),
+        }
     })
 }
 

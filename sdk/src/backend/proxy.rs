@@ -6,8 +6,8 @@
 //! crosses as a (data, call, drop) triple whose `call` runs it on a host worker and whose `drop`
 //! resolves it as cancelled; main-thread items cross the same way to the host's pump.
 
+use crate::internal::panic::catch;
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -181,19 +181,19 @@ unsafe extern "C" fn run_job(data: *mut c_void) {
     // SAFETY: `data` is the box made by `Proxy::spawn`, handed back exactly once.
     let queued = unsafe { Box::from_raw(data.cast::<QueuedJob>()) };
     // `run` catches the job's panics; this guards the bookkeeping around it.
-    let _ = catch_unwind(AssertUnwindSafe(move || {
+    let _ = catch(move || {
         let (shared, job) = *queued;
         job.run(&job, &shared);
-    }));
+    });
 }
 
 unsafe extern "C" fn drop_job(data: *mut c_void) {
     // SAFETY: as for `run_job`.
     let queued = unsafe { Box::from_raw(data.cast::<QueuedJob>()) };
-    let _ = catch_unwind(AssertUnwindSafe(move || {
+    let _ = catch(move || {
         let (shared, job) = *queued;
         job.abandon(&shared);
-    }));
+    });
 }
 
 unsafe extern "C" fn run_main(data: *mut c_void, budget_left_ns: u64) -> u32 {
@@ -204,7 +204,7 @@ unsafe extern "C" fn run_main(data: *mut c_void, budget_left_ns: u64) -> u32 {
     let deadline = Instant::now() + Duration::from_nanos(budget_left_ns);
     let handle = Handle::from_shared(shared.clone());
     let next = match item.take() {
-        Some(item) => catch_unwind(AssertUnwindSafe(|| {
+        Some(item) => catch(|| {
             let mut main = Main::new(&handle, deadline);
             match item {
                 MainItem::Task(task) => task.run(&mut main).map(MainItem::Task),
@@ -213,7 +213,7 @@ unsafe extern "C" fn run_main(data: *mut c_void, budget_left_ns: u64) -> u32 {
                     None
                 }
             }
-        }))
+        })
         .unwrap_or_else(|_| {
             shared.stats.record_main_panic();
             None
@@ -228,7 +228,7 @@ unsafe extern "C" fn run_main(data: *mut c_void, budget_left_ns: u64) -> u32 {
         None => {
             // SAFETY: done: the box is consumed here, once.
             let queued = unsafe { Box::from_raw(slot) };
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(queued)));
+            let _ = catch(move || drop(queued));
             HL_STEP_DONE
         }
     }
@@ -237,7 +237,7 @@ unsafe extern "C" fn run_main(data: *mut c_void, budget_left_ns: u64) -> u32 {
 unsafe extern "C" fn drop_main(data: *mut c_void) {
     // SAFETY: as for `run_main`; `drop_main` is the last use of `data`.
     let queued = unsafe { Box::from_raw(data.cast::<QueuedMain>()) };
-    let _ = catch_unwind(AssertUnwindSafe(move || {
+    let _ = catch(move || {
         let (_shared, item) = *queued;
         match item {
             // The job outlives this item: release its callbacks now, as a local shutdown does.
@@ -246,5 +246,5 @@ unsafe extern "C" fn drop_main(data: *mut c_void) {
             }
             other => drop(other),
         }
-    }));
+    });
 }

@@ -184,7 +184,7 @@ mod real {
             let cb = crate::internal::sync::lock(&self.request_pump).clone();
             if let Some(cb) = cb {
                 // The host callback must not take a worker down with it.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb()));
+                let _ = crate::internal::panic::catch(|| cb());
             }
         }
 

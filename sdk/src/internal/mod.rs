@@ -4,6 +4,7 @@
 
 pub(crate) mod doorbell;
 pub mod latest;
+pub(crate) mod panic;
 #[cfg(not(loom))]
 pub(crate) mod scheduler;
 #[cfg(loom)]

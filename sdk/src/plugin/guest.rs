@@ -2,8 +2,8 @@
 //! [`export_plugin!`](crate::export_plugin) exports for a [`Plugin`]. The runtime a plugin sees
 //! is a [`Proxy`](crate::backend::Proxy) over the host's services table.
 
+use crate::internal::panic::catch;
 use std::ffi::{c_char, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,7 @@ pub(super) unsafe extern "C" fn load<P: Plugin>(
     let ctx = PluginContext {
         handle: Handle::from_shared(shared.clone()),
     };
-    match catch_unwind(AssertUnwindSafe(|| P::load(&ctx))) {
+    match catch(|| P::load(&ctx)) {
         Ok(Ok(plugin)) => {
             let boxed = Box::new(Instance {
                 plugin: Some(plugin),
@@ -94,13 +94,13 @@ pub(super) unsafe extern "C" fn unload<P: Plugin>(instance: *mut c_void) {
     let mut inst = unsafe { Box::from_raw(instance.cast::<Instance<P>>()) };
     let shared = inst.shared.clone();
     // The flag first: jobs still running see cancellation while the plugin tears down.
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = catch(|| {
         if let Some(p) = inst.plugin.as_mut() {
             p.unload();
         }
         drop(inst.plugin.take());
-    }));
-    let _ = catch_unwind(AssertUnwindSafe(|| drop(inst)));
+    });
+    let _ = catch(|| drop(inst));
     shared.shutdown_proxy(Instant::now() + SIM_EXIT_DEADLINE);
 }
 
@@ -118,7 +118,7 @@ pub(super) unsafe extern "C" fn event<P: Plugin>(instance: *mut c_void, event: *
     let handle = Handle::from_shared(inst.shared.clone());
     let mut main = Main::new(&handle, Instant::now());
     if let Some(p) = inst.plugin.as_mut() {
-        if catch_unwind(AssertUnwindSafe(|| p.event(&event, &mut main))).is_err() {
+        if catch(|| p.event(&event, &mut main)).is_err() {
             inst.shared.stats.record_main_panic();
         }
     }
@@ -162,10 +162,10 @@ unsafe fn save_with<P: Plugin>(
     let Some(p) = inst.plugin.as_mut() else {
         return HL_STATUS_SHUT_DOWN;
     };
-    let saved = catch_unwind(AssertUnwindSafe(|| {
+    let saved = catch(|| {
         let mut w = SnapshotWriter::new(P::NAME, P::STATE_VERSION);
         save(p, &mut w).map(|()| w.finish())
-    }));
+    });
     match saved {
         Ok(Ok(bytes)) => {
             // SAFETY: the host's writer, valid for this call.
@@ -204,12 +204,12 @@ pub(super) unsafe extern "C" fn restore_state<P: Plugin>(
         Ok(d) => d,
         Err(e) => return fail(e.status, &e.message),
     };
-    let restored = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+    let restored = catch(|| -> Result<()> {
         let mut r =
             SnapshotReader::open(data, P::NAME, 0..=P::STATE_VERSION).map_err(Error::failed)?;
         p.restore_state(&mut r)?;
         r.finish().map_err(Error::failed)
-    }));
+    });
     match restored {
         Ok(Ok(())) => HL_STATUS_OK,
         Ok(Err(e)) => fail(status_of(&e), &e.to_string()),

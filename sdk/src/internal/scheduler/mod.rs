@@ -6,7 +6,10 @@
 //! 1. the `High` injector;
 //! 2. its own deque (only `Normal` jobs spawned from inside jobs on this worker land there);
 //! 3. the `Normal` injector (a batch moves into the worker's deque);
-//! 4. the other workers' deques (stealing);
+//! 4. the other workers' deques (stealing: all of them with up to `VICTIMS_PER_ROUND + 1`
+//!    workers; beyond that the last worker that filled its deque, then a window of
+//!    `VICTIMS_PER_ROUND` deques that moves on each round, so one search costs the same with
+//!    1024 workers as with 17 and start-up stays linear in the worker count);
 //! 5. the `Low` injector, then the `Background` injector.
 //!
 //! So a `High` job always starts before any queued `Normal`/`Low`/`Background` one, and local
@@ -21,7 +24,7 @@
 pub(crate) mod sleep;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,6 +166,9 @@ impl<H> std::fmt::Debug for ThreadSlot<H> {
 pub(crate) struct Scheduler<W: Work> {
     injectors: [Injector<W>; 4],
     stealers: Box<[Stealer<W>]>,
+    /// The worker that last put work on its own deque: where a thief looks first when it does
+    /// not look everywhere (a hint; any value is safe).
+    last_filled: CachePadded<AtomicUsize>,
     pub(crate) sleep: Sleep,
     /// `None` tells one IO thread to exit.
     io_tx: crossbeam_channel::Sender<Option<W>>,
@@ -210,6 +216,7 @@ impl<W: Work> Scheduler<W> {
         let scheduler = Scheduler {
             injectors: Default::default(),
             stealers,
+            last_filled: CachePadded::new(AtomicUsize::new(0)),
             sleep: Sleep::new(workers),
             io_tx,
             io_rx,
@@ -244,6 +251,7 @@ impl<W: Work> Scheduler<W> {
                         // SAFETY: `deque` is this scheduler's `Worker<W>`, owned by the
                         // running `worker_main` frame that set `LOCAL` (see there).
                         unsafe { &*l.deque.cast::<Worker<W>>() }.push(work);
+                        self.filled(l.index);
                         None
                     }
                     _ => Some(work),
@@ -269,8 +277,23 @@ impl<W: Work> Scheduler<W> {
         })
     }
 
-    /// Finds the next item for worker `index` (see the module docs for the order).
-    fn find(&self, index: usize, deque: &Worker<W>) -> Option<W> {
+    /// Records that worker `index` put work on its own deque (skipping the store, and the
+    /// cache-line traffic, when the hint says so already).
+    fn filled(&self, index: usize) {
+        if self.last_filled.load(Ordering::Relaxed) != index {
+            self.last_filled.store(index, Ordering::Relaxed);
+        }
+    }
+
+    /// Finds the next item for worker `index` in its search round `round` (see the module docs
+    /// for the order).
+    ///
+    /// With many workers only a bounded set of other deques is tried per round. No job can be
+    /// stranded by that: a deque only ever holds work its own worker pushed or moved there, and
+    /// that worker is awake and empties its deque before it may sleep. Stealing only spreads
+    /// that work, and the moving window reaches every deque within `SPIN_ROUNDS` rounds up to
+    /// `MAX_WORKERS` workers.
+    fn find(&self, index: usize, deque: &Worker<W>, round: u32) -> Option<W> {
         if let Some(job) = steal_retry(|| self.injectors[Lane::High as usize].steal()) {
             return Some(job);
         }
@@ -280,13 +303,33 @@ impl<W: Work> Scheduler<W> {
         if let Some(job) =
             steal_retry(|| self.injectors[Lane::Normal as usize].steal_batch_and_pop(deque))
         {
+            if !deque.is_empty() {
+                self.filled(index);
+            }
             return Some(job);
         }
         let n = self.stealers.len();
-        for k in 1..n {
-            let victim = &self.stealers[(index + k) % n];
-            if let Some(job) = steal_retry(|| victim.steal()) {
+        let steal_from = |victim: usize| {
+            if victim == index {
+                return None;
+            }
+            steal_retry(|| self.stealers[victim].steal())
+        };
+        if n <= VICTIMS_PER_ROUND + 1 {
+            for k in 1..n {
+                if let Some(job) = steal_from((index + k) % n) {
+                    return Some(job);
+                }
+            }
+        } else {
+            if let Some(job) = steal_from(self.last_filled.load(Ordering::Relaxed) % n) {
                 return Some(job);
+            }
+            let window = index + 1 + round as usize * VICTIMS_PER_ROUND;
+            for k in 0..VICTIMS_PER_ROUND {
+                if let Some(job) = steal_from((window + k) % n) {
+                    return Some(job);
+                }
             }
         }
         for lane in [Lane::Low, Lane::Background] {
@@ -391,6 +434,10 @@ fn run_one<W: Work>(slot: &ThreadSlot<W::Header>, epoch: Instant, work: W, run: 
 
 /// Rounds of searching before a worker falls asleep.
 const SPIN_ROUNDS: u32 = 64;
+/// Other workers' deques tried per search round when there are more than this many (plus the
+/// hint); `SPIN_ROUNDS * VICTIMS_PER_ROUND` covers `MAX_WORKERS`.
+const VICTIMS_PER_ROUND: usize = 16;
+const _: () = assert!(SPIN_ROUNDS as usize * VICTIMS_PER_ROUND >= crate::runtime::MAX_WORKERS);
 /// Of those, the last ones yield the CPU instead of spinning.
 const YIELD_ROUNDS: u32 = 8;
 
@@ -421,7 +468,7 @@ pub(crate) fn worker_main<W: Work>(
             let l = l.as_ref().expect("worker-local state is set above");
             let mut idle_rounds = 0;
             loop {
-                if let Some(job) = sched.find(l.index, &deque) {
+                if let Some(job) = sched.find(l.index, &deque, idle_rounds) {
                     return Some(job);
                 }
                 idle_rounds += 1;
@@ -436,7 +483,7 @@ pub(crate) fn worker_main<W: Work>(
                     continue;
                 }
                 let sleepy = sched.sleep.announce_sleepy();
-                if let Some(job) = sched.find(l.index, &deque) {
+                if let Some(job) = sched.find(l.index, &deque, idle_rounds) {
                     return Some(job);
                 }
                 slot.park(epoch);

@@ -2,8 +2,8 @@
 //! behind it: the per-plugin queues that account for every triple the plugin hands over, the
 //! gate that closes them at unload, and the calls into the plugin's descriptor.
 
+use crate::internal::panic::catch;
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -166,7 +166,7 @@ pub(super) unsafe fn instance<'a>(host: *mut c_void) -> &'a Instance {
 
 /// Runs a service body with panics caught (a panic becomes `HL_STATUS_PANIC`).
 pub(super) fn service(body: impl FnOnce() -> hl_status_t) -> hl_status_t {
-    catch_unwind(AssertUnwindSafe(body)).unwrap_or(HL_STATUS_PANIC)
+    catch(body).unwrap_or(HL_STATUS_PANIC)
 }
 
 /// Parks a triple in one of the instance's queues, through the gate. Returns the pass (keep it
