@@ -463,6 +463,87 @@ struct PluginInfo {
     [[nodiscard]] bool retains_image() const noexcept { return (flags & HL_PLUGIN_FLAG_RETAIN_IMAGE) != 0; }
 };
 
+/**
+ * \brief How `Plugin::load` loads a plugin (`hl_plugin_load_options_t`): in-process, or
+ * isolated in a worker process (see `HL_ISOLATION_*` in `hostloop/plugin.h`). Starts from
+ * `hl_plugin_load_options_init`'s defaults; the strings are copied at the load.
+ */
+class LoadOptions {
+public:
+    LoadOptions() { detail::check(hl_plugin_load_options_init(&raw_)); }
+
+    /** \brief A worker process of its own. */
+    LoadOptions &own_process() {
+        raw_.isolation = HL_ISOLATION_OWN_PROCESS;
+        return *this;
+    }
+    /** \brief The worker process shared by every plugin loaded with the same `group`. */
+    LoadOptions &shared_process(std::string group) {
+        group_ = std::move(group);
+        raw_.isolation = HL_ISOLATION_SHARED_PROCESS;
+        return *this;
+    }
+    /** \brief In the host's process (the default). */
+    LoadOptions &in_process() {
+        raw_.isolation = HL_ISOLATION_IN_PROCESS;
+        return *this;
+    }
+    /** \brief The worker program (default: `$HOSTLOOP_WORKER`, beside the executable, `PATH`). */
+    LoadOptions &worker_program(std::string path) {
+        program_ = std::move(path);
+        return *this;
+    }
+    /** \brief How long a silent worker lives before it is declared hung and killed. */
+    LoadOptions &heartbeat(std::chrono::milliseconds ms) {
+        raw_.heartbeat_ms = detail::to_u32(ms, "heartbeat");
+        return *this;
+    }
+    /** \brief How often the plugin's state is checkpointed for a restart. */
+    LoadOptions &checkpoint_interval(std::chrono::milliseconds ms) {
+        raw_.checkpoint_interval_ms = detail::to_u32(ms, "checkpoint_interval");
+        return *this;
+    }
+    /** \brief Restarts of a lost worker before the plugin stays down. */
+    LoadOptions &restart_limit(uint32_t n) {
+        raw_.restart_limit = n;
+        return *this;
+    }
+    /** \brief Whether the worker's stderr is copied to the host's (default true). */
+    LoadOptions &echo_stderr(bool echo) {
+        raw_.echo_stderr = echo ? 1u : 0u;
+        return *this;
+    }
+
+    /** \brief The C struct, its strings pointing into this object (valid while it lives). */
+    [[nodiscard]] hl_plugin_load_options_t capi() const {
+        hl_plugin_load_options_t o = raw_;
+        o.group = raw_.isolation == HL_ISOLATION_SHARED_PROCESS ? group_.c_str() : nullptr;
+        o.worker_program = program_.empty() ? nullptr : program_.c_str();
+        return o;
+    }
+
+private:
+    hl_plugin_load_options_t raw_{};
+    std::string group_;
+    std::string program_;
+};
+
+/** \brief Where a plugin runs and how its worker fared (`hl_plugin_process`); strings copied. */
+struct PluginProcess {
+    /** `HL_ISOLATION_*`. */
+    uint32_t isolation = HL_ISOLATION_IN_PROCESS;
+    /** The worker's pid; 0 in-process, while restarting, or down. */
+    uint32_t pid = 0;
+    uint32_t restarts = 0;
+    uint32_t crashes = 0;
+    uint64_t checkpoints = 0;
+    /** Why its worker was last lost; empty if never. */
+    std::string last_crash;
+    /** Set when it stays down: why. */
+    bool down = false;
+    std::string down_reason;
+};
+
 /** \brief A runtime's plugin counters (`hl_runtime_plugin_stats`): the C struct, with
  *  `struct_size` set. */
 using PluginStats = hl_plugin_stats_t;
@@ -1149,6 +1230,19 @@ public:
     /** \brief Same as the constructor. Throws `Error`. [main-thread] [not re-entrant] */
     [[nodiscard]] static Plugin load(Runtime &rt, CStr path) { return Plugin(rt, std::move(path)); }
 
+    /**
+     * \brief Loads the plugin where `options` say (`hl_plugin_load_ex`): in-process, or in a
+     * worker process whose crash the host survives. Throws `Error` (as the constructor, and
+     * INVALID_ARG for bad options, WORKER when the worker program cannot start or the worker was
+     * lost before the plugin loaded). [main-thread] [not re-entrant]
+     */
+    [[nodiscard]] static Plugin load(Runtime &rt, CStr path, const LoadOptions &options) {
+        const hl_plugin_load_options_t o = options.capi();
+        hl_plugin_t *raw = nullptr;
+        detail::check(hl_plugin_load_ex(rt.capi(), path.c_str(), &o, &raw));
+        return Plugin(raw, Adopt{});
+    }
+
     /** \brief Takes ownership of `raw` (from `hl_plugin_load`). */
     [[nodiscard]] static Plugin from_capi(hl_plugin_t *raw) noexcept { return Plugin(raw, Adopt{}); }
 
@@ -1243,6 +1337,27 @@ public:
         info.flags = raw.flags;
         info.pending = raw.pending;
         return info;
+    }
+
+    /**
+     * \brief Where the plugin runs, its worker's pid, its crashes and restarts. Throws `Error`
+     * (NULL_ARG, INVALID_HANDLE, WRONG_THREAD, REENTRANT while it is being reloaded).
+     * [main-thread]
+     */
+    [[nodiscard]] PluginProcess process() const {
+        hl_plugin_process_t raw{};
+        raw.struct_size = sizeof raw;
+        detail::check(hl_plugin_process(raw_, &raw));
+        PluginProcess p;
+        p.isolation = raw.isolation;
+        p.pid = raw.pid;
+        p.restarts = raw.restarts;
+        p.crashes = raw.crashes;
+        p.checkpoints = raw.checkpoints;
+        p.last_crash = raw.last_crash != nullptr ? raw.last_crash : "";
+        p.down = raw.down != 0;
+        p.down_reason = raw.down_reason != nullptr ? raw.down_reason : "";
+        return p;
     }
 
     /** \brief True when this object owns a handle (it may have gone dead with its runtime). */

@@ -82,7 +82,11 @@ enum {
      * non-UTF-8 strings, or a reload found a different plugin. */
     HL_STATUS_BAD_DESCRIPTOR = 19,
     /** `hl_plugin_load`: a plugin of that name is loaded in this runtime already. */
-    HL_STATUS_ALREADY_LOADED = 20
+    HL_STATUS_ALREADY_LOADED = 20,
+    /** An isolated plugin's worker process could not be started (`hl_last_error()` names the
+     * program tried), or was lost — crashed, killed, hung, restarting, down — before it
+     * answered (`hl_plugin_load_ex`, `hl_plugin_reload`). */
+    HL_STATUS_WORKER = 21
 };
 
 /**

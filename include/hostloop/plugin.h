@@ -152,6 +152,128 @@ typedef struct hl_plugin_stats_t {
 hl_status_t hl_plugin_load(hl_runtime_t *rt, const char *path, hl_plugin_t **plugin);
 
 /**
+ * \brief Where a plugin runs (`hl_plugin_load_options_t::isolation`).
+ *
+ * An isolated plugin is loaded by a `hostloop-worker` process with the same loader and
+ * services: it cannot tell the difference. Host events are forwarded to it; its sink messages
+ * reach this runtime's sink on the main thread at a pump, woken by the same wake fd, so the
+ * host integration does not change. A crash of its native code (a null write, an abort, an
+ * exit, a failed allocation, a hang past the heartbeat, a `kill`) ends only the worker. The
+ * sink then receives, on the main thread, `HL_PAYLOAD_BYTES` UTF-8 text messages:
+ * - `hostloop/plugin/crashed`: `plugin: NAME`, `pid: N`, `cause: ...` (e.g. `killed by signal
+ *   11 (SIGSEGV)`, `exited with status 3`, `it did not answer for 5s (hung), so it was killed`),
+ *   `then: restarting in ... (restart i of n)` or `then: staying down: ...`, and `last words:`
+ *   followed by the end of the worker's stderr — one line each;
+ * - `hostloop/plugin/restarted`: the new worker loaded the plugin and restored its last
+ *   checkpoint (its `checkpoint_state`, else `save_state`, taken every
+ *   `checkpoint_interval_ms`);
+ * - `hostloop/plugin/down`: the restart limit was reached, or a restart failed; the plugin
+ *   stays down, and `hl_plugin_process` says why.
+ *
+ * Every request pending when a worker is lost returns `HL_STATUS_WORKER`. `hl_plugin_unload`
+ * and `hl_runtime_shutdown` end workers within their deadline: asked to quit, `SIGTERM` at
+ * three quarters of it, `SIGKILL` at its end, and reaped. The host never gets a `SIGPIPE`
+ * from a dead worker, and a worker exits by itself when its host goes away.
+ */
+enum {
+    /** In the host's process (what `hl_plugin_load` does). */
+    HL_ISOLATION_IN_PROCESS = 0,
+    /** In a worker process of its own. */
+    HL_ISOLATION_OWN_PROCESS = 1,
+    /** In the worker process shared by every plugin loaded with the same `group` (fewer
+     * processes; a crash ends, and restarts, the whole group). */
+    HL_ISOLATION_SHARED_PROCESS = 2
+};
+
+/** \brief How `hl_plugin_load_ex` loads a plugin. Fill with `hl_plugin_load_options_init`. */
+typedef struct hl_plugin_load_options_t {
+    /** `sizeof(hl_plugin_load_options_t)`, set by `hl_plugin_load_options_init`. */
+    uint32_t struct_size;
+    /** `HL_ISOLATION_*` (default IN_PROCESS). */
+    uint32_t isolation;
+    /** SHARED_PROCESS: the group's name, NUL-terminated UTF-8, copied; not NULL or empty then.
+     * Ignored otherwise. */
+    const char *group;
+    /** The worker program; NULL (default): `$HOSTLOOP_WORKER`, else `hostloop-worker` beside the
+     * running executable or one directory up, else `hostloop-worker` on `PATH`. Copied. */
+    const char *worker_program;
+    /** A worker silent this long is declared hung and killed (default 5000; at least 10). */
+    uint32_t heartbeat_ms;
+    /** How often the plugin's state is checkpointed for a restart (default 1000; at least 1). */
+    uint32_t checkpoint_interval_ms;
+    /** Restarts of a lost worker before the plugin stays down (default 3; the count starts
+     * again after a minute up). */
+    uint32_t restart_limit;
+    /** The wait before the first restart, doubled for each further one up to 30 s (default
+     * 100). */
+    uint32_t restart_backoff_ms;
+    /** The worker's pool size; 0 (default): one per core. */
+    uint32_t worker_threads;
+    /** Non-zero (default 1): the worker's stderr is copied to the host's, as an in-process
+     * plugin's would be. Its last 4 KiB are the crash report's last words either way. */
+    uint32_t echo_stderr;
+    /** How long load and reload wait for the worker's answer (default 30000). */
+    uint32_t timeout_ms;
+    /** Reserved, must be 0. */
+    uint32_t reserved;
+} hl_plugin_load_options_t;
+
+/**
+ * \brief Fills `options` with the defaults (and its `struct_size`).
+ * \return NULL_ARG if `options` is NULL.
+ * [any-thread]
+ */
+hl_status_t hl_plugin_load_options_init(hl_plugin_load_options_t *options);
+
+/**
+ * \brief Loads the plugin library at `path` into `rt` where `options` say: in this process
+ * (exactly `hl_plugin_load`), in a worker process of its own, or in a named group's worker.
+ * \param options  not NULL; from `hl_plugin_load_options_init`.
+ * \return every status of `hl_plugin_load` (a load error in the worker is reported as it would
+ * be in-process, with the worker's message); INVALID_ARG (options too small, an unknown
+ * isolation, `reserved` not 0, SHARED_PROCESS without a group); INVALID_UTF8 (group or
+ * worker_program); WORKER: the worker program could not be started (its path is in
+ * `hl_last_error()`), or the worker was lost before the plugin loaded — a damaged or oversized
+ * frame from it, a crash, a missed heartbeat. Nothing of a failed load stays behind (no process,
+ * no fd).
+ * [main-thread] [not re-entrant]
+ */
+hl_status_t hl_plugin_load_ex(hl_runtime_t *rt, const char *path,
+                              const hl_plugin_load_options_t *options, hl_plugin_t **plugin);
+
+/** \brief Where a plugin runs and how its worker fared (`hl_plugin_process`). */
+typedef struct hl_plugin_process_t {
+    /** `sizeof(hl_plugin_process_t)`: set it before the call. */
+    uint32_t struct_size;
+    /** `HL_ISOLATION_*`. */
+    uint32_t isolation;
+    /** The pid of the worker running it now; 0 in-process, while restarting, or down. */
+    uint32_t pid;
+    /** Restarts after a crash. */
+    uint32_t restarts;
+    /** Times its worker was lost (crashed, killed, hung, exited). */
+    uint32_t crashes;
+    /** Non-zero once it stays down; `down_reason` says why. */
+    uint32_t down;
+    /** Checkpoints of its state received (the latest is what a restart restores). */
+    uint64_t checkpoints;
+    /** Why its worker was last lost, e.g. `killed by signal 11 (SIGSEGV)`; NULL if never.
+     * Owned by the handle: valid until the next `hl_plugin_process` on it or its unload. */
+    const char *last_crash;
+    /** Why it stays down; NULL unless `down`. Owned as `last_crash`. */
+    const char *down_reason;
+} hl_plugin_process_t;
+
+/**
+ * \brief Where a plugin runs, its worker's pid, and its crashes and restarts.
+ * \param process  not NULL; `struct_size` set by the caller.
+ * \return NULL_ARG; INVALID_HANDLE; INVALID_ARG (process too small); WRONG_THREAD; REENTRANT
+ * (the plugin is being reloaded).
+ * [main-thread]
+ */
+hl_status_t hl_plugin_process(const hl_plugin_t *plugin, hl_plugin_process_t *process);
+
+/**
  * \brief Unloads a plugin and frees its handle: calls its `unload` (a Rust plugin's jobs see
  * cancellation and its simulations stop), drops its queued work unrun, waits up to
  * `deadline_ms` for calls into it that are running, then releases the library. No call into the
@@ -159,7 +281,8 @@ hl_status_t hl_plugin_load(hl_runtime_t *rt, const char *path, hl_plugin_t **plu
  * \param report  NULL, or receives what was done (`struct_size` set by the caller).
  * \return OK; NULL_ARG; INVALID_HANDLE; WRONG_THREAD; INVALID_ARG (report too small);
  * TIMEOUT: calls were still running at the deadline — the handle is freed anyway and the image
- * retired (kept mapped) so they finish safely.
+ * retired (kept mapped) so they finish safely; for an isolated plugin, its worker did not quit
+ * in time and was terminated or killed (`stragglers` is 1).
  * [main-thread] [not re-entrant]: from inside the plugin's own callbacks its `unload` is not
  * called and its image is retired.
  */
@@ -176,8 +299,10 @@ hl_status_t hl_plugin_unload(hl_plugin_t *plugin, uint32_t deadline_ms,
  * \return OK; NULL_ARG; INVALID_HANDLE; INVALID_UTF8; WRONG_THREAD; REENTRANT (from inside the
  * plugin's callbacks); any status of `hl_plugin_load` for the new build (BAD_DESCRIPTOR also
  * when it is another plugin); FAILED or PANIC (save or restore failed); TIMEOUT (the old
- * build's work did not stop in time). On every failure the old build keeps running, its state
- * handed back through its own `restore_state`.
+ * build's work did not stop in time); WORKER (an isolated plugin's worker was lost, or is
+ * restarting, before it answered). On every failure the old build keeps running, its state
+ * handed back through its own `restore_state`. An isolated plugin is reloaded this way inside
+ * its worker.
  * [main-thread] [not re-entrant]
  */
 hl_status_t hl_plugin_reload(hl_plugin_t *plugin, const char *path, uint32_t deadline_ms);

@@ -47,6 +47,7 @@ pub const HL_STATUS_NOT_A_LIBRARY: hl_status_t = 17;
 pub const HL_STATUS_NO_ENTRY_SYMBOL: hl_status_t = 18;
 pub const HL_STATUS_BAD_DESCRIPTOR: hl_status_t = 19;
 pub const HL_STATUS_ALREADY_LOADED: hl_status_t = 20;
+pub const HL_STATUS_WORKER: hl_status_t = 21;
 
 pub const HL_EVENT_FRAME_CHANGED: u32 = 1;
 pub const HL_EVENT_SELECTION_CHANGED: u32 = 2;
@@ -78,6 +79,9 @@ pub const HL_PLUGIN_LANE_IO: u32 = 4;
 pub const HL_STEP_DONE: u32 = 0;
 pub const HL_STEP_CONTINUE: u32 = 1;
 pub const HL_PLUGIN_FLAG_RETAIN_IMAGE: u32 = 1;
+pub const HL_ISOLATION_IN_PROCESS: u32 = 0;
+pub const HL_ISOLATION_OWN_PROCESS: u32 = 1;
+pub const HL_ISOLATION_SHARED_PROCESS: u32 = 2;
 
 /// `hl_event_t` (`hostloop/event.h`).
 #[repr(C)]

@@ -812,7 +812,8 @@ static void case_status_names(void) {
         "HL_STATUS_INVALID_HANDLE", "HL_STATUS_CANCELLED",   "HL_STATUS_TIMEOUT",
         "HL_STATUS_FAILED",    "HL_STATUS_PENDING",          "HL_STATUS_INVALID_UTF8",
         "HL_STATUS_OS",        "HL_STATUS_FILE_NOT_FOUND",   "HL_STATUS_NOT_A_LIBRARY",
-        "HL_STATUS_NO_ENTRY_SYMBOL", "HL_STATUS_BAD_DESCRIPTOR", "HL_STATUS_ALREADY_LOADED"};
+        "HL_STATUS_NO_ENTRY_SYMBOL", "HL_STATUS_BAD_DESCRIPTOR", "HL_STATUS_ALREADY_LOADED",
+        "HL_STATUS_WORKER"};
     static const hl_status_t values[] = {
         HL_STATUS_OK,        HL_STATUS_NULL_ARG,         HL_STATUS_INVALID_ARG,
         HL_STATUS_WRONG_THREAD, HL_STATUS_REENTRANT,     HL_STATUS_HOST_BUSY,
@@ -820,7 +821,8 @@ static void case_status_names(void) {
         HL_STATUS_INVALID_HANDLE, HL_STATUS_CANCELLED,   HL_STATUS_TIMEOUT,
         HL_STATUS_FAILED,    HL_STATUS_PENDING,          HL_STATUS_INVALID_UTF8,
         HL_STATUS_OS,        HL_STATUS_FILE_NOT_FOUND,   HL_STATUS_NOT_A_LIBRARY,
-        HL_STATUS_NO_ENTRY_SYMBOL, HL_STATUS_BAD_DESCRIPTOR, HL_STATUS_ALREADY_LOADED};
+        HL_STATUS_NO_ENTRY_SYMBOL, HL_STATUS_BAD_DESCRIPTOR, HL_STATUS_ALREADY_LOADED,
+        HL_STATUS_WORKER};
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         const char *got = hl_status_name(values[i]);
         checks++;
@@ -832,7 +834,7 @@ static void case_status_names(void) {
             printf("ok   hl_status_name(%u) == \"%s\"\n", (unsigned)values[i], got);
         }
     }
-    hl_status_t unknown[] = {21, 100, UINT32_MAX};
+    hl_status_t unknown[] = {22, 100, UINT32_MAX};
     for (size_t i = 0; i < 3; i++) {
         const char *got = hl_status_name(unknown[i]);
         checks++;

@@ -273,3 +273,41 @@ fn the_hpp_plugin_host_is_clean_under_address_and_undefined_behaviour_sanitizers
     let args = host.args();
     assert_plugin_hpp_host(&run_sanitized(&host.exe, &strs(&args)));
 }
+
+/// `tests/cpp/isolation_hpp.cpp`: the wrapper's isolation switch, natively and under the
+/// sanitizers.
+#[test]
+fn the_cpp_wrapper_loads_a_plugin_into_a_worker_process() {
+    let args = [hostloop_tests::worker_program(), fixture("fixture_crashy")]
+        .map(|p| p.display().to_string());
+    let args = strs(&args);
+    for (name, flags) in [
+        ("isolation-hpp-native", &[][..]),
+        ("isolation-hpp-asan", SANITIZER_FLAGS),
+    ] {
+        let dir = test_dir!(name);
+        let exe = Build::new(Lang::Cxx)
+            .flags(flags)
+            .source(cpp_dir().join("isolation_hpp.cpp"))
+            .compile(dir.join("isolation_hpp"));
+        let run = if flags.is_empty() {
+            run_program(&exe, &args, &[])
+        } else {
+            run_sanitized(&exe, &args)
+        };
+        run.assert_success("isolation_hpp.cpp");
+        assert!(run.has_line("isolation hpp: OK"), "{}", run.describe());
+        assert_values(
+            &run,
+            &[
+                ("isolation", "1"),
+                ("in_worker", "1"),
+                ("crashes", "0"),
+                ("name", "crashy"),
+                ("unload_timed_out", "0"),
+                ("missing_worker", "HL_STATUS_WORKER"),
+                ("missing_worker_named", "1"),
+            ],
+        );
+    }
+}

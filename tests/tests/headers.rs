@@ -190,6 +190,14 @@ signatures! {
         => unsafe extern "C" fn(*const hl_plugin_t, *mut hl_plugin_info_t) -> hl_status_t;
     hl_runtime_plugin_stats: "hl_status_t (*)(const hl_runtime_t *, hl_plugin_stats_t *)"
         => unsafe extern "C" fn(*const hl_runtime_t, *mut hl_plugin_stats_t) -> hl_status_t;
+    hl_plugin_load_options_init: "hl_status_t (*)(hl_plugin_load_options_t *)"
+        => unsafe extern "C" fn(*mut hl_plugin_load_options_t) -> hl_status_t;
+    hl_plugin_load_ex:
+        "hl_status_t (*)(hl_runtime_t *, const char *, const hl_plugin_load_options_t *, hl_plugin_t **)"
+        => unsafe extern "C" fn(*mut hl_runtime_t, *const c_char, *const hl_plugin_load_options_t,
+            *mut *mut hl_plugin_t) -> hl_status_t;
+    hl_plugin_process: "hl_status_t (*)(const hl_plugin_t *, hl_plugin_process_t *)"
+        => unsafe extern "C" fn(*const hl_plugin_t, *mut hl_plugin_process_t) -> hl_status_t;
 }
 
 /// The callback typedefs: `name: "C type" => Rust type;`, checked the same way.
@@ -369,6 +377,13 @@ fn library_constants() -> Vec<(&'static str, i64)> {
         ("HL_STATUS_NO_ENTRY_SYMBOL", v(HL_STATUS_NO_ENTRY_SYMBOL)),
         ("HL_STATUS_BAD_DESCRIPTOR", v(HL_STATUS_BAD_DESCRIPTOR)),
         ("HL_STATUS_ALREADY_LOADED", v(HL_STATUS_ALREADY_LOADED)),
+        ("HL_STATUS_WORKER", v(HL_STATUS_WORKER)),
+        ("HL_ISOLATION_IN_PROCESS", v(HL_ISOLATION_IN_PROCESS)),
+        ("HL_ISOLATION_OWN_PROCESS", v(HL_ISOLATION_OWN_PROCESS)),
+        (
+            "HL_ISOLATION_SHARED_PROCESS",
+            v(HL_ISOLATION_SHARED_PROCESS),
+        ),
         ("HL_PLUGIN_ABI_VERSION", v(HL_PLUGIN_ABI_VERSION)),
         ("HL_PLUGIN_LANE_HIGH", v(HL_PLUGIN_LANE_HIGH)),
         ("HL_PLUGIN_LANE_NORMAL", v(HL_PLUGIN_LANE_NORMAL)),
@@ -525,6 +540,14 @@ layouts! {
     }
     hl_plugin_info_t { struct_size, generation, flags, reserved, name, version, path, pending }
     hl_unload_report_t { struct_size, retired, dropped, stragglers, elapsed_us }
+    hl_plugin_load_options_t {
+        struct_size, isolation, group, worker_program, heartbeat_ms, checkpoint_interval_ms,
+        restart_limit, restart_backoff_ms, worker_threads, echo_stderr, timeout_ms, reserved,
+    }
+    hl_plugin_process_t {
+        struct_size, isolation, pid, restarts, crashes, down, checkpoints, last_crash,
+        down_reason,
+    }
     hl_plugin_stats_t {
         struct_size, reserved, loaded, loads, unloads, reloads, failed_reloads, images_retired,
         images_closed, stragglers,

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 pub use sdk::abi::{
     hl_drop_fn, hl_main_task_fn, hl_plugin_descriptor_t, hl_plugin_entry_fn, hl_plugin_services_t,
-    hl_task_fn, hl_write_fn, HL_PLUGIN_ABI_VERSION, HL_PLUGIN_FLAG_RETAIN_IMAGE,
+    hl_task_fn, hl_write_fn, HL_ISOLATION_IN_PROCESS, HL_ISOLATION_OWN_PROCESS,
+    HL_ISOLATION_SHARED_PROCESS, HL_PLUGIN_ABI_VERSION, HL_PLUGIN_FLAG_RETAIN_IMAGE,
     HL_PLUGIN_LANE_BACKGROUND, HL_PLUGIN_LANE_HIGH, HL_PLUGIN_LANE_IO, HL_PLUGIN_LANE_LOW,
     HL_PLUGIN_LANE_NORMAL, HL_STEP_CONTINUE, HL_STEP_DONE,
 };
 
 use super::common::*;
-use super::guard::{arg, guard, on_main_thread, utf8, write_sized, Failure};
+use super::guard::{arg, check_size, guard, on_main_thread, utf8, write_sized, Failure};
 use super::handles::Registry;
 use super::runtime::{hl_runtime_t, live, RuntimeState, RUNTIMES};
 
@@ -35,6 +36,37 @@ pub struct hl_plugin_info_t {
     pub version: *const c_char,
     pub path: *const c_char,
     pub pending: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_plugin_load_options_t {
+    pub struct_size: u32,
+    pub isolation: u32,
+    pub group: *const c_char,
+    pub worker_program: *const c_char,
+    pub heartbeat_ms: u32,
+    pub checkpoint_interval_ms: u32,
+    pub restart_limit: u32,
+    pub restart_backoff_ms: u32,
+    pub worker_threads: u32,
+    pub echo_stderr: u32,
+    pub timeout_ms: u32,
+    pub reserved: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_plugin_process_t {
+    pub struct_size: u32,
+    pub isolation: u32,
+    pub pid: u32,
+    pub restarts: u32,
+    pub crashes: u32,
+    pub down: u32,
+    pub checkpoints: u64,
+    pub last_crash: *const c_char,
+    pub down_reason: *const c_char,
 }
 
 #[repr(C)]
@@ -67,6 +99,9 @@ struct PluginState {
     plugin: Mutex<Option<sdk::plugin::LoadedPlugin>>,
     /// The strings `hl_plugin_info` hands out: valid until the next reload or unload.
     info: Mutex<[CString; 3]>,
+    /// The strings `hl_plugin_process` hands out (last crash, down reason): valid until its
+    /// next call or the unload.
+    process: Mutex<[Option<CString>; 2]>,
     /// The runtime's state, whose list of plugins holds this handle.
     runtime: Arc<RuntimeState>,
 }
@@ -113,16 +148,213 @@ pub unsafe extern "C" fn hl_plugin_load(
         }
         on_main_thread(state.rt.handle())?;
         let loaded = state.rt.load_plugin(path)?;
-        let info = info_strings(&loaded);
-        let handle: *mut hl_plugin_t = PLUGINS.insert(PluginState {
-            plugin: Mutex::new(Some(loaded)),
-            info: Mutex::new(info),
-            runtime: state.clone(),
-        });
-        lock(&state.plugins).push(handle as usize);
         // SAFETY: non-NULL and writable per the contract.
-        unsafe { *plugin = handle };
+        unsafe { register(&state, loaded, plugin) };
         Ok(())
+    })
+}
+
+/// Makes a handle for `loaded` and writes it to `*out`.
+///
+/// # Safety
+///
+/// `out` is non-NULL and writable.
+unsafe fn register(
+    state: &Arc<RuntimeState>,
+    loaded: sdk::plugin::LoadedPlugin,
+    out: *mut *mut hl_plugin_t,
+) {
+    let info = info_strings(&loaded);
+    let handle: *mut hl_plugin_t = PLUGINS.insert(PluginState {
+        plugin: Mutex::new(Some(loaded)),
+        info: Mutex::new(info),
+        process: Mutex::new([None, None]),
+        runtime: state.clone(),
+    });
+    lock(&state.plugins).push(handle as usize);
+    // SAFETY: per this function's contract.
+    unsafe { *out = handle };
+}
+
+/// The defaults of `hl_plugin_load_options_t`, the same as `LoadOptions::new()`'s.
+fn default_load_options() -> hl_plugin_load_options_t {
+    let d = sdk::plugin::LoadOptions::new();
+    let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
+    hl_plugin_load_options_t {
+        struct_size: std::mem::size_of::<hl_plugin_load_options_t>() as u32,
+        isolation: HL_ISOLATION_IN_PROCESS,
+        group: std::ptr::null(),
+        worker_program: std::ptr::null(),
+        heartbeat_ms: ms(d.heartbeat_deadline()),
+        checkpoint_interval_ms: ms(d.checkpoint_interval()),
+        restart_limit: d.restart_count_limit(),
+        restart_backoff_ms: ms(d.first_restart_backoff()),
+        worker_threads: 0,
+        echo_stderr: 1,
+        timeout_ms: ms(d.answer_timeout()),
+        reserved: 0,
+    }
+}
+
+/// See `hl_plugin_load_options_init` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `options` is NULL or points to a writable `hl_plugin_load_options_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_plugin_load_options_init(
+    options: *mut hl_plugin_load_options_t,
+) -> hl_status_t {
+    guard("hl_plugin_load_options_init", || {
+        if options.is_null() {
+            return Err(Failure::new(HL_STATUS_NULL_ARG, "options is NULL"));
+        }
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { options.write(default_load_options()) };
+        Ok(())
+    })
+}
+
+/// Reads C load options into the SDK's.
+///
+/// # Safety
+///
+/// `o` came from `hl_plugin_load_options_init` (its strings NULL or NUL-terminated).
+unsafe fn load_options(o: &hl_plugin_load_options_t) -> Result<sdk::plugin::LoadOptions, Failure> {
+    use sdk::plugin::{Isolation, LoadOptions};
+    if o.reserved != 0 {
+        return Err(Failure::new(
+            HL_STATUS_INVALID_ARG,
+            "options->reserved must be 0",
+        ));
+    }
+    let isolation = match o.isolation {
+        HL_ISOLATION_IN_PROCESS => Isolation::InProcess,
+        HL_ISOLATION_OWN_PROCESS => Isolation::OwnProcess,
+        HL_ISOLATION_SHARED_PROCESS => {
+            if o.group.is_null() {
+                return Err(Failure::new(
+                    HL_STATUS_INVALID_ARG,
+                    "options->group is NULL: HL_ISOLATION_SHARED_PROCESS needs a group name",
+                ));
+            }
+            // SAFETY: non-NULL, NUL-terminated per the contract.
+            let group = unsafe { utf8(o.group, "options->group") }?;
+            if group.is_empty() {
+                return Err(Failure::new(
+                    HL_STATUS_INVALID_ARG,
+                    "options->group is empty: HL_ISOLATION_SHARED_PROCESS needs a group name",
+                ));
+            }
+            Isolation::SharedProcess(group.to_owned())
+        }
+        other => {
+            return Err(Failure::new(
+                HL_STATUS_INVALID_ARG,
+                format!("options->isolation is {other}, not an HL_ISOLATION_* value"),
+            ))
+        }
+    };
+    let ms = |v: u32| Duration::from_millis(u64::from(v));
+    let mut opts = LoadOptions::new()
+        .isolation(isolation)
+        .heartbeat(ms(o.heartbeat_ms))
+        .save_interval(ms(o.checkpoint_interval_ms))
+        .restart_limit(o.restart_limit)
+        .restart_backoff(ms(o.restart_backoff_ms))
+        .echo_stderr(o.echo_stderr != 0)
+        .timeout(ms(o.timeout_ms));
+    if o.worker_threads > 0 {
+        opts = opts.worker_threads(o.worker_threads as usize);
+    }
+    if !o.worker_program.is_null() {
+        // SAFETY: non-NULL, NUL-terminated per the contract.
+        let program = unsafe { utf8(o.worker_program, "options->worker_program") }?;
+        opts = opts.worker_program(program);
+    }
+    Ok(opts)
+}
+
+/// See `hl_plugin_load_ex` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `path` is NULL or NUL-terminated; `options` is NULL or from `hl_plugin_load_options_init`;
+/// `plugin` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_plugin_load_ex(
+    rt: *mut hl_runtime_t,
+    path: *const c_char,
+    options: *const hl_plugin_load_options_t,
+    plugin: *mut *mut hl_plugin_t,
+) -> hl_status_t {
+    guard("hl_plugin_load_ex", || {
+        let state = live(rt)?;
+        // SAFETY: per this function's contract.
+        let path = unsafe { utf8(path, "path") }?;
+        // SAFETY: per this function's contract.
+        let o = unsafe { arg(options, "options") }?;
+        // SAFETY: non-NULL (checked); it starts with its `struct_size`.
+        unsafe { check_size(options, "options") }?;
+        if plugin.is_null() {
+            return Err(Failure::new(HL_STATUS_NULL_ARG, "plugin is NULL"));
+        }
+        // SAFETY: per this function's contract.
+        let opts = unsafe { load_options(o) }?;
+        on_main_thread(state.rt.handle())?;
+        let loaded = state.rt.load_plugin_with(path, &opts)?;
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { register(&state, loaded, plugin) };
+        Ok(())
+    })
+}
+
+/// See `hl_plugin_process` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `process` is NULL or points to a writable `hl_plugin_process_t` with its `struct_size` set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_plugin_process(
+    plugin: *const hl_plugin_t,
+    process: *mut hl_plugin_process_t,
+) -> hl_status_t {
+    guard("hl_plugin_process", || {
+        let state = PLUGINS.get(plugin, "plugin")?;
+        // SAFETY: per this function's contract.
+        unsafe { arg(process, "process") }?;
+        on_main_thread(state.runtime.rt.handle())?;
+        let loaded = lock(&state.plugin);
+        let Some(loaded) = loaded.as_ref() else {
+            return Err(Failure::new(
+                HL_STATUS_REENTRANT,
+                "the plugin is being reloaded",
+            ));
+        };
+        let i = loaded.info();
+        let c =
+            |s: Option<String>| s.map(|s| CString::new(s.replace('\0', "")).unwrap_or_default());
+        let mut strings = lock(&state.process);
+        *strings = [c(i.last_crash), c(i.down.clone())];
+        let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+        let isolation = match i.isolation {
+            sdk::plugin::Isolation::OwnProcess => HL_ISOLATION_OWN_PROCESS,
+            sdk::plugin::Isolation::SharedProcess(_) => HL_ISOLATION_SHARED_PROCESS,
+            _ => HL_ISOLATION_IN_PROCESS,
+        };
+        let out = hl_plugin_process_t {
+            struct_size: std::mem::size_of::<hl_plugin_process_t>() as u32,
+            isolation,
+            pid: i.pid.unwrap_or(0),
+            restarts: i.restarts,
+            crashes: i.crashes,
+            down: u32::from(i.down.is_some()),
+            checkpoints: i.saves,
+            last_crash: ptr(&strings[0]),
+            down_reason: ptr(&strings[1]),
+        };
+        // SAFETY: non-NULL per the check above and sized per the contract.
+        unsafe { write_sized(process, out, "process") }
     })
 }
 

@@ -154,6 +154,31 @@ impl LoadOptions {
         self
     }
 
+    /// The heartbeat deadline ([`heartbeat`](LoadOptions::heartbeat)).
+    pub fn heartbeat_deadline(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// The checkpoint interval ([`save_interval`](LoadOptions::save_interval)).
+    pub fn checkpoint_interval(&self) -> Duration {
+        self.save_interval
+    }
+
+    /// The restart limit ([`restart_limit`](LoadOptions::restart_limit)).
+    pub fn restart_count_limit(&self) -> u32 {
+        self.restart_limit
+    }
+
+    /// The first restart's wait ([`restart_backoff`](LoadOptions::restart_backoff)).
+    pub fn first_restart_backoff(&self) -> Duration {
+        self.restart_backoff
+    }
+
+    /// How long a request waits for the worker ([`timeout`](LoadOptions::timeout)).
+    pub fn answer_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub(crate) fn group(&self) -> Option<&str> {
         match &self.isolation {
             Isolation::SharedProcess(g) => Some(g),

@@ -115,7 +115,7 @@ impl PluginError {
             PluginErrorKind::Reentrant => HL_STATUS_REENTRANT,
             PluginErrorKind::ShutDown => HL_STATUS_SHUT_DOWN,
             PluginErrorKind::Io => HL_STATUS_OS,
-            PluginErrorKind::Worker => HL_STATUS_FAILED,
+            PluginErrorKind::Worker => HL_STATUS_WORKER,
         }
     }
 }
