@@ -546,16 +546,19 @@ fn an_isolated_plugin_reloads_with_its_state_in_its_worker() {
 
 /// The particles plugin's frames of steps 0..=`last` of a 1000-particle simulation, by step:
 /// `particles/step` (a u64) is followed by that step's `particles/positions`.
-fn particle_frames(host: &Host, plugin: &LoadedPlugin, last: u64) -> Vec<Vec<u8>> {
-    const BYTES: usize = 1000 * 3 * 4;
-    host.send("particles/configure", b"agents=1000 delivery=every");
+fn particle_frames(host: &Host, agents: usize, last: u64) -> Vec<Vec<u8>> {
+    let bytes_per_frame = agents * 3 * 4;
+    host.send(
+        "particles/configure",
+        format!("agents={agents} delivery=every").as_bytes(),
+    );
     let frames = |got: &[(String, Vec<u8>)]| {
         let mut out: Vec<Option<Vec<u8>>> = vec![None; last as usize + 1];
         let mut step = None;
         for (topic, bytes) in got {
             match topic.as_str() {
                 "particles/step" => step = Some(u64::from_le_bytes(bytes[..8].try_into().unwrap())),
-                "particles/positions" if bytes.len() == BYTES => {
+                "particles/positions" if bytes.len() == bytes_per_frame => {
                     if let Some(s) = step.take().filter(|&s| s <= last) {
                         out[s as usize].get_or_insert_with(|| bytes.clone());
                     }
@@ -568,18 +571,17 @@ fn particle_frames(host: &Host, plugin: &LoadedPlugin, last: u64) -> Vec<Vec<u8>
     host.pump_until("steps 0 to the last of the rebuilt simulation", |got| {
         frames(got).iter().all(Option::is_some)
     });
-    let _ = plugin;
     frames(&host.inbox.lock().unwrap())
         .into_iter()
         .map(Option::unwrap)
         .collect()
 }
 
-#[test]
-fn the_particles_plugin_gives_bit_identical_frames_in_process_and_isolated() {
+/// Steps 0..=`last` of `agents` particles, in-process and isolated, compared bit for bit.
+fn compare_particles(agents: usize, last: u64) -> bridge::sdk::plugin::PluginInfo {
     let here = Host::new();
     let local = here.rt.load_plugin(fixture("hostloop_particles")).unwrap();
-    let expected = particle_frames(&here, &local, 20);
+    let expected = particle_frames(&here, agents, last);
     drop(local);
 
     let there = Host::new();
@@ -588,7 +590,7 @@ fn the_particles_plugin_gives_bit_identical_frames_in_process_and_isolated() {
         .load_plugin_with(fixture("hostloop_particles"), &isolated())
         .unwrap();
     assert!(remote.info().pid.is_some());
-    let got = particle_frames(&there, &remote, 20);
+    let got = particle_frames(&there, agents, last);
     assert_eq!(got.len(), expected.len());
     for (step, (a, b)) in got.iter().zip(&expected).enumerate() {
         assert!(
@@ -597,5 +599,21 @@ fn the_particles_plugin_gives_bit_identical_frames_in_process_and_isolated() {
         );
     }
     // The frames really move (a comparison of two empty runs would prove nothing).
-    assert_ne!(expected[0], expected[20]);
+    assert_ne!(expected[0], expected[last as usize]);
+    remote.info()
+}
+
+#[test]
+fn the_particles_plugin_gives_bit_identical_frames_in_process_and_isolated() {
+    compare_particles(1000, 20);
+}
+
+#[test]
+fn large_frames_travel_through_shared_memory_bit_identical() {
+    // 100k particles: 1.2 MB per frame, above the 64 KiB inline limit.
+    let info = compare_particles(100_000, 5);
+    assert!(
+        info.shared_payloads >= 6,
+        "every frame through a shared region: {info:?}"
+    );
 }

@@ -7,9 +7,12 @@
 //! the host's sink on the host's main thread, at a pump, woken by the same doorbell. A worker
 //! lost for any reason is reported on the host's sink, restarted with the plugin's last saved
 //! state, and after a restart limit left down with the reason ([`supervisor`]). The files:
-//! `wire.rs` the frames, `supervisor.rs` the host's thread that owns the workers, `worker.rs`
-//! the worker process, and this one the options and the host-side plugin handle.
+//! `wire.rs` the frames, `shm.rs` the shared-memory regions large payloads travel in,
+//! `supervisor.rs` the host's thread that owns the workers, `worker.rs` the worker process, and
+//! this one the options and the host-side plugin handle.
 
+#[cfg(unix)]
+pub(crate) mod shm;
 #[cfg(unix)]
 pub(crate) mod supervisor;
 #[cfg(unix)]
@@ -204,6 +207,7 @@ pub(crate) struct RemoteStatus {
     pub(crate) last_crash: Option<String>,
     pub(crate) down: Option<String>,
     pub(crate) saves: u64,
+    pub(crate) shared_payloads: u64,
 }
 
 #[cfg(unix)]
@@ -445,6 +449,7 @@ impl RemotePlugin {
             last_crash: st.last_crash,
             down: st.down,
             saves: st.saves,
+            shared_payloads: st.shared_payloads,
         }
     }
 

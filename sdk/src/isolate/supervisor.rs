@@ -31,6 +31,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::shm::Mapped;
 use super::wire::{Inbox, Msg, Outbox, WirePayload};
 use super::{LoadOptions, Remote};
 use crate::abi::elem_type;
@@ -237,7 +238,9 @@ struct Proc {
     inbox: Inbox,
     outbox: Outbox,
     pending: HashMap<u64, Pending>,
-    batch: Vec<(String, WirePayload)>,
+    batch: Vec<(String, Body)>,
+    /// Its shared-memory regions, mapped read-only.
+    mapped: Mapped,
     plugins: Vec<Arc<Remote>>,
     last_heard: Instant,
     next_ping: Instant,
@@ -448,6 +451,7 @@ impl Thread {
                     outbox: Outbox::default(),
                     pending: HashMap::new(),
                     batch: Vec::new(),
+                    mapped: Mapped::default(),
                     plugins: Vec::new(),
                     last_heard: Instant::now(),
                     next_ping: Instant::now(),
@@ -621,6 +625,7 @@ impl Thread {
         p.inbox = Inbox::default();
         p.outbox = Outbox::default();
         p.batch.clear();
+        p.mapped.clear();
         p.last_heard = now;
         p.next_ping = now + p.opts.heartbeat / 4;
         p.next_save = now + p.opts.save_interval;
@@ -780,16 +785,30 @@ impl Thread {
                 None => return Err(format!("an answer to request {req} nobody made")),
             },
             Msg::Emit { topic, payload } => {
-                check_payload(&payload)?;
-                p.batch.push((topic, payload));
+                let body = Body::new(payload, &p.mapped)?;
+                if body.is_shared() {
+                    for q in &p.plugins {
+                        lock(&q.status).shared_payloads += 1;
+                    }
+                }
+                p.batch.push((topic, body));
             }
+            Msg::Region { id, size } => {
+                let fd = p
+                    .inbox
+                    .fds
+                    .pop_front()
+                    .ok_or("a region frame without its fd")?;
+                p.mapped.accept(id, size, fd)?;
+            }
+            Msg::Unmap { id } => p.mapped.unmap(id),
             Msg::Flushed { seq } => {
                 let batch = std::mem::take(&mut p.batch);
                 let (cmds, waker) = (self.cmds.clone(), self.waker.clone());
                 let posted = host.as_ref().map(|h| {
                     h.post(move |main| {
-                        for (topic, payload) in &batch {
-                            let _ = main.emit(topic, view(payload));
+                        for (topic, body) in &batch {
+                            let _ = main.emit(topic, body.view());
                         }
                         let _ = cmds.send(Cmd::Ack { proc: id, seq });
                         let _ = waker.wake();
@@ -915,6 +934,7 @@ impl Thread {
         }
         let last_words = last_words(&p.tail);
         p.batch.clear();
+        p.mapped.clear();
         let can_restart = p.restarts < p.opts.restart_limit && self.shutdown.is_none();
         let backoff = (p.opts.restart_backoff * 2u32.saturating_pow(p.restarts.min(16)))
             .min(MAX_BACKOFF.max(p.opts.restart_backoff));
@@ -1222,49 +1242,93 @@ pub(crate) fn describe(status: ExitStatus) -> String {
     }
 }
 
-fn check_payload(p: &WirePayload) -> Result<(), String> {
-    if let WirePayload::Array {
-        elem,
-        components,
-        count,
-        stride,
-        bytes,
-    } = p
-    {
-        let elem = elem_type(*elem).map_err(|e| e.message)?;
-        let n = |v: u64| usize::try_from(v).map_err(|_| "an array too large".to_owned());
-        ArrayView::strided(elem, n(*components)?, n(*count)?, n(*stride)?, bytes)
-            .map_err(|e| format!("an invalid array: {e}"))?;
-    }
-    Ok(())
+/// A sink message's payload on its way to the host's sink: its bytes inline, or in a mapped
+/// region (read in place, no copy), with the array layout it had in the worker.
+struct Body {
+    /// 0 for bytes, else the array's element type.
+    elem: u32,
+    components: usize,
+    count: usize,
+    stride: usize,
+    bytes: Bytes,
 }
 
-/// The payload as the sink sees it (`check_payload` accepted it).
-fn view(p: &WirePayload) -> Payload<'_> {
-    match p {
-        WirePayload::Bytes(b) => Payload::Bytes(b),
-        WirePayload::Array {
-            elem,
-            components,
-            count,
-            stride,
-            bytes,
-        } => {
-            let view = elem_type(*elem).ok().and_then(|elem| {
-                ArrayView::strided(
-                    elem,
-                    *components as usize,
-                    *count as usize,
-                    *stride as usize,
-                    bytes,
-                )
-                .ok()
-            });
-            match view {
-                Some(v) => Payload::Array(v),
-                None => Payload::Bytes(&[]),
-            }
+enum Bytes {
+    Inline(Vec<u8>),
+    Shared(Arc<memmap2::Mmap>, usize),
+}
+
+impl Body {
+    /// Checks a payload from worker `mapped`'s side and keeps what the sink will read.
+    fn new(payload: WirePayload, mapped: &Mapped) -> Result<Body, String> {
+        let n = |v: u64| usize::try_from(v).map_err(|_| "an array too large".to_owned());
+        let body = match payload {
+            WirePayload::Bytes(b) => Body {
+                elem: 0,
+                components: 0,
+                count: 0,
+                stride: 0,
+                bytes: Bytes::Inline(b),
+            },
+            WirePayload::Array {
+                elem,
+                components,
+                count,
+                stride,
+                bytes,
+            } => Body {
+                elem,
+                components: n(components)?,
+                count: n(count)?,
+                stride: n(stride)?,
+                bytes: Bytes::Inline(bytes),
+            },
+            WirePayload::Shared {
+                elem,
+                components,
+                count,
+                stride,
+                region,
+                len,
+            } => Body {
+                elem,
+                components: n(components)?,
+                count: n(count)?,
+                stride: n(stride)?,
+                bytes: Bytes::Shared(mapped.get(region, len)?, n(len)?),
+            },
+        };
+        if body.elem != 0 {
+            let elem = elem_type(body.elem).map_err(|e| e.message)?;
+            ArrayView::strided(elem, body.components, body.count, body.stride, body.bytes())
+                .map_err(|e| format!("an invalid array: {e}"))?;
         }
+        Ok(body)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Inline(b) => b,
+            Bytes::Shared(map, len) => &map[..*len],
+        }
+    }
+
+    /// The payload as the sink sees it (`new` checked it).
+    fn view(&self) -> Payload<'_> {
+        if self.elem == 0 {
+            return Payload::Bytes(self.bytes());
+        }
+        let view = elem_type(self.elem).ok().and_then(|elem| {
+            ArrayView::strided(elem, self.components, self.count, self.stride, self.bytes()).ok()
+        });
+        match view {
+            Some(v) => Payload::Array(v),
+            None => Payload::Bytes(&[]),
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        matches!(self.bytes, Bytes::Shared(..))
     }
 }
 
@@ -1353,7 +1417,7 @@ mod tests {
             stride: 12,
             bytes: vec![0; 24],
         };
-        assert!(check_payload(&ok).is_ok());
+        assert!(Body::new(ok, &Mapped::default()).is_ok());
         let short = WirePayload::Array {
             elem: 6,
             components: 3,
@@ -1361,7 +1425,7 @@ mod tests {
             stride: 12,
             bytes: vec![0; 24],
         };
-        assert!(check_payload(&short).is_err());
+        assert!(Body::new(short, &Mapped::default()).is_err());
         let bad_elem = WirePayload::Array {
             elem: 99,
             components: 1,
@@ -1369,6 +1433,15 @@ mod tests {
             stride: 1,
             bytes: vec![],
         };
-        assert!(check_payload(&bad_elem).is_err());
+        assert!(Body::new(bad_elem, &Mapped::default()).is_err());
+        let unmapped = WirePayload::Shared {
+            elem: 0,
+            components: 0,
+            count: 0,
+            stride: 0,
+            region: 1,
+            len: 1,
+        };
+        assert!(Body::new(unmapped, &Mapped::default()).is_err());
     }
 }

@@ -25,8 +25,8 @@
 //! - EOF on the socket tells the worker its host is gone: it exits.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use crate::event::Event;
@@ -36,7 +36,7 @@ use crate::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
 pub(crate) const KIND: &str = "hostloop.wire";
 /// The schema version of a frame's body.
 pub(crate) const VERSION: u32 = 1;
-/// The largest frame body either side accepts.
+/// The largest frame body either side accepts (big payloads travel in shared memory instead).
 pub(crate) const MAX_FRAME: usize = 64 << 20;
 
 /// A sink message's payload as it crosses: a typed array keeps its layout, bytes and all, so
@@ -50,6 +50,16 @@ pub(crate) enum WirePayload {
         count: u64,
         stride: u64,
         bytes: Vec<u8>,
+    },
+    /// The first `len` bytes of shared-memory region `region` ([`super::shm`]); `elem` 0 for
+    /// bytes, else an array's element type with its layout.
+    Shared {
+        elem: u32,
+        components: u64,
+        count: u64,
+        stride: u64,
+        region: u32,
+        len: u64,
     },
 }
 
@@ -122,6 +132,15 @@ pub(crate) enum Msg {
         topic: String,
         payload: WirePayload,
     },
+    /// A shared-memory region of `size` bytes, its fd attached (`SCM_RIGHTS`).
+    Region {
+        id: u32,
+        size: u64,
+    },
+    /// Region `id` will not be used again.
+    Unmap {
+        id: u32,
+    },
     /// The end of one pump's messages.
     Flushed {
         seq: u64,
@@ -147,9 +166,12 @@ const T_FAILED: u8 = 35;
 const T_EMIT: u8 = 36;
 const T_FLUSHED: u8 = 37;
 const T_PONG: u8 = 38;
+const T_REGION: u8 = 39;
+const T_UNMAP: u8 = 40;
 
 const P_BYTES: u8 = 1;
 const P_ARRAY: u8 = 2;
+const P_SHARED: u8 = 3;
 
 impl Msg {
     /// The message's name, for errors (never its contents, which may be large).
@@ -169,6 +191,8 @@ impl Msg {
             Msg::Done { .. } => "done",
             Msg::Failed { .. } => "failed",
             Msg::Emit { .. } => "emit",
+            Msg::Region { .. } => "region",
+            Msg::Unmap { .. } => "unmap",
             Msg::Flushed { .. } => "flushed",
             Msg::Pong { .. } => "pong",
         }
@@ -261,7 +285,29 @@ impl Msg {
                             .u64(*stride)
                             .bytes(bytes);
                     }
+                    WirePayload::Shared {
+                        elem,
+                        components,
+                        count,
+                        stride,
+                        region,
+                        len,
+                    } => {
+                        w.u8(P_SHARED)
+                            .u32(*elem)
+                            .u64(*components)
+                            .u64(*count)
+                            .u64(*stride)
+                            .u32(*region)
+                            .u64(*len);
+                    }
                 }
+            }
+            Msg::Region { id, size } => {
+                w.u8(T_REGION).u32(*id).u64(*size);
+            }
+            Msg::Unmap { id } => {
+                w.u8(T_UNMAP).u32(*id);
             }
             Msg::Flushed { seq } => {
                 w.u8(T_FLUSHED).u64(*seq);
@@ -337,10 +383,23 @@ impl Msg {
                         stride: r.u64()?,
                         bytes: r.bytes()?.to_vec(),
                     },
+                    P_SHARED => WirePayload::Shared {
+                        elem: r.u32()?,
+                        components: r.u64()?,
+                        count: r.u64()?,
+                        stride: r.u64()?,
+                        region: r.u32()?,
+                        len: r.u64()?,
+                    },
                     other => return Err(WireError::Unknown("payload", other)),
                 };
                 Msg::Emit { topic, payload }
             }
+            T_REGION => Msg::Region {
+                id: r.u32()?,
+                size: r.u64()?,
+            },
+            T_UNMAP => Msg::Unmap { id: r.u32()? },
             T_FLUSHED => Msg::Flushed { seq: r.u64()? },
             T_PONG => Msg::Pong { seq: r.u64()? },
             other => return Err(WireError::Unknown("message", other)),
@@ -443,18 +502,26 @@ impl std::fmt::Display for WireError {
     }
 }
 
-/// Bytes read from a socket, cut into frames.
+/// Bytes (and fds) read from a socket, cut into frames.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
     buf: Vec<u8>,
     /// Where the next frame starts in `buf`.
     at: usize,
+    /// Fds received with `SCM_RIGHTS`, in order; each `region` frame takes the next one.
+    pub(crate) fds: VecDeque<OwnedFd>,
 }
 
 impl Inbox {
-    /// Reads what the (non-blocking) socket has, up to about two frames' worth at a time.
-    /// `Ok(false)` at EOF. Reading never raises a signal, so plain `read` is fine here.
-    pub(crate) fn fill(&mut self, mut sock: &UnixStream) -> io::Result<bool> {
+    /// Reads what the (non-blocking) socket has, up to about two frames' worth at a time, with
+    /// the fds sent beside it. `Ok(false)` at EOF. Reading never raises a signal.
+    ///
+    /// # Errors
+    ///
+    /// A socket error, or more fds at once than the protocol sends (the kernel would have
+    /// closed the rest).
+    pub(crate) fn fill(&mut self, sock: &UnixStream) -> io::Result<bool> {
+        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
         if self.at > 0 {
             self.buf.drain(..self.at);
             self.at = 0;
@@ -463,14 +530,30 @@ impl Inbox {
         while self.buf.len() < 2 * MAX_FRAME {
             let len = self.buf.len();
             self.buf.resize(len + CHUNK, 0);
-            let got = sock.read(&mut self.buf[len..]);
-            self.buf.truncate(len + *got.as_ref().unwrap_or(&0));
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let got = rustix::net::recvmsg(
+                sock,
+                &mut [io::IoSliceMut::new(&mut self.buf[len..])],
+                &mut control,
+                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+            );
+            let n = got.as_ref().map_or(0, |m| m.bytes);
+            self.buf.truncate(len + n);
+            for msg in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = msg {
+                    self.fds.extend(fds);
+                }
+            }
             match got {
-                Ok(0) => return Ok(false),
+                Ok(m) if m.flags.contains(ReturnFlags::CTRUNC) => {
+                    return Err(io::Error::other("more fds in one message than allowed"))
+                }
+                Ok(m) if m.bytes == 0 => return Ok(false),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(rustix::io::Errno::AGAIN) => return Ok(true),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(true)
@@ -500,10 +583,10 @@ impl Inbox {
     }
 }
 
-/// Frames waiting to be written to a socket.
+/// Frames (and the fds some carry) waiting to be written to a socket.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    frames: VecDeque<Vec<u8>>,
+    frames: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
     /// Bytes of the first frame already sent.
     sent: usize,
     queued: usize,
@@ -511,9 +594,17 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn push(&mut self, msg: &Msg) {
-        let frame = msg.encode();
+        self.push_frame(msg.encode(), None);
+    }
+
+    /// Queues `msg` with `fd` attached to its first byte (`SCM_RIGHTS`).
+    pub(crate) fn push_with_fd(&mut self, msg: &Msg, fd: OwnedFd) {
+        self.push_frame(msg.encode(), Some(fd));
+    }
+
+    fn push_frame(&mut self, frame: Vec<u8>, fd: Option<OwnedFd>) {
         self.queued += frame.len();
-        self.frames.push_back(frame);
+        self.frames.push_back((frame, fd));
     }
 
     /// Bytes not written yet.
@@ -529,13 +620,30 @@ impl Outbox {
     /// `EPIPE` error here, never a `SIGPIPE` for the process (hosts may run with SIGPIPE at its
     /// default, fatal disposition). `Ok(true)` when everything was written.
     pub(crate) fn flush(&mut self, fd: impl AsFd) -> io::Result<bool> {
-        use rustix::net::SendFlags;
-        while let Some(frame) = self.frames.front() {
-            match rustix::net::send(
-                &fd,
-                &frame[self.sent..],
-                SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-            ) {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+        while let Some((frame, attached)) = self.frames.front_mut() {
+            let sent = match attached.take() {
+                Some(passed) => {
+                    let mut space =
+                        [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                    let mut control = SendAncillaryBuffer::new(&mut space);
+                    let fds = [std::os::fd::AsFd::as_fd(&passed)];
+                    control.push(SendAncillaryMessage::ScmRights(&fds));
+                    let r = rustix::net::sendmsg(
+                        &fd,
+                        &[io::IoSlice::new(&frame[self.sent..])],
+                        &mut control,
+                        flags,
+                    );
+                    if r.is_err() {
+                        *attached = Some(passed); // not sent: try again with the fd
+                    }
+                    r
+                }
+                None => rustix::net::send(&fd, &frame[self.sent..], flags),
+            };
+            match sent {
                 Ok(n) => {
                     self.sent += n;
                     self.queued -= n;
@@ -621,6 +729,22 @@ mod tests {
                     bytes: vec![0; 24],
                 },
             },
+            Msg::Emit {
+                topic: "big".into(),
+                payload: WirePayload::Shared {
+                    elem: 6,
+                    components: 3,
+                    count: 1_000_000,
+                    stride: 12,
+                    region: 2,
+                    len: 12_000_000,
+                },
+            },
+            Msg::Region {
+                id: 2,
+                size: 1 << 24,
+            },
+            Msg::Unmap { id: 2 },
             Msg::Flushed { seq: 3 },
             Msg::Pong { seq: 8 },
         ]
@@ -636,6 +760,37 @@ mod tests {
             assert_eq!(inbox.next().unwrap(), Some(m));
         }
         assert_eq!(inbox.next().unwrap(), None);
+    }
+
+    #[test]
+    fn frames_and_their_fds_cross_a_socketpair_and_a_dead_peer_is_an_error() {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut out = Outbox::default();
+        out.push(&Msg::Ping { seq: 1 });
+        let file = std::fs::File::open("/dev/null").unwrap();
+        out.push_with_fd(&Msg::Region { id: 9, size: 1 }, OwnedFd::from(file));
+        out.push(&Msg::Pong { seq: 2 });
+        assert!(out.flush(&a).unwrap());
+        assert!(out.is_empty() && out.queued() == 0);
+        let mut inbox = Inbox::default();
+        assert!(inbox.fill(&b).unwrap());
+        assert_eq!(inbox.next().unwrap(), Some(Msg::Ping { seq: 1 }));
+        assert_eq!(inbox.next().unwrap(), Some(Msg::Region { id: 9, size: 1 }));
+        assert_eq!(inbox.fds.len(), 1, "the fd came with its frame");
+        assert_eq!(inbox.next().unwrap(), Some(Msg::Pong { seq: 2 }));
+        // The peer goes away: reading says EOF, writing is EPIPE (no SIGPIPE: MSG_NOSIGNAL).
+        drop(a);
+        assert!(!inbox.fill(&b).unwrap());
+        let (c, d) = UnixStream::pair().unwrap();
+        drop(d);
+        out.push(&Msg::Ping { seq: 3 });
+        let err = out.flush(&c).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::PIPE.raw_os_error())
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::shm::{self, Pool};
 use super::wire::{Inbox, Msg, Outbox, WirePayload};
 use crate::internal::sync::lock;
 use crate::plugin::LoadedPlugin;
@@ -110,13 +111,74 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 struct Worker {
     rt: Runtime,
     plugins: HashMap<u32, LoadedPlugin>,
-    out: Arc<Mutex<Outbox>>,
+    out: Arc<Mutex<Out>>,
     emitted: Arc<AtomicBool>,
     /// The last pump whose messages the host has not acknowledged.
     awaiting: Option<u64>,
-    seq: u64,
     want_pump: bool,
     quit: bool,
+}
+
+/// What goes to the host, shared by the loop and the sink.
+#[derive(Default)]
+struct Out {
+    outbox: Outbox,
+    /// Shared-memory regions for large payloads.
+    pool: Pool,
+    /// The number the current pump's `flushed` will carry.
+    next_seq: u64,
+}
+
+impl Out {
+    /// One sink message: inline, or through a region when it is large.
+    fn emit(&mut self, topic: &str, payload: Payload<'_>) {
+        let (bytes, layout) = match payload {
+            Payload::Bytes(b) => (b, (0, 0, 0, 0)),
+            Payload::Array(a) => (
+                a.bytes(),
+                (
+                    a.elem() as u32,
+                    a.components() as u64,
+                    a.count() as u64,
+                    a.stride() as u64,
+                ),
+            ),
+        };
+        if bytes.len() >= shm::INLINE_MAX && bytes.len() as u64 <= shm::MAX_REGION {
+            // A region could not be made (no memfds here, or out of memory): inline instead.
+            if let Ok(Some(put)) = self.pool.put(bytes, self.next_seq) {
+                for id in put.dropped {
+                    self.outbox.push(&Msg::Unmap { id });
+                }
+                if let Some((fd, size)) = put.new {
+                    self.outbox.push_with_fd(
+                        &Msg::Region {
+                            id: put.region,
+                            size,
+                        },
+                        fd,
+                    );
+                }
+                let (elem, components, count, stride) = layout;
+                self.outbox.push(&Msg::Emit {
+                    topic: topic.to_owned(),
+                    payload: WirePayload::Shared {
+                        elem,
+                        components,
+                        count,
+                        stride,
+                        region: put.region,
+                        len: bytes.len() as u64,
+                    },
+                });
+                return;
+            }
+        }
+        self.outbox.push(&Msg::Emit {
+            topic: topic.to_owned(),
+            payload: wire_payload(payload),
+        });
+    }
 }
 
 fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
@@ -126,19 +188,19 @@ fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
         builder = builder.workers(workers);
     }
     let rt = builder.build()?;
-    let out = Arc::new(Mutex::new(Outbox::default()));
+    let out = Arc::new(Mutex::new(Out {
+        next_seq: 1,
+        ..Out::default()
+    }));
     let emitted = Arc::new(AtomicBool::new(false));
     {
         let (out, emitted) = (out.clone(), emitted.clone());
         rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
-            lock(&out).push(&Msg::Emit {
-                topic: m.topic.to_owned(),
-                payload: wire_payload(m.payload),
-            });
+            lock(&out).emit(m.topic, m.payload);
             emitted.store(true, Ordering::Relaxed);
         })));
     }
-    lock(&out).push(&Msg::Hello {
+    lock(&out).outbox.push(&Msg::Hello {
         pid: std::process::id(),
     });
 
@@ -159,7 +221,6 @@ fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
         out,
         emitted,
         awaiting: None,
-        seq: 0,
         want_pump: true,
         quit: false,
     };
@@ -167,11 +228,12 @@ fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
     let mut events = Events::with_capacity(8);
     let mut host_gone = false;
     while !w.quit && !host_gone {
-        let flushed = lock(&w.out).flush(&sock);
+        let flushed = lock(&w.out).outbox.flush(&sock);
         if flushed.is_err() {
             break; // the host is gone
         }
-        let can_pump = w.want_pump && w.awaiting.is_none() && lock(&w.out).queued() < OUTBOX_LIMIT;
+        let can_pump =
+            w.want_pump && w.awaiting.is_none() && lock(&w.out).outbox.queued() < OUTBOX_LIMIT;
         let timeout = if can_pump {
             Duration::ZERO
         } else {
@@ -196,14 +258,16 @@ fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
         while let Some(msg) = inbox.next().map_err(other)? {
             w.handle(msg)?;
         }
-        if w.want_pump && w.awaiting.is_none() && lock(&w.out).queued() < OUTBOX_LIMIT {
+        if w.want_pump && w.awaiting.is_none() && lock(&w.out).outbox.queued() < OUTBOX_LIMIT {
             let report = w.rt.pump(PUMP_BUDGET).map_err(other)?;
             w.want_pump = report.remaining > 0;
         }
         if w.emitted.swap(false, Ordering::Relaxed) {
-            w.seq += 1;
-            lock(&w.out).push(&Msg::Flushed { seq: w.seq });
-            w.awaiting = Some(w.seq);
+            let mut out = lock(&w.out);
+            let seq = out.next_seq;
+            out.next_seq += 1;
+            out.outbox.push(&Msg::Flushed { seq });
+            w.awaiting = Some(seq);
         }
     }
     // The host asked us to quit, or went away: unload everything, within bounded time.
@@ -214,7 +278,7 @@ fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
     w.rt.shutdown(Duration::from_secs(2));
     if w.quit {
         // Best effort: the host may read the rest (it does not wait for it).
-        let _ = lock(&w.out).flush(&sock);
+        let _ = lock(&w.out).outbox.flush(&sock);
     }
     Ok(())
 }
@@ -234,7 +298,7 @@ fn wire_payload(p: Payload<'_>) -> WirePayload {
 
 impl Worker {
     fn reply(&self, msg: Msg) {
-        lock(&self.out).push(&msg);
+        lock(&self.out).outbox.push(&msg);
     }
 
     fn failed(&self, req: u64, e: &crate::plugin::PluginError) {
@@ -324,6 +388,8 @@ impl Worker {
                 self.want_pump = true;
             }
             Msg::Ack { seq } => {
+                // Its regions may be written again: the host has delivered their messages.
+                lock(&self.out).pool.release(seq);
                 if self.awaiting == Some(seq) {
                     self.awaiting = None;
                 }

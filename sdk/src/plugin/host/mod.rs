@@ -147,6 +147,9 @@ pub struct PluginInfo {
     /// How many times an isolated plugin's state was saved, to restore into a restarted
     /// worker (every [`LoadOptions::save_interval`]).
     pub saves: u64,
+    /// How many of an isolated plugin's sink messages came through shared memory (those of
+    /// 64 KiB or more: read by the sink in place, not copied through the socket).
+    pub shared_payloads: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,6 +468,7 @@ impl LocalPlugin {
             last_crash: None,
             down: None,
             saves: 0,
+            shared_payloads: 0,
         }
     }
 
