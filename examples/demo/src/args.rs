@@ -16,6 +16,12 @@ writes a picture of the particles and a frame-time plot.
   --delivery D      latest (drop frames the host has no time for) or every (default latest)
   --out DIR         where the pictures go (default: target/hostloop-demo)
   --plugin PATH     the plugin library (default: built beside this program, built if missing)
+  --isolated        run the plugin in a worker process (hostloop-worker): a crash of its
+                    native code ends the worker, not this host
+  --kill-worker-at S
+                    with --isolated: kill -9 the worker S seconds into the loop, to watch the
+                    host keep its 60 Hz, print the crash report and resume from the checkpoint
+  --worker PATH     the worker program (default: built beside this program, built if missing)
   --headless, --no-image
                     write no pictures
   --quiet           no live line: one plain progress line per second
@@ -34,6 +40,9 @@ pub struct Options {
     pub out: Option<PathBuf>,
     pub plugin: Option<PathBuf>,
     pub quiet: bool,
+    pub isolated: bool,
+    pub kill_worker_at: Option<f64>,
+    pub worker: Option<PathBuf>,
 }
 
 /// Why the command line was not run.
@@ -56,6 +65,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, Stop> {
         out: None,
         plugin: None,
         quiet: false,
+        isolated: false,
+        kill_worker_at: None,
+        worker: None,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -74,6 +86,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, Stop> {
             "--plugin" => o.plugin = Some(value("a path")?.into()),
             "--headless" | "--no-image" => o.images = false,
             "--quiet" => o.quiet = true,
+            "--isolated" => o.isolated = true,
+            "--kill-worker-at" => o.kill_worker_at = Some(number(&flag, &value("seconds")?)?),
+            "--worker" => o.worker = Some(value("a path")?.into()),
             "-h" | "--help" => return Err(Stop::Help),
             other => return Err(Stop::Bad(format!("unknown flag {other}"))),
         }
@@ -95,6 +110,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, Stop> {
     }
     if !matches!(o.delivery.as_str(), "latest" | "every") {
         return Err(Stop::Bad("--delivery must be latest or every".into()));
+    }
+    if let Some(at) = o.kill_worker_at {
+        if !o.isolated {
+            return Err(Stop::Bad("--kill-worker-at needs --isolated".into()));
+        }
+        if !(at >= 0.0 && at < o.seconds) {
+            return Err(Stop::Bad(
+                "--kill-worker-at must be in [0, --seconds)".into(),
+            ));
+        }
     }
     Ok(o)
 }
@@ -132,5 +157,12 @@ mod tests {
         assert!(matches!(parse_str("--kernel fortran"), Err(Stop::Bad(_))));
         assert!(matches!(parse_str("--seconds"), Err(Stop::Bad(_))));
         assert!(matches!(parse_str("--frobnicate"), Err(Stop::Bad(_))));
+        assert!(matches!(parse_str("--kill-worker-at 1"), Err(Stop::Bad(_))));
+        assert!(matches!(
+            parse_str("--isolated --seconds 2 --kill-worker-at 3"),
+            Err(Stop::Bad(_))
+        ));
+        let o = parse_str("--isolated --seconds 4 --kill-worker-at 2").unwrap();
+        assert!(o.isolated && o.kill_worker_at == Some(2.0));
     }
 }

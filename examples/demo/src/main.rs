@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 use bridge::ffi::common::{hl_last_error, hl_status_name, hl_status_t, HL_STATUS_OK};
 use bridge::ffi::event::{hl_event_t, hl_runtime_post_event, HL_EVENT_CUSTOM};
 use bridge::ffi::plugin::{
-    hl_plugin_info, hl_plugin_info_t, hl_plugin_load, hl_plugin_t, hl_plugin_unload,
-    hl_unload_report_t,
+    hl_plugin_info, hl_plugin_info_t, hl_plugin_load, hl_plugin_load_ex,
+    hl_plugin_load_options_init, hl_plugin_load_options_t, hl_plugin_process, hl_plugin_process_t,
+    hl_plugin_t, hl_plugin_unload, hl_unload_report_t, HL_ISOLATION_OWN_PROCESS,
 };
 use bridge::ffi::runtime::{
     hl_pump_report_t, hl_runtime_free, hl_runtime_new, hl_runtime_options_init,
@@ -56,6 +57,8 @@ const DEADLINE_MS: u32 = 2000;
 /// Particles whose heights the picture follows, and the most heights kept.
 const TRACED: usize = 300;
 const TRACE_POINTS: usize = 4_000_000;
+/// `--isolated`: how often the worker checkpoints the simulation (what a restart resumes from).
+const CHECKPOINT_MS: u32 = 500;
 /// How long the configured simulation may take to send its first frame.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -133,6 +136,12 @@ struct Frames {
     /// frame into its vertex buffer makes one.
     positions: RefCell<Vec<f32>>,
     errors: RefCell<Vec<String>>,
+    /// `--isolated`: when the crash report reached the sink, and its text.
+    crash_report: RefCell<Option<(Instant, String)>>,
+    /// When the restarted worker said it restored the plugin.
+    restarted: Cell<Option<Instant>>,
+    /// The first frame after that: (step, when).
+    first_after_restart: Cell<Option<(u64, Instant)>>,
 }
 
 impl Frames {
@@ -152,6 +161,9 @@ impl Frames {
             last_frame: Cell::new(None),
             positions: RefCell::new(Vec::new()),
             errors: RefCell::new(Vec::new()),
+            crash_report: RefCell::new(None),
+            restarted: Cell::new(None),
+            first_after_restart: Cell::new(None),
         }
     }
 
@@ -163,6 +175,23 @@ impl Frames {
         // SAFETY: hostloop passes a NUL-terminated topic of `topic_len` bytes, valid for the
         // duration of the callback.
         let topic = unsafe { std::slice::from_raw_parts(m.topic.cast::<u8>(), m.topic_len) };
+        if let Some(what) = topic.strip_prefix(b"hostloop/plugin/") {
+            // The isolated plugin's worker was lost / restored / is down for good.
+            let text = if m.payload_kind == HL_PAYLOAD_BYTES && !m.bytes.is_null() {
+                // SAFETY: a bytes payload of `bytes_len` bytes, valid for the callback.
+                String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(m.bytes, m.bytes_len) })
+                    .into_owned()
+            } else {
+                String::new()
+            };
+            match what {
+                b"crashed" => *self.crash_report.borrow_mut() = Some((Instant::now(), text)),
+                b"restarted" => self.restarted.set(Some(Instant::now())),
+                b"down" => self.errors.borrow_mut().push(text),
+                _ => {}
+            }
+            return;
+        }
         let prefix = self.prefix.borrow();
         let Some(kind) = topic
             .strip_prefix(prefix.as_bytes())
@@ -252,6 +281,9 @@ impl Frames {
             self.since.set(Some((step, now)));
         }
         self.step.set(step);
+        if self.restarted.get().is_some() && self.first_after_restart.get().is_none() {
+            self.first_after_restart.set(Some((step, now)));
+        }
         self.particles.set(a.count);
         self.delivered.set(self.delivered.get() + 1);
         self.fresh.set(true);
@@ -409,12 +441,44 @@ fn run(o: &Options) -> Result<(), String> {
         .map_err(|_| "the plugin path contains a NUL byte")?;
     let mut plugin: *mut hl_plugin_t = std::ptr::null_mut();
     let load_started = Instant::now();
-    // SAFETY: a live runtime and a NUL-terminated path, on the main thread.
-    let status = unsafe { hl_plugin_load(rt.0, path_c.as_ptr(), &mut plugin) };
-    check(
-        &format!("hl_plugin_load({})", shown_path(&plugin_path)),
-        status,
-    )?;
+    if o.isolated {
+        let worker = match &o.worker {
+            Some(w) => w.clone(),
+            None => {
+                let w = profile_dir.join("hostloop-worker");
+                if !w.exists() {
+                    build_package(&profile_dir, "hostloop-worker")?;
+                }
+                w
+            }
+        };
+        let worker_c = CString::new(worker.to_string_lossy().as_bytes())
+            .map_err(|_| "the worker path contains a NUL byte")?;
+        // SAFETY: an all-zero options struct is valid (integers and NULL pointers).
+        let mut lo: hl_plugin_load_options_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a writable options struct.
+        check("hl_plugin_load_options_init", unsafe {
+            hl_plugin_load_options_init(&mut lo)
+        })?;
+        lo.isolation = HL_ISOLATION_OWN_PROCESS;
+        lo.worker_program = worker_c.as_ptr();
+        lo.checkpoint_interval_ms = CHECKPOINT_MS;
+        lo.worker_threads = o.workers;
+        // SAFETY: a live runtime, a NUL-terminated path and options whose strings outlive the
+        // call, on the main thread.
+        let status = unsafe { hl_plugin_load_ex(rt.0, path_c.as_ptr(), &lo, &mut plugin) };
+        check(
+            &format!("hl_plugin_load_ex({}, isolated)", shown_path(&plugin_path)),
+            status,
+        )?;
+    } else {
+        // SAFETY: a live runtime and a NUL-terminated path, on the main thread.
+        let status = unsafe { hl_plugin_load(rt.0, path_c.as_ptr(), &mut plugin) };
+        check(
+            &format!("hl_plugin_load({})", shown_path(&plugin_path)),
+            status,
+        )?;
+    }
     let load_time = load_started.elapsed();
     let (name, version) = plugin_name(plugin)?;
     *frames.prefix.borrow_mut() = name.clone();
@@ -437,6 +501,15 @@ fn run(o: &Options) -> Result<(), String> {
         o.budget_ms,
         o.seconds
     );
+
+    if o.isolated {
+        println!(
+            "  isolated: the plugin runs in worker process {} (this host is {}); a crash there \
+             ends only the worker",
+            worker_pid(plugin)?,
+            std::process::id()
+        );
+    }
 
     // Setup: the plugin takes the configure event at the next pump and rebuilds its simulation
     // on a worker. Wait for the first frame of the configured size before measuring.
@@ -486,6 +559,8 @@ fn run(o: &Options) -> Result<(), String> {
     let mut trails = picture::Trails::default();
     let trace_every = ((o.seconds * HZ * TRACED as f64 / TRACE_POINTS as f64).ceil() as u64).max(1);
     let mut live = Live::new(start, if is_tty { 0.25 } else { 1.0 });
+    // --kill-worker-at: when the worker was killed, and the step the host had then.
+    let mut killed: Option<(Instant, u64)> = None;
     let mut pump = |source: Source, pump_in_frame: &mut f64| -> Result<(), String> {
         let (report, took) = pump_once(&rt, budget)?;
         *pump_in_frame += took;
@@ -515,6 +590,16 @@ fn run(o: &Options) -> Result<(), String> {
             });
             pump_in_frame = 0.0;
             pump(Source::Timer, &mut pump_in_frame)?;
+            if let Some(at) = o.kill_worker_at {
+                if killed.is_none() && now >= start + Duration::from_secs_f64(at) {
+                    let pid = worker_pid(plugin)?;
+                    let pid = rustix::process::Pid::from_raw(pid as i32)
+                        .ok_or("the worker has no pid")?;
+                    rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+                        .map_err(|e| format!("kill -9 of the worker failed: {e}"))?;
+                    killed = Some((Instant::now(), frames.step.get()));
+                }
+            }
             if frames.fresh.replace(false) {
                 shown += 1;
                 if o.images && shown % trace_every == 0 {
@@ -547,6 +632,21 @@ fn run(o: &Options) -> Result<(), String> {
         println!();
     }
     let ran_for = start.elapsed();
+    if killed.is_some() {
+        // The restart may still be under way (a loaded machine): pump until the restored
+        // simulation's first frame, within the setup timeout, so the report has its times.
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        while frames.first_after_restart.get().is_none() && Instant::now() < deadline {
+            if let Some(e) = frames.errors.borrow().first() {
+                return Err(format!("the plugin reported an error: {e}"));
+            }
+            if wait::readable(fd, deadline - Instant::now())
+                .map_err(|e| format!("ppoll on the doorbell failed: {e}"))?
+            {
+                pump_once(&rt, budget)?;
+            }
+        }
+    }
 
     // Tear down: the plugin first, then the runtime with a deadline.
     let mut unload = hl_unload_report_t {
@@ -612,6 +712,9 @@ fn run(o: &Options) -> Result<(), String> {
         shutdown: &shutdown,
     };
     summary.print();
+    if let Some((at, step)) = killed {
+        print_crash(&frames, at, step)?;
+    }
 
     if o.images {
         std::fs::create_dir_all(&out_dir)
@@ -710,13 +813,64 @@ fn post_custom(rt: &Runtime, topic: &str, bytes: &[u8]) -> Result<(), String> {
     })
 }
 
+/// The pid of an isolated plugin's worker, from `hl_plugin_process`.
+fn worker_pid(plugin: *const hl_plugin_t) -> Result<u32, String> {
+    // SAFETY: all-zero is a valid value (integers and NULL pointers).
+    let mut p: hl_plugin_process_t = unsafe { std::mem::zeroed() };
+    p.struct_size = std::mem::size_of::<hl_plugin_process_t>() as u32;
+    // SAFETY: a live handle and a sized struct, on the main thread.
+    check("hl_plugin_process", unsafe {
+        hl_plugin_process(plugin, &mut p)
+    })?;
+    Ok(p.pid)
+}
+
+/// `--kill-worker-at`: what happened after the worker was killed at `at` (step `step`).
+fn print_crash(frames: &Frames, at: Instant, step: u64) -> Result<(), String> {
+    let report = frames.crash_report.borrow();
+    let Some((reported, text)) = report.as_ref() else {
+        return Err("the worker was killed, but no crash report reached the sink".into());
+    };
+    let cause = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cause: "))
+        .unwrap_or("?");
+    println!(
+        "  worker killed     at step {}; the crash report reached the sink on the main thread \
+         {:.1} ms later: {cause}",
+        group(step),
+        ms(reported.duration_since(at))
+    );
+    match (frames.restarted.get(), frames.first_after_restart.get()) {
+        (Some(restored), Some((resumed, first))) => println!(
+            "  worker restarted  restored after {:.1} ms; its first frame after {:.1} ms, \
+             resuming from step {} (its last checkpoint, every {CHECKPOINT_MS} ms)",
+            ms(restored.duration_since(at)),
+            ms(first.duration_since(at)),
+            group(resumed)
+        ),
+        _ => {
+            return Err(format!(
+                "the killed worker's plugin did not come back within {} s",
+                SETUP_TIMEOUT.as_secs()
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// Builds the plugin beside this program, with the same profile and target directory, as
 /// `cargo build [--release] -p hostloop-particles` would.
 fn build_plugin(profile_dir: &Path) -> Result<(), String> {
+    build_package(profile_dir, "hostloop-particles")
+}
+
+/// `cargo build [--release] -p <package>` into this program's target directory.
+fn build_package(profile_dir: &Path, package: &str) -> Result<(), String> {
     let target_dir = profile_dir.parent().ok_or("no target directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-p", "hostloop-particles"])
+    cmd.args(["build", "-p", package])
         .env("CARGO_TARGET_DIR", target_dir)
         // Inside the workspace, wherever the program was started from.
         .current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -725,14 +879,14 @@ fn build_plugin(profile_dir: &Path) -> Result<(), String> {
         cmd.arg("--release");
     }
     eprintln!(
-        "hostloop-demo: the particles plugin is not built yet; running `cargo build{} -p hostloop-particles`",
+        "hostloop-demo: {package} is not built yet; running `cargo build{} -p {package}`",
         if release { " --release" } else { "" }
     );
     let status = cmd
         .status()
-        .map_err(|e| format!("cannot run cargo to build the plugin: {e}"))?;
+        .map_err(|e| format!("cannot run cargo to build {package}: {e}"))?;
     if !status.success() {
-        return Err(format!("building the particles plugin failed ({status})"));
+        return Err(format!("building {package} failed ({status})"));
     }
     Ok(())
 }

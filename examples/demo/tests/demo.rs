@@ -178,3 +178,48 @@ fn a_bad_flag_prints_the_usage_and_exits_with_2() {
     assert!(stderr.contains("--agents must be"), "{stderr}");
     assert!(stderr.contains("usage: hostloop-demo"), "{stderr}");
 }
+
+#[test]
+fn an_isolated_plugin_whose_worker_is_killed_comes_back_and_the_host_goes_on() {
+    let run = demo(&[
+        "--agents",
+        "2000",
+        "--seconds",
+        "1.5",
+        "--workers",
+        "1",
+        "--quiet",
+        "--headless",
+        "--isolated",
+        "--kill-worker-at",
+        "0.5",
+    ]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        out.contains("isolated: the plugin runs in worker process"),
+        "{out}"
+    );
+    assert!(
+        out.contains("killed by signal 9 (SIGKILL)"),
+        "the crash report reached the sink:\n{out}"
+    );
+    assert!(
+        out.contains("resuming from step"),
+        "the restored simulation sent frames:\n{out}"
+    );
+    // The host ran its whole loop and shut down cleanly around the crash.
+    assert!(
+        number_before(&out, "host frame time", "frames at") > 0,
+        "{out}"
+    );
+    assert_eq!(
+        number_before(&out, "runtime shutdown", "stragglers"),
+        0,
+        "{out}"
+    );
+}
