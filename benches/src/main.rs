@@ -18,6 +18,7 @@ mod doorbell;
 mod drain;
 mod frames;
 mod frametime;
+mod isolation;
 mod memory;
 mod oversub;
 mod particles;
@@ -212,6 +213,14 @@ fn run(config: &Config, write_report: bool) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// Whether `--only` (if given) selects the section `name`.
+fn wanted_name(config: &Config, name: &str) -> bool {
+    config
+        .only
+        .as_ref()
+        .is_none_or(|o| name.contains(o.as_str()))
+}
+
 fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     sys::remember_cpus()?;
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
@@ -245,6 +254,15 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     let mut cancel = cancel::Bench::new(config.cancels, config.queued, config.shutdowns);
     let mut oversub = oversub::Bench::new(config.oversub.0, config.oversub.1);
     let mut memory = memory::Bench::new(config.agents.to_vec());
+    let mut isolation = if wanted_name(config, "isolation") {
+        Some(isolation::Bench::new(
+            config.frame_particles,
+            config.frame_period,
+            config.frames_per_block,
+        )?)
+    } else {
+        None
+    };
 
     let start = Instant::now();
     let wanted = |name: &str| {
@@ -281,6 +299,9 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
         section("cancel", &mut || cancel.round(&rt, reversed))?;
         section("frametime", &mut || Ok(frametime.round(&rt, reversed)?))?;
         section("oversub", &mut || oversub.round(&rt, &pool, reversed))?;
+        if let Some(iso) = isolation.as_mut() {
+            section("isolation", &mut || Ok(iso.round(reversed)?))?;
+        }
         eprintln!();
     }
     frametime.finish();
@@ -301,6 +322,9 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     rows.extend(cancel.rows());
     rows.extend(memory.rows());
     rows.extend(oversub.rows(drain.hostloop_1p()));
+    if let Some(iso) = isolation.as_mut() {
+        rows.extend(iso.rows());
+    }
 
     let mut notes = vec![format!(
         "medians of {} round(s) (latencies: percentiles of all samples pooled); ratio = median \
