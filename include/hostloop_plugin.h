@@ -167,6 +167,18 @@ typedef struct hl_plugin_services_t {
      * [any-thread]
      */
     uint32_t (*is_closing)(void *host);
+
+    /**
+     * \brief A shared read-only blob of the host's runtime (created with `hl_blob_create` or
+     * `Handle::create_blob`), by name: `*fd` receives a new file descriptor of it — a sealed
+     * memfd, which the plugin maps read-only (`mmap(NULL, *len, PROT_READ, MAP_SHARED, *fd, 0)`)
+     * and closes when done. Every process mapping it shares the same pages: a model of millions
+     * of triangles is in memory once, however many plugins and workers read it. Present when
+     * `struct_size` covers it (tables of the first layout end at `is_closing`).
+     * \return OK; NULL_ARG; INVALID_UTF8; INVALID_ARG (no blob of that name); OS (no fd left).
+     * [any-thread]
+     */
+    hl_status_t (*blob)(void *host, const char *name, int *fd, uint64_t *len);
 } hl_plugin_services_t;
 
 /**

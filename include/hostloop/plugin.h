@@ -317,6 +317,27 @@ hl_status_t hl_plugin_reload(hl_plugin_t *plugin, const char *path, uint32_t dea
 hl_status_t hl_plugin_info(const hl_plugin_t *plugin, hl_plugin_info_t *info);
 
 /**
+ * \brief Creates the shared read-only blob `name` in `rt` holding a copy of `len` bytes at
+ * `data`: a sealed memfd (it can no longer change) that every plugin of the runtime — in this
+ * process or in any worker — maps by name through its services table (`blob`), without a copy:
+ * memory holds it once, however many processes read it. Blobs live until the runtime is freed.
+ * \param name  NUL-terminated UTF-8, not empty; copied.
+ * \return OK; NULL_ARG (name, or data with len > 0); INVALID_HANDLE; INVALID_UTF8; INVALID_ARG
+ * (empty name, a blob of that name exists, or a plugin's runtime); FAILED (no memfd could be
+ * made or filled: out of memory, no fd left, not Linux — the reason is in `hl_last_error()`).
+ * [any-thread]
+ */
+hl_status_t hl_blob_create(hl_runtime_t *rt, const char *name, const void *data, size_t len);
+
+/**
+ * \brief As `hl_blob_create`, with the bytes of the file at `path`, copied once into the sealed
+ * memory (a mapping of the file itself would fault if it were truncated).
+ * \return as `hl_blob_create`; FAILED also when the file cannot be read.
+ * [any-thread]
+ */
+hl_status_t hl_blob_create_from_file(hl_runtime_t *rt, const char *name, const char *path);
+
+/**
  * \brief Counters of a runtime's plugin activity (works after shutdown too).
  * \param stats  not NULL; `struct_size` set by the caller.
  * \return NULL_ARG; INVALID_HANDLE; INVALID_ARG (stats too small).

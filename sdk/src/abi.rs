@@ -166,6 +166,15 @@ pub struct hl_plugin_services_t {
     pub is_worker_thread: Option<unsafe extern "C" fn(host: *mut c_void) -> u32>,
     pub workers: Option<unsafe extern "C" fn(host: *mut c_void) -> u32>,
     pub is_closing: Option<unsafe extern "C" fn(host: *mut c_void) -> u32>,
+    /// Added after the first table layout: present when `struct_size` covers it.
+    pub blob: Option<
+        unsafe extern "C" fn(
+            host: *mut c_void,
+            name: *const c_char,
+            fd: *mut i32,
+            len: *mut u64,
+        ) -> hl_status_t,
+    >,
 }
 
 /// `hl_plugin_descriptor_t`.
@@ -213,6 +222,10 @@ pub struct hl_plugin_descriptor_t {
         ) -> hl_status_t,
     >,
 }
+
+/// The size of the first `hl_plugin_services_t` layout (up to `is_closing`): the least a host's
+/// table may be.
+pub const HL_PLUGIN_SERVICES_MIN_SIZE: usize = std::mem::offset_of!(hl_plugin_services_t, blob);
 
 /// The size of the first `hl_plugin_descriptor_t` layout (up to `restore_state`): the least a
 /// plugin's descriptor may be. Fields after it are optional, read only when `struct_size`

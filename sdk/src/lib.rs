@@ -12,6 +12,7 @@
 //   sim.rs          simulations: the driver thread, delivery, SimControl
 //   parallel.rs     parallel_for / join on the pool
 //   snapshot.rs     the versioned, checksummed snapshot format
+//   blob.rs         shared read-only blobs: sealed memfds every plugin and worker maps
 //   plugin/         plugins: the Plugin trait and export_plugin! (mod.rs), SimPlugin and
 //                   SimTool (sim_tool.rs), the plugin side (guest.rs), the host side
 //                   (host/: mod.rs life cycle, services.rs, image.rs, error.rs), and the
@@ -108,6 +109,8 @@ pub mod abi;
 #[cfg(not(loom))]
 mod backend;
 #[cfg(not(loom))]
+mod blob;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod event;
@@ -149,6 +152,7 @@ pub use crate::internal::latest as frames;
 
 #[cfg(not(loom))]
 pub use crate::{
+    blob::Blob,
     error::{Error, Result},
     event::{Event, EventFilter, EventKind, Subscription},
     handle::Handle,

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) sims: SimThreads,
     /// Plugins loaded into this runtime (host side).
     pub(crate) plugins: Mutex<crate::plugin::host::Registry>,
+    /// Shared read-only blobs, by name.
+    pub(crate) blobs: crate::blob::Blobs,
     /// The worker processes of isolated plugins (host side), started by the first one.
     #[cfg(unix)]
     pub(crate) workers: crate::isolate::Workers,
@@ -69,6 +71,7 @@ impl Shared {
             events: Events::default(),
             sims: SimThreads::new(),
             plugins: Mutex::new(Default::default()),
+            blobs: Default::default(),
             #[cfg(unix)]
             workers: Default::default(),
             stats: CachePadded::new(StatsCore::new()),

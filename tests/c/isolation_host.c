@@ -2,10 +2,11 @@
  * A C11 host that runs a plugin isolated in a worker process through hostloop.h alone, with
  * SIGPIPE at its default, fatal disposition (as in most C and C++ hosts):
  *
- *     isolation_host WORKER CRASHY
+ *     isolation_host WORKER CRASHY READER
  *
  * WORKER is the hostloop-worker program, CRASHY the crash-on-command fixture plugin
- * (tests/fixtures/crashy). The host loads it with HL_ISOLATION_OWN_PROCESS, counts with it,
+ * (tests/fixtures/crashy), READER a blob reader fixture (tests/fixtures/reader): the host makes
+ * a blob with hl_blob_create and the reader, in its own worker, maps and sums it. The host loads it with HL_ISOLATION_OWN_PROCESS, counts with it,
  * kills its worker with SIGKILL and at once sends it a flood of events (written to a dead
  * socket; under valgrind, without pidfd_open, the exit is found by polling), waits for the crash report and the restart on its sink, counts on from the restored
  * checkpoint, checks hl_plugin_process, the bad options hl_plugin_load_ex refuses, unloads,
@@ -33,6 +34,9 @@
 
 /* What the sink saw. Main thread only (the sink runs there), so no atomics. */
 static uint64_t last_count;
+static uint64_t blob_len, blob_sum;
+static uint32_t blob_pid;
+static int blob_answers;
 static uint32_t last_count_pid;
 static int crashed, restarted, down, sink_off_main;
 static char crash_text[8192];
@@ -48,6 +52,11 @@ static void sink(void *user_data, const hl_message_t *m) {
     if (strcmp(m->topic, "crashy/count") == 0 && m->bytes_len == 12) {
         memcpy(&last_count, m->bytes, 8);
         memcpy(&last_count_pid, m->bytes + 8, 4);
+    } else if (strcmp(m->topic, "reader-b/read") == 0 && m->bytes_len == 20) {
+        memcpy(&blob_len, m->bytes, 8);
+        memcpy(&blob_sum, m->bytes + 8, 8);
+        memcpy(&blob_pid, m->bytes + 16, 4);
+        blob_answers++;
     } else if (strcmp(m->topic, "hostloop/plugin/crashed") == 0) {
         crashed++;
         size_t n = m->bytes_len < sizeof crash_text - 1 ? m->bytes_len : sizeof crash_text - 1;
@@ -90,6 +99,7 @@ static int loop_until(hl_runtime_t *rt, int (*done)(void *), void *arg) {
 
 static int count_is(void *n) { return last_count == *(uint64_t *)n; }
 static int crash_seen(void *unused) { (void)unused; return crashed > 0; }
+static int blob_read(void *unused) { (void)unused; return blob_answers > 0; }
 static int restart_seen(void *unused) { (void)unused; return restarted > 0; }
 
 struct checkpoints {
@@ -116,11 +126,11 @@ static hl_status_t load_with(hl_runtime_t *rt, const char *path,
 
 int main(int argc, char **argv) {
     main_thread = pthread_self();
-    if (argc != 3) {
-        fprintf(stderr, "usage: isolation_host WORKER CRASHY\n");
+    if (argc != 4) {
+        fprintf(stderr, "usage: isolation_host WORKER CRASHY READER\n");
         return 2;
     }
-    const char *worker = argv[1], *crashy = argv[2];
+    const char *worker = argv[1], *crashy = argv[2], *reader = argv[3];
     /* A C host's default, said explicitly: a write to a dead pipe or socket would kill it. */
     signal(SIGPIPE, SIG_DFL);
     int fds_before = open_fds();
@@ -222,6 +232,33 @@ int main(int argc, char **argv) {
     bad = o;
     bad.isolation = HL_ISOLATION_IN_PROCESS;
     printf("in_process_twice=%s\n", hl_status_name(load_with(rt, crashy, &bad)));
+
+    /* A blob made once by the host, read in place by a plugin in another worker process. */
+    enum { BLOB_LEN = 3 << 20 };
+    unsigned char *bytes = malloc(BLOB_LEN);
+    CHECK(bytes != NULL, "malloc");
+    uint64_t sum = 0;
+    for (size_t i = 0; bytes != NULL && i < BLOB_LEN; i++) {
+        bytes[i] = (unsigned char)((i * 2654435761u) >> 13);
+        sum = sum * 31 + bytes[i];
+    }
+    CHECK_OK(hl_blob_create(rt, "scene/mesh", bytes, BLOB_LEN));
+    free(bytes);
+    printf("blob_twice=%s\n", hl_status_name(hl_blob_create(rt, "scene/mesh", "x", 1)));
+    printf("blob_null=%s\n", hl_status_name(hl_blob_create(rt, "b", NULL, 1)));
+    printf("blob_missing_file=%s\n",
+           hl_status_name(hl_blob_create_from_file(rt, "f", "/nonexistent/blob.bin")));
+    hl_plugin_t *rd = NULL;
+    CHECK_OK(hl_plugin_load_ex(rt, reader, &o, &rd));
+    send_event(rt, "reader/read", "scene/mesh");
+    CHECK(loop_until(rt, blob_read, NULL), "no answer from the blob reader");
+    hl_plugin_process_t rp;
+    rp.struct_size = sizeof rp;
+    CHECK_OK(hl_plugin_process(rd, &rp));
+    printf("blob_len_ok=%d\n", blob_len == BLOB_LEN);
+    printf("blob_sum_ok=%d\n", blob_sum == sum);
+    printf("blob_read_in_worker=%d\n", blob_pid == rp.pid && (pid_t)blob_pid != getpid());
+    CHECK_OK(hl_plugin_unload(rd, 5000, NULL));
 
     hl_unload_report_t r;
     r.struct_size = sizeof r;

@@ -198,6 +198,11 @@ signatures! {
             *mut *mut hl_plugin_t) -> hl_status_t;
     hl_plugin_process: "hl_status_t (*)(const hl_plugin_t *, hl_plugin_process_t *)"
         => unsafe extern "C" fn(*const hl_plugin_t, *mut hl_plugin_process_t) -> hl_status_t;
+    hl_blob_create: "hl_status_t (*)(hl_runtime_t *, const char *, const void *, size_t)"
+        => unsafe extern "C" fn(*mut hl_runtime_t, *const c_char, *const c_void, usize)
+            -> hl_status_t;
+    hl_blob_create_from_file: "hl_status_t (*)(hl_runtime_t *, const char *, const char *)"
+        => unsafe extern "C" fn(*mut hl_runtime_t, *const c_char, *const c_char) -> hl_status_t;
 }
 
 /// The callback typedefs: `name: "C type" => Rust type;`, checked the same way.
@@ -554,7 +559,7 @@ layouts! {
     }
     hl_plugin_services_t {
         struct_size, abi_version, host, spawn, post_main, emit, post_event, is_main_thread,
-        is_worker_thread, workers, is_closing,
+        is_worker_thread, workers, is_closing, blob,
     }
     hl_plugin_descriptor_t {
         struct_size, abi_version, flags, reserved, name, version, load, unload, event,

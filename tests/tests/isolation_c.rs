@@ -1,6 +1,7 @@
 //! `tests/c/isolation_host.c`, a C11 host with SIGPIPE at its default disposition that runs the
 //! crash-on-command fixture isolated through `hl_plugin_load_ex`, kills its worker, writes to
-//! the dead worker, and resumes from the checkpoint. Natively, under ASan/UBSan and under
+//! the dead worker, and resumes from the checkpoint; and shares a blob with a plugin in another
+//! worker. Natively, under ASan/UBSan and under
 //! valgrind (the host is checked; the worker is another process, run natively).
 
 use std::path::PathBuf;
@@ -15,8 +16,13 @@ fn build_host(dir: &TestDir, extra_flags: &[&str]) -> PathBuf {
         .compile(dir.join("isolation_host"))
 }
 
-fn args() -> [String; 2] {
-    [worker_program(), fixture("fixture_crashy")].map(|p| p.to_str().unwrap().to_owned())
+fn args() -> [String; 3] {
+    [
+        worker_program(),
+        fixture("fixture_crashy"),
+        fixture("fixture_reader_b"),
+    ]
+    .map(|p| p.to_str().unwrap().to_owned())
 }
 
 /// What every run of isolation_host.c must show, however it was built.
@@ -44,6 +50,9 @@ fn assert_isolation_host_behaviour(run: &Run) {
         "resumed_in_new_worker",
         "missing_worker_named",
         "second_reaped",
+        "blob_len_ok",
+        "blob_sum_ok",
+        "blob_read_in_worker",
     ] {
         one(key);
     }
@@ -67,6 +76,9 @@ fn assert_isolation_host_behaviour(run: &Run) {
         ("reserved_set", "HL_STATUS_INVALID_ARG"),
         ("missing_worker", "HL_STATUS_WORKER"),
         ("in_process_twice", "HL_STATUS_ALREADY_LOADED"),
+        ("blob_twice", "HL_STATUS_INVALID_ARG"),
+        ("blob_null", "HL_STATUS_NULL_ARG"),
+        ("blob_missing_file", "HL_STATUS_FAILED"),
     ] {
         assert_eq!(run.value(key), Some(status), "{key}\n{d}");
     }

@@ -309,6 +309,51 @@ pub unsafe extern "C" fn hl_plugin_load_ex(
     })
 }
 
+/// See `hl_blob_create` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `name` is NULL or NUL-terminated; `data` is NULL or points to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_blob_create(
+    rt: *mut hl_runtime_t,
+    name: *const c_char,
+    data: *const std::ffi::c_void,
+    len: usize,
+) -> hl_status_t {
+    guard("hl_blob_create", || {
+        let state = live(rt)?;
+        // SAFETY: per this function's contract.
+        let name = unsafe { utf8(name, "name") }?;
+        // SAFETY: per this function's contract.
+        let bytes = unsafe { super::guard::bytes(data.cast(), len, "data") }?;
+        state.rt.create_blob(name, bytes)?;
+        Ok(())
+    })
+}
+
+/// See `hl_blob_create_from_file` in `hostloop/plugin.h`.
+///
+/// # Safety
+///
+/// `name` and `path` are NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_blob_create_from_file(
+    rt: *mut hl_runtime_t,
+    name: *const c_char,
+    path: *const c_char,
+) -> hl_status_t {
+    guard("hl_blob_create_from_file", || {
+        let state = live(rt)?;
+        // SAFETY: per this function's contract.
+        let name = unsafe { utf8(name, "name") }?;
+        // SAFETY: per this function's contract.
+        let path = unsafe { utf8(path, "path") }?;
+        state.rt.create_blob_from_file(name, path)?;
+        Ok(())
+    })
+}
+
 /// See `hl_plugin_process` in `hostloop/plugin.h`.
 ///
 /// # Safety

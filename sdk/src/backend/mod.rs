@@ -71,6 +71,15 @@ impl Backend {
         }
     }
 
+    /// A new fd of the host's blob `name` and its length (a plugin's runtime asks its host).
+    #[cfg(unix)]
+    pub(crate) fn host_blob(&self, name: &str) -> Option<(std::os::fd::OwnedFd, u64)> {
+        match self {
+            Backend::Local(_) => None,
+            Backend::Proxy(p) => p.blob(name),
+        }
+    }
+
     /// The host's closing flag (a plugin's host may shut down before the plugin does).
     pub(crate) fn is_closing(&self) -> bool {
         match self {

@@ -39,15 +39,32 @@ type QueuedJob = (Arc<Shared>, JobRef);
 type QueuedMain = (Arc<Shared>, Option<MainItem>);
 
 impl Proxy {
-    /// Checks that the host's table has every function this crate calls.
-    pub(crate) fn new(services: &hl_plugin_services_t) -> std::result::Result<Proxy, String> {
-        let ours = std::mem::size_of::<hl_plugin_services_t>();
-        if (services.struct_size as usize) < ours {
+    /// Checks that the host's table has every function this crate calls, and copies it.
+    ///
+    /// # Safety
+    ///
+    /// `services` points to the host's table: at least its own `struct_size` bytes, which start
+    /// with `struct_size` and `abi_version`.
+    pub(crate) unsafe fn new(
+        services: *const hl_plugin_services_t,
+    ) -> std::result::Result<Proxy, String> {
+        // SAFETY: every table starts with its u32 size (the caller's contract).
+        let size = unsafe { *services.cast::<u32>() } as usize;
+        let least = HL_PLUGIN_SERVICES_MIN_SIZE;
+        if size < least {
             return Err(format!(
-                "the host's services table is {} bytes, this plugin needs {ours}",
-                services.struct_size
+                "the host's services table is {size} bytes, this plugin needs at least {least}"
             ));
         }
+        // A host of an older layout has no fields after its table's end: they stay NULL.
+        let mut copy = std::mem::MaybeUninit::<hl_plugin_services_t>::zeroed();
+        let have = size.min(std::mem::size_of::<hl_plugin_services_t>());
+        // SAFETY: the host's table has `size >= have` bytes, `copy` room for `have`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(services.cast::<u8>(), copy.as_mut_ptr().cast(), have)
+        };
+        // SAFETY: integers, a pointer and `Option`s of function pointers: all-zero is valid.
+        let services = &unsafe { copy.assume_init() };
         if services.abi_version != HL_PLUGIN_ABI_VERSION {
             return Err(format!(
                 "the host speaks plugin ABI {}, this plugin {HL_PLUGIN_ABI_VERSION}",
@@ -80,6 +97,22 @@ impl Proxy {
 
     pub(crate) fn is_closing(&self) -> bool {
         self.flag(self.services.is_closing) != 0
+    }
+
+    /// The host's blob `name`: a new fd of it and its length, or `None` if the host has no such
+    /// blob (or is too old to share blobs).
+    #[cfg(unix)]
+    pub(crate) fn blob(&self, name: &str) -> Option<(std::os::fd::OwnedFd, u64)> {
+        let get = self.services.blob?;
+        let name = std::ffi::CString::new(name).ok()?;
+        let (mut fd, mut len) = (-1i32, 0u64);
+        // SAFETY: `[any-thread]`; the name lives for the call, the outputs are ours.
+        let status = unsafe { get(self.services.host, name.as_ptr(), &mut fd, &mut len) };
+        if status != HL_STATUS_OK || fd < 0 {
+            return None;
+        }
+        // SAFETY: the host made this fd for us to own.
+        Some((unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }, len))
     }
 
     pub(crate) fn is_main_thread(&self) -> bool {

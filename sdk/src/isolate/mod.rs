@@ -264,6 +264,14 @@ impl Workers {
         Ok(sup)
     }
 
+    /// A blob the host just made: to every running worker (a worker started later gets all
+    /// of them when it starts).
+    pub(crate) fn share_blob(&self, blob: &crate::blob::Blob) {
+        if let Some(sup) = &*lock(&self.sup) {
+            sup.send(Cmd::Blob(blob.clone()));
+        }
+    }
+
     /// Runtime shutdown: asks every worker to end by `until` (quit, terminate, then kill);
     /// [`Ending::wait`] waits for it.
     pub(crate) fn begin_shutdown(&self, shared: &Arc<Shared>, until: Instant) -> Option<Ending> {

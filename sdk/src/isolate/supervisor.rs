@@ -91,6 +91,8 @@ pub(crate) enum Cmd {
         seq: u64,
     },
     Event(Event),
+    /// A new blob of the host, for every running worker.
+    Blob(crate::blob::Blob),
     Shutdown {
         deadline: Duration,
         reply: Sender<()>,
@@ -395,6 +397,13 @@ impl Thread {
                     }
                 }
             }
+            Cmd::Blob(blob) => {
+                for p in self.procs.values_mut() {
+                    if matches!(p.phase, Phase::Up { .. }) {
+                        send_blob(p, &blob);
+                    }
+                }
+            }
             Cmd::Event(e) => {
                 let frame = Msg::Event(e);
                 for p in self.procs.values_mut() {
@@ -633,6 +642,12 @@ impl Thread {
         p.tail.clear();
         for plugin in &p.plugins {
             lock(&plugin.status).pid = Some(pid);
+        }
+        // The host's blobs first: a plugin may read them in its `load`.
+        if let Some(host) = self.host.upgrade() {
+            for blob in host.blobs.all() {
+                send_blob(p, &blob);
+            }
         }
         Ok(())
     }
@@ -1160,6 +1175,19 @@ impl Thread {
                 self.fault(id, Some(format!("writing to it failed: {e}")), false);
             }
         }
+    }
+}
+
+/// Queues blob `blob` for worker `p`, with a new fd of it.
+fn send_blob(p: &mut Proc, blob: &crate::blob::Blob) {
+    if let Ok(fd) = blob.dup_fd() {
+        p.outbox.push_with_fd(
+            &Msg::Blob {
+                name: blob.name().to_owned(),
+                size: blob.len() as u64,
+            },
+            fd,
+        );
     }
 }
 

@@ -141,6 +141,11 @@ pub(crate) enum Msg {
     Unmap {
         id: u32,
     },
+    /// Host to worker: the host's blob `name`, of `size` bytes, its fd attached.
+    Blob {
+        name: String,
+        size: u64,
+    },
     /// The end of one pump's messages.
     Flushed {
         seq: u64,
@@ -159,6 +164,7 @@ const T_EVENT: u8 = 6;
 const T_ACK: u8 = 7;
 const T_PING: u8 = 8;
 const T_QUIT: u8 = 9;
+const T_BLOB: u8 = 10;
 const T_HELLO: u8 = 32;
 const T_LOADED: u8 = 33;
 const T_DONE: u8 = 34;
@@ -186,6 +192,7 @@ impl Msg {
             Msg::Ack { .. } => "ack",
             Msg::Ping { .. } => "ping",
             Msg::Quit => "quit",
+            Msg::Blob { .. } => "blob",
             Msg::Hello { .. } => "hello",
             Msg::Loaded { .. } => "loaded",
             Msg::Done { .. } => "done",
@@ -242,6 +249,9 @@ impl Msg {
             }
             Msg::Quit => {
                 w.u8(T_QUIT);
+            }
+            Msg::Blob { name, size } => {
+                w.u8(T_BLOB).str(name).u64(*size);
             }
             Msg::Hello { pid } => {
                 w.u8(T_HELLO).u32(*pid);
@@ -356,6 +366,10 @@ impl Msg {
             T_ACK => Msg::Ack { seq: r.u64()? },
             T_PING => Msg::Ping { seq: r.u64()? },
             T_QUIT => Msg::Quit,
+            T_BLOB => Msg::Blob {
+                name: r.str()?.to_owned(),
+                size: r.u64()?,
+            },
             T_HELLO => Msg::Hello { pid: r.u32()? },
             T_LOADED => Msg::Loaded {
                 req: r.u64()?,
@@ -699,6 +713,10 @@ mod tests {
             Msg::Ack { seq: 7 },
             Msg::Ping { seq: 8 },
             Msg::Quit,
+            Msg::Blob {
+                name: "mesh".into(),
+                size: 1 << 28,
+            },
             Msg::Hello { pid: 42 },
             Msg::Loaded {
                 req: 1,

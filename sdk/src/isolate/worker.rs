@@ -256,6 +256,16 @@ fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
             host_gone = !inbox.fill(&sock)?;
         }
         while let Some(msg) = inbox.next().map_err(other)? {
+            if let Msg::Blob { name, size } = msg {
+                // The host's blob: mapped here, for this worker's plugins to read in place.
+                let fd = inbox
+                    .fds
+                    .pop_front()
+                    .ok_or_else(|| other("a blob frame without its fd"))?;
+                let blob = crate::blob::Blob::from_fd(&name, fd, size).map_err(other)?;
+                w.rt.handle().shared().blobs.adopt(blob);
+                continue;
+            }
             w.handle(msg)?;
         }
         if w.want_pump && w.awaiting.is_none() && lock(&w.out).outbox.queued() < OUTBOX_LIMIT {

@@ -46,7 +46,7 @@ pub(super) unsafe extern "C" fn load<P: Plugin>(
         return fail(HL_STATUS_NULL_ARG, "services or instance is NULL");
     }
     // SAFETY: non-NULL; the host's table is valid for the duration of the load.
-    let proxy = match Proxy::new(unsafe { &*services }) {
+    let proxy = match unsafe { Proxy::new(services) } {
         Ok(r) => r,
         Err(msg) => return fail(HL_STATUS_VERSION_MISMATCH, &msg),
     };

@@ -339,6 +339,43 @@ pub(super) unsafe extern "C" fn svc_workers(host: *mut c_void) -> u32 {
         .map_or(1, |rt| u32::try_from(rt.workers()).unwrap_or(u32::MAX))
 }
 
+pub(super) unsafe extern "C" fn svc_blob(
+    host: *mut c_void,
+    name: *const std::ffi::c_char,
+    fd: *mut i32,
+    len: *mut u64,
+) -> hl_status_t {
+    service(|| {
+        if fd.is_null() || len.is_null() {
+            return HL_STATUS_NULL_ARG;
+        }
+        // SAFETY: the plugin passes a NUL-terminated name or NULL (checked by `utf8`).
+        let name = match unsafe { utf8(name, "name") } {
+            Ok(n) => n,
+            Err(e) => return e.status,
+        };
+        // SAFETY: `host` is the instance of this table, alive while the plugin can call it.
+        let inst = unsafe { instance(host) };
+        let Some(blob) = inst.rt().and_then(|rt| rt.blob(name)) else {
+            return HL_STATUS_INVALID_ARG;
+        };
+        #[cfg(unix)]
+        match blob.dup_fd() {
+            Ok(owned) => {
+                // SAFETY: both outputs are non-NULL (checked) and the plugin's to write.
+                unsafe {
+                    *fd = std::os::fd::IntoRawFd::into_raw_fd(owned);
+                    *len = blob.len() as u64;
+                }
+                HL_STATUS_OK
+            }
+            Err(_) => HL_STATUS_OS,
+        }
+        #[cfg(not(unix))]
+        HL_STATUS_INVALID_ARG
+    })
+}
+
 pub(super) unsafe extern "C" fn svc_is_closing(host: *mut c_void) -> u32 {
     // SAFETY: `host` is ours, per the ABI.
     let inst = unsafe { instance(host) };
@@ -386,6 +423,7 @@ impl Instance {
                 is_worker_thread: Some(svc_is_worker_thread),
                 workers: Some(svc_workers),
                 is_closing: Some(svc_is_closing),
+                blob: Some(svc_blob),
             },
             instance: AtomicPtr::new(std::ptr::null_mut()),
             gate: Gate::new(),
