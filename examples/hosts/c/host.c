@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 /* The plugin this host drives, and the topics it sends to the sink. (-DPLUGIN='"orbits"' drives
@@ -302,8 +303,9 @@ static double quantile(double *v, uint64_t n, double q) {
 static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s [--seconds S] [--agents N] [--rate R] [--kernel rust|cpp] [--workers W]"
-            " [PLUGIN]\n"
-            "PLUGIN defaults to $HOSTLOOP_PARTICLES_PLUGIN.\n",
+            " [--isolated WORKER] [PLUGIN]\n"
+            "PLUGIN defaults to $HOSTLOOP_PARTICLES_PLUGIN. With --isolated the plugin runs in a\n"
+            "WORKER process (hostloop-worker): a crash there ends the worker, not this host.\n",
             argv0);
 }
 
@@ -313,6 +315,7 @@ int main(int argc, char **argv) {
     double rate = 0.0; /* simulation steps per second; 0 = as fast as it goes */
     const char *kernel = "rust";
     long workers = 0;
+    const char *worker = NULL; /* --isolated: the hostloop-worker program */
     const char *plugin_path = getenv("HOSTLOOP_PARTICLES_PLUGIN");
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -331,6 +334,9 @@ int main(int argc, char **argv) {
             i++;
         } else if (strcmp(arg, "--workers") == 0 && value != NULL) {
             workers = atol(value);
+            i++;
+        } else if (strcmp(arg, "--isolated") == 0 && value != NULL) {
+            worker = value;
             i++;
         } else if (arg[0] != '-') {
             plugin_path = arg;
@@ -365,9 +371,25 @@ int main(int argc, char **argv) {
 
     /* The plugin: it starts playing at load; tell it what to simulate. */
     hl_plugin_t *plugin = NULL;
-    status = hl_plugin_load(rt, plugin_path, &plugin);
+    if (worker != NULL) {
+        /* The isolation switch: the same plugin, in a worker process of its own. The host loop,
+         * the wake fd and the sink do not change. */
+        hl_plugin_load_options_t lo;
+        hl_plugin_load_options_init(&lo);
+        lo.isolation = HL_ISOLATION_OWN_PROCESS;
+        lo.worker_program = worker;
+        status = hl_plugin_load_ex(rt, plugin_path, &lo, &plugin);
+    } else {
+        status = hl_plugin_load(rt, plugin_path, &plugin);
+    }
+    if (status == HL_STATUS_OK && worker != NULL) {
+        hl_plugin_process_t p;
+        p.struct_size = sizeof p;
+        hl_plugin_process(plugin, &p);
+        printf("isolated=1 worker_pid=%u host_pid=%ld\n", (unsigned)p.pid, (long)getpid());
+    }
     if (status != HL_STATUS_OK) {
-        fail("hl_plugin_load", status);
+        fail(worker != NULL ? "hl_plugin_load_ex" : "hl_plugin_load", status);
         hl_runtime_free(rt);
         return 1;
     }
