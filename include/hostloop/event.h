@@ -4,7 +4,10 @@
  * opened/saved, playback, shutdown requested, custom topics), fanned out to subscribers.
  *
  * Subscribers registered here (and Rust tools' main-thread subscribers) receive events at the
- * next pump, on the main thread; background subscribers in Rust receive them at once.
+ * next pump, on the main thread; background subscribers in Rust receive them at once. Each
+ * event is one main-thread item: a pump delivers events in order until its budget is spent and
+ * leaves the rest to the next pump, and `hl_pump_report_t.ran` / `.remaining` and
+ * `hl_stats_t.queued_main` count events one by one.
  * High-frequency events coalesce between two pumps: subscribers see only the latest
  * `FRAME_CHANGED`, the latest `SELECTION_CHANGED`, and the latest custom event of each topic
  * posted with `coalesce` set.
