@@ -46,8 +46,9 @@ enum {
     /** A call re-entered what is running it, and was refused rather than deadlock:
      * `hl_runtime_pump` or `hl_runtime_run_until` from inside a callback a pump is running or
      * from an `hl_until_fn`; `hl_plugin_reload` or `hl_plugin_info` on a plugin that is being
-     * reloaded or unloaded (e.g. from inside its own callbacks); a plugin's `emit` from inside
-     * the sink. Nothing was done. */
+     * reloaded or unloaded (e.g. from inside its own callbacks); `hl_plugin_unload` from inside
+     * the plugin's own callbacks (the sink call of its own message, say); a plugin's `emit`
+     * from inside the sink. Nothing was done. */
     HL_STATUS_REENTRANT = 4,
     /** The host did not pump within the allowed time. */
     HL_STATUS_HOST_BUSY = 5,

@@ -283,8 +283,11 @@ hl_status_t hl_plugin_process(const hl_plugin_t *plugin, hl_plugin_process_t *pr
  * TIMEOUT: calls were still running at the deadline — the handle is freed anyway and the image
  * retired (kept mapped) so they finish safely; for an isolated plugin, its worker did not quit
  * in time and was terminated or killed (`stragglers` is 1).
- * [main-thread] [not re-entrant]: from inside the plugin's own callbacks its `unload` is not
- * called and its image is retired.
+ * REENTRANT: called from inside the plugin's own code — the sink call of a message it emitted,
+ * or any call it makes into the host from its callbacks — where the plugin can neither be
+ * waited for nor have its `unload` run; nothing is done and the handle stays valid: unload it
+ * after the callback returns (for example once `hl_runtime_pump` has returned).
+ * [main-thread] [not re-entrant]
  */
 hl_status_t hl_plugin_unload(hl_plugin_t *plugin, uint32_t deadline_ms,
                              hl_unload_report_t *report);
