@@ -87,7 +87,12 @@ enum {
     /** An isolated plugin's worker process could not be started (`hl_last_error()` names the
      * program tried), or was lost — crashed, killed, hung, restarting, down — before it
      * answered (`hl_plugin_load_ex`, `hl_plugin_reload`). */
-    HL_STATUS_WORKER = 21
+    HL_STATUS_WORKER = 21,
+    /** There was no memory for a copy hostloop makes of the caller's data (`hl_runtime_emit`,
+     * `hl_runtime_emit_array`, the bytes of `hl_runtime_post_event`), including a length no
+     * allocation can have such as `SIZE_MAX`. Checked before the data is read; nothing was
+     * done, and the process goes on. */
+    HL_STATUS_OUT_OF_MEMORY = 22
 };
 
 /**
