@@ -321,7 +321,7 @@ impl Handle {
         let version = descriptor_text(desc.version);
         if !lock(&self.shared().plugins).names.insert(name.clone()) {
             let retire = desc.flags & HL_PLUGIN_FLAG_RETAIN_IMAGE != 0;
-            image.release(retire);
+            image.release(retire, true);
             return Err(PluginError::new(
                 PluginErrorKind::AlreadyLoaded,
                 path,
@@ -443,10 +443,11 @@ fn instantiate(
 
 /// Releases an image after its instance was shut: retired when the plugin asks for it or when
 /// calls into it may still be running. Keeps the instance's memory alive for retired images
-/// (a straggler may still call its services).
+/// (a straggler may still call its services). A retired image without stragglers may be
+/// reused by a later load or reload of the same file.
 fn release(rt: &Handle, image: Image, desc: &hl_plugin_descriptor_t, stragglers: usize) -> bool {
     let retire = stragglers > 0 || desc.flags & HL_PLUGIN_FLAG_RETAIN_IMAGE != 0;
-    let retired = image.release(retire);
+    let retired = image.release(retire, stragglers == 0);
     let mut reg = lock(&rt.shared().plugins);
     if retired {
         reg.stats.images_retired += 1;
