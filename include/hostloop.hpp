@@ -1292,7 +1292,8 @@ public:
      * owns nothing afterwards. Missing the deadline is not thrown (the plugin is unloaded either
      * way): it sets `timed_out` and `timeout_message`. Throws `Error` (NULL_ARG when this object
      * owns nothing; INVALID_HANDLE when the runtime unloaded the plugin already, after which this
-     * object owns nothing; WRONG_THREAD, after which it still owns the plugin; INVALID_ARG for a
+     * object owns nothing; WRONG_THREAD, or REENTRANT from inside the plugin's own callbacks such
+     * as the sink call of its own message, after which it still owns the plugin; INVALID_ARG for a
      * negative deadline; clamped to `UINT32_MAX` ms). [main-thread] [not re-entrant]
      */
     UnloadReport unload(std::chrono::milliseconds deadline = default_deadline) {

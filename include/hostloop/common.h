@@ -46,8 +46,9 @@ enum {
     /** A call re-entered what is running it, and was refused rather than deadlock:
      * `hl_runtime_pump` or `hl_runtime_run_until` from inside a callback a pump is running or
      * from an `hl_until_fn`; `hl_plugin_reload` or `hl_plugin_info` on a plugin that is being
-     * reloaded or unloaded (e.g. from inside its own callbacks); a plugin's `emit` from inside
-     * the sink. Nothing was done. */
+     * reloaded or unloaded (e.g. from inside its own callbacks); `hl_plugin_unload` from inside
+     * the plugin's own callbacks (the sink call of its own message, say); a plugin's `emit`
+     * from inside the sink. Nothing was done. */
     HL_STATUS_REENTRANT = 4,
     /** The host did not pump within the allowed time. */
     HL_STATUS_HOST_BUSY = 5,
@@ -86,7 +87,12 @@ enum {
     /** An isolated plugin's worker process could not be started (`hl_last_error()` names the
      * program tried), or was lost — crashed, killed, hung, restarting, down — before it
      * answered (`hl_plugin_load_ex`, `hl_plugin_reload`). */
-    HL_STATUS_WORKER = 21
+    HL_STATUS_WORKER = 21,
+    /** There was no memory for a copy hostloop makes of the caller's data (`hl_runtime_emit`,
+     * `hl_runtime_emit_array`, the bytes of `hl_runtime_post_event`), including a length no
+     * allocation can have such as `SIZE_MAX`. Checked before the data is read; nothing was
+     * done, and the process goes on. */
+    HL_STATUS_OUT_OF_MEMORY = 22
 };
 
 /**

@@ -4,7 +4,10 @@
  * opened/saved, playback, shutdown requested, custom topics), fanned out to subscribers.
  *
  * Subscribers registered here (and Rust tools' main-thread subscribers) receive events at the
- * next pump, on the main thread; background subscribers in Rust receive them at once.
+ * next pump, on the main thread; background subscribers in Rust receive them at once. Each
+ * event is one main-thread item: a pump delivers events in order until its budget is spent and
+ * leaves the rest to the next pump, and `hl_pump_report_t.ran` / `.remaining` and
+ * `hl_stats_t.queued_main` count events one by one.
  * High-frequency events coalesce between two pumps: subscribers see only the latest
  * `FRAME_CHANGED`, the latest `SELECTION_CHANGED`, and the latest custom event of each topic
  * posted with `coalesce` set.
@@ -59,7 +62,8 @@ typedef struct hl_event_t {
  *
  * \param event  not NULL; copied.
  * \return NULL_ARG (rt, event, or a string the kind needs); INVALID_HANDLE; INVALID_ARG (unknown
- * kind, struct_size too small); INVALID_UTF8; SHUT_DOWN.
+ * kind, struct_size too small); INVALID_UTF8; SHUT_DOWN; OUT_OF_MEMORY (no memory for the copy
+ * of `bytes_len` bytes, checked before they are read; e.g. `bytes_len == SIZE_MAX`).
  *
  * [any-thread]
  */

@@ -19,9 +19,16 @@
  * counted in `hl_plugin_stats_t::images_retired`. Loading the same unchanged file again reuses
  * it, so a load/unload cycle costs only the retired instance's bookkeeping (under 10 KiB: 100
  * cycles of a Rust and a C plugin grew resident memory by about 0.8 MiB in the tests); a changed
- * file at that path, and every reload,
- * is loaded from a fresh copy in the temporary directory (removed once mapped), because the
- * loader caches libraries by path.
+ * file at that path, and a reload, is loaded from a fresh copy in the temporary directory
+ * (removed once mapped), because the loader caches libraries by path.
+ *
+ * What a reload of a Rust plugin costs: a reload to a build not mapped before maps that build's
+ * copy for good, about 0.5 MiB resident for a small plugin built in release mode (1–1.2 MiB for
+ * the particles example). A reload to a build whose file is unchanged since a copy of it was
+ * retired (alternating between two builds, going back to the previous one) reuses that copy
+ * and costs nothing more: 50 reloads between two builds grew resident memory by under 0.5 MiB
+ * in the tests. So the mapped cost is bounded by the number of distinct builds, not reloads. A
+ * copy retired with stragglers is never reused.
  *
  * \section plugin_messages Talking to a simulation plugin
  *
@@ -283,8 +290,11 @@ hl_status_t hl_plugin_process(const hl_plugin_t *plugin, hl_plugin_process_t *pr
  * TIMEOUT: calls were still running at the deadline — the handle is freed anyway and the image
  * retired (kept mapped) so they finish safely; for an isolated plugin, its worker did not quit
  * in time and was terminated or killed (`stragglers` is 1).
- * [main-thread] [not re-entrant]: from inside the plugin's own callbacks its `unload` is not
- * called and its image is retired.
+ * REENTRANT: called from inside the plugin's own code — the sink call of a message it emitted,
+ * or any call it makes into the host from its callbacks — where the plugin can neither be
+ * waited for nor have its `unload` run; nothing is done and the handle stays valid: unload it
+ * after the callback returns (for example once `hl_runtime_pump` has returned).
+ * [main-thread] [not re-entrant]
  */
 hl_status_t hl_plugin_unload(hl_plugin_t *plugin, uint32_t deadline_ms,
                              hl_unload_report_t *report);

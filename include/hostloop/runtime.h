@@ -180,9 +180,10 @@ typedef struct hl_pump_report_t {
     /** `sizeof(hl_pump_report_t)`, set by the caller. */
     uint32_t struct_size;
     uint32_t reserved;
-    /** Main-thread items run. */
+    /** Main-thread items run (each delivered host event counts as one). */
     uint64_t ran;
-    /** Items still queued (the doorbell stays readable while this is > 0). */
+    /** Items still queued, each undelivered host event counted as one (the doorbell stays
+     * readable while this is > 0). */
     uint64_t remaining;
     /** Time the pump took, in microseconds. */
     uint64_t elapsed_us;
@@ -267,7 +268,7 @@ typedef struct hl_stats_t {
     /** Jobs queued on the CPU lanes (all priorities) and on the IO lane. */
     uint64_t queued_cpu;
     uint64_t queued_io;
-    /** Main-thread items waiting for a pump. */
+    /** Main-thread items waiting for a pump, each undelivered host event counted as one. */
     uint64_t queued_main;
     uint64_t pumps;
     uint64_t pump_p50_us;

@@ -48,6 +48,7 @@ pub const HL_STATUS_NO_ENTRY_SYMBOL: hl_status_t = 18;
 pub const HL_STATUS_BAD_DESCRIPTOR: hl_status_t = 19;
 pub const HL_STATUS_ALREADY_LOADED: hl_status_t = 20;
 pub const HL_STATUS_WORKER: hl_status_t = 21;
+pub const HL_STATUS_OUT_OF_MEMORY: hl_status_t = 22;
 
 pub const HL_EVENT_FRAME_CHANGED: u32 = 1;
 pub const HL_EVENT_SELECTION_CHANGED: u32 = 2;
@@ -323,8 +324,52 @@ pub unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u
             format!("{name} is NULL but its length is {len}"),
         ));
     }
-    // SAFETY: `len` readable bytes at non-NULL `ptr`, per the caller's contract.
+    if len > isize::MAX as usize {
+        // No object is that large: the length is wrong, and a slice of it would be unsound.
+        return Err(AbiError::new(
+            HL_STATUS_INVALID_ARG,
+            format!("{name} has length {len}, larger than any object can be"),
+        ));
+    }
+    // SAFETY: `len` readable bytes at non-NULL `ptr`, per the caller's contract; `len` is at
+    // most `isize::MAX`.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// A copy of the `len` bytes at `ptr` (NULL allowed only with `len == 0`), allocated fallibly:
+/// OUT_OF_MEMORY, before any byte is read, when the allocator cannot provide `len` bytes (a
+/// bogus length such as `SIZE_MAX` included), instead of aborting the host.
+///
+/// # Safety
+///
+/// A non-NULL `ptr` must point to `len` readable bytes.
+pub unsafe fn copy_bytes(ptr: *const u8, len: usize, name: &str) -> Result<Vec<u8>, AbiError> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    if ptr.is_null() {
+        return Err(AbiError::new(
+            HL_STATUS_NULL_ARG,
+            format!("{name} is NULL but its length is {len}"),
+        ));
+    }
+    let mut copy = try_vec(len, name)?;
+    // SAFETY: per this function's contract; the reservation succeeded, so `len` is at most
+    // `isize::MAX`.
+    copy.extend_from_slice(unsafe { bytes(ptr, len, name) }?);
+    Ok(copy)
+}
+
+/// An empty vector with room for `len` bytes, or OUT_OF_MEMORY naming `name`.
+pub fn try_vec(len: usize, name: &str) -> Result<Vec<u8>, AbiError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|e| {
+        AbiError::new(
+            HL_STATUS_OUT_OF_MEMORY,
+            format!("no memory for a copy of {name} ({len} bytes): {e}"),
+        )
+    })?;
+    Ok(v)
 }
 
 /// The element type for an `HL_ELEM_*` code.
@@ -487,12 +532,12 @@ pub unsafe fn event_from_c(e: &hl_event_t) -> Result<Event, AbiError> {
             let (topic, data) = unsafe {
                 (
                     utf8(e.topic, "event->topic")?,
-                    bytes(e.bytes.cast(), e.bytes_len, "event->bytes")?,
+                    copy_bytes(e.bytes.cast(), e.bytes_len, "event->bytes")?,
                 )
             };
             Event::Custom {
                 topic: topic.to_owned(),
-                bytes: data.to_vec(),
+                bytes: data,
                 coalesce: e.coalesce != 0,
             }
         }

@@ -3,6 +3,7 @@
 //! subscribers at once. High-frequency events coalesce by key between two pumps.
 
 use crate::internal::panic::catch;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::error::Result;
 use crate::handle::Handle;
 use crate::internal::sync::lock;
-use crate::main_thread::{post_task, Main, MainTask};
+use crate::main_thread::{post_task, Main, MainTask, Step};
 use crate::shared::Shared;
 
 /// What happened in the host.
@@ -82,6 +83,16 @@ impl Event {
             Event::ShutdownRequested => EventKind::ShutdownRequested,
             Event::Custom { .. } => EventKind::Custom,
         }
+    }
+
+    /// Whether a newer event may replace an undelivered one (see [`Event::supersedes`]).
+    fn coalesces(&self) -> bool {
+        matches!(
+            self,
+            Event::FrameChanged { .. }
+                | Event::SelectionChanged
+                | Event::Custom { coalesce: true, .. }
+        )
     }
 
     /// Whether `self` replaces an undelivered `older` event.
@@ -156,8 +167,8 @@ pub(crate) struct Events {
     next_id: AtomicU64,
     main_subs: Mutex<Vec<Arc<MainSub>>>,
     channel_subs: Mutex<Vec<ChannelSub>>,
-    /// Events waiting for the next pump, coalesced.
-    pending: Mutex<Vec<Event>>,
+    /// Events waiting for a pump, coalesced, and whether a dispatcher is queued for them.
+    pending: Mutex<Pending>,
     /// Events a full background subscriber channel could not take.
     dropped: AtomicU64,
 }
@@ -165,7 +176,7 @@ pub(crate) struct Events {
 impl fmt::Debug for Events {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Events")
-            .field("pending", &lock(&self.pending).len())
+            .field("pending", &lock(&self.pending).events.len())
             .finish_non_exhaustive()
     }
 }
@@ -176,12 +187,11 @@ impl Events {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    fn dispatch(&self, shared: &Shared, main: &mut Main<'_>) {
-        let events = std::mem::take(&mut *lock(&self.pending));
-        let subs = lock(&self.main_subs).clone();
-        for event in &events {
-            call_main_subs(shared, &subs, event, main);
-        }
+    /// Main-thread events not yet delivered, and whether a dispatcher item stands for them in
+    /// the main-thread queue (it is counted there as one item).
+    pub(crate) fn backlog(&self) -> (usize, bool) {
+        let p = lock(&self.pending);
+        (p.events.len(), p.scheduled)
     }
 
     /// Background subscribers receive `event` at once (or count it dropped when full).
@@ -221,28 +231,84 @@ pub(crate) fn post_here(shared: &Arc<Shared>, event: Event) -> Result<()> {
     if lock(&events.main_subs).is_empty() {
         return Ok(());
     }
-    let first = {
+    let schedule = {
         let mut pending = lock(&events.pending);
-        let first = pending.is_empty();
-        match pending.iter_mut().find(|old| event.supersedes(old)) {
+        let superseded = if event.coalesces() {
+            pending.events.iter_mut().find(|old| event.supersedes(old))
+        } else {
+            None
+        };
+        match superseded {
             Some(old) => *old = event,
-            None => pending.push(event),
+            None => pending.events.push_back(event),
         }
-        first
+        !std::mem::replace(&mut pending.scheduled, true)
     };
-    if first {
-        let s = shared.clone();
-        post_task(
-            shared,
-            MainTask::Once(Box::new(move |main| s.events.dispatch(&s, main))),
-        )?;
+    if schedule {
+        if let Err(e) = post_task(shared, dispatcher(shared.clone())) {
+            lock(&events.pending).scheduled = false;
+            return Err(e);
+        }
     }
     Ok(())
 }
 
+/// Events waiting for main-thread subscribers.
+#[derive(Default)]
+struct Pending {
+    events: VecDeque<Event>,
+    /// A dispatcher is queued or running: it delivers every event here before it ends.
+    scheduled: bool,
+}
+
+/// The chunked main-thread item that delivers pending events, one per call, so that a backlog
+/// is spread over pumps by their budgets like any chunked item, and each event counts as one
+/// item run. It delivers at most the events pending when it first ran, then re-queues itself
+/// behind the main-thread items posted meanwhile, so a non-stop event source cannot starve them.
+fn dispatcher(shared: Arc<Shared>) -> MainTask {
+    let mut quota: Option<usize> = None;
+    MainTask::Chunked(Box::new(move |main| {
+        let events = &shared.events;
+        let event = {
+            let mut pending = lock(&events.pending);
+            if quota.is_none() {
+                quota = Some(pending.events.len());
+            }
+            match pending.events.pop_front() {
+                Some(event) => event,
+                None => {
+                    pending.scheduled = false;
+                    return Step::Done;
+                }
+            }
+        };
+        let subs = lock(&events.main_subs).clone();
+        call_main_subs(&shared, &subs, &event, main);
+        let left = quota.map_or(0, |q| q.saturating_sub(1));
+        quota = Some(left);
+        let mut pending = lock(&events.pending);
+        if pending.events.is_empty() {
+            pending.scheduled = false;
+            return Step::Done;
+        }
+        if left > 0 {
+            return Step::Continue;
+        }
+        drop(pending);
+        if post_task(&shared, dispatcher(shared.clone())).is_err() {
+            // Shut down: nothing will pump these.
+            lock(&events.pending).scheduled = false;
+        }
+        Step::Done
+    }))
+}
+
 impl Handle {
     /// Posts a host event, from any thread. Background subscribers receive it at once; main
-    /// thread subscribers at the next pump, after coalescing (see [`Event`]).
+    /// thread subscribers at the next pump, after coalescing (see [`Event`]). Each event is one
+    /// main-thread item: a pump delivers pending events in order until its budget is spent and
+    /// leaves the rest to the next pump; [`PumpReport`](crate::PumpReport) and
+    /// [`QueueDepths::main`](crate::QueueDepths::main) count them one by one.
     ///
     /// # Errors
     ///

@@ -101,7 +101,7 @@ impl Handle {
         let mut s = Stats::default();
         shared.stats.fill(&mut s);
         shared.backend.fill_stats(&mut s);
-        s.queued.main = shared.main.len();
+        s.queued.main = shared.main.backlog(shared, shared.main.is_carrying());
         s.doorbell_rings = shared.main.doorbell.rings();
         s.events_dropped = shared.events.dropped();
         s

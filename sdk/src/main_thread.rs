@@ -30,9 +30,11 @@ pub enum Step {
 /// What one call to [`Handle::pump`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PumpReport {
-    /// Main-thread items run (each call of a chunked item counts once).
+    /// Main-thread items run (each call of a chunked item counts once, and so does each host
+    /// event delivered to main-thread subscribers).
     pub ran: usize,
-    /// Items still queued when the pump returned (the doorbell stays rung while this is > 0).
+    /// Items still queued when the pump returned, each undelivered host event counted as one
+    /// (the doorbell stays rung while this is > 0).
     pub remaining: usize,
     /// Wall-clock time the pump took.
     pub elapsed: Duration,
@@ -186,6 +188,20 @@ impl MainQueue {
         self.main_rx.len() + self.progress_rx.len()
     }
 
+    /// Main-thread work waiting for a pump, as [`PumpReport::remaining`] and
+    /// [`QueueDepths::main`](crate::QueueDepths::main) count it: queued items, a carried chunked
+    /// item, and each undelivered host event as one item (in place of the one item that
+    /// delivers them).
+    pub(crate) fn backlog(&self, shared: &Shared, carried: bool) -> usize {
+        let (events, dispatcher) = shared.events.backlog();
+        (self.len() + usize::from(carried) + events).saturating_sub(usize::from(dispatcher))
+    }
+
+    /// Whether a chunked item is carried over to the next pump.
+    pub(crate) fn is_carrying(&self) -> bool {
+        lock(&self.pump.state).carry.is_some()
+    }
+
     /// Shutdown: everything queued, the carried chunked item first.
     pub(crate) fn take_all(&self) -> Vec<MainItem> {
         let carry = lock(&self.pump.state).carry.take();
@@ -313,7 +329,7 @@ impl Handle {
             }
             batch_start = now;
         }
-        let remaining = q.len() + usize::from(carry.is_some());
+        let remaining = q.backlog(self.shared(), carry.is_some());
         {
             let mut st = lock(&q.pump.state);
             st.carry = carry;

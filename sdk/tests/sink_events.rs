@@ -293,3 +293,94 @@ fn a_sink_that_removes_itself_is_not_put_back() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(rt.stats().sink_dropped, 1);
 }
+
+#[test]
+fn a_backlog_of_events_is_delivered_over_many_budgeted_pumps_in_order() {
+    const N: usize = 200_000;
+    let rt = runtime(1);
+    let seen = Arc::new(Mutex::new(Vec::with_capacity(N)));
+    {
+        let seen = seen.clone();
+        rt.subscribe(EventFilter::Topic("tick".into()), move |e, _| {
+            if let Event::Custom { bytes, .. } = e {
+                seen.lock()
+                    .unwrap()
+                    .push(u32::from_le_bytes(bytes[..].try_into().unwrap()));
+            }
+        });
+    }
+    for i in 0..N as u32 {
+        rt.post_event(Event::Custom {
+            topic: "tick".into(),
+            bytes: i.to_le_bytes().to_vec(),
+            coalesce: false,
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        rt.stats().queued.main,
+        N,
+        "each pending event is one queued item"
+    );
+
+    // A pump with no budget runs exactly one item: one event.
+    let one = rt.pump(Duration::ZERO).unwrap();
+    assert_eq!((one.ran, one.remaining), (1, N - 1));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    let start = std::time::Instant::now();
+    let mut pumps = 1;
+    let mut delivered = 1;
+    while delivered < N {
+        let before = seen.lock().unwrap().len();
+        let report = rt.pump(Duration::from_millis(2)).unwrap();
+        pumps += 1;
+        let after = seen.lock().unwrap().len();
+        assert_eq!(
+            report.ran,
+            after - before,
+            "each event counts as one item run"
+        );
+        assert_eq!(report.remaining, N - after);
+        assert_eq!(rt.stats().queued.main, N - after);
+        delivered = after;
+        assert!(start.elapsed() < common::HANG, "events still pending: hang");
+    }
+    assert!(pumps > 2, "a 200k backlog took {pumps} pumps");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().copied().eq(0..N as u32),
+        "delivered out of order"
+    );
+    assert_eq!(rt.stats().queued.main, 0);
+}
+
+#[test]
+fn an_event_backlog_does_not_hold_back_items_posted_after_it_started() {
+    let rt = runtime(1);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    {
+        let order = order.clone();
+        rt.subscribe(EventFilter::All, move |e, _| {
+            if let Event::Custom { bytes, .. } = e {
+                order.lock().unwrap().push(bytes[0]);
+            }
+        });
+    }
+    let post = |b: u8| {
+        rt.post_event(Event::Custom {
+            topic: "t".into(),
+            bytes: vec![b],
+            coalesce: false,
+        })
+        .unwrap()
+    };
+    post(1);
+    post(2);
+    rt.pump(Duration::ZERO).unwrap(); // delivers 1; 2 was pending when delivery started
+    let o = order.clone();
+    rt.post(move |_| o.lock().unwrap().push(100)).unwrap();
+    post(3); // pending after delivery started: behind the item
+    rt.pump(Duration::from_secs(10)).unwrap();
+    assert_eq!(*order.lock().unwrap(), vec![1, 2, 100, 3]);
+}

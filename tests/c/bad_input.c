@@ -761,6 +761,23 @@ static void case_bad_values(void) {
     EXPECT(hl_runtime_free(rt), HL_STATUS_OK);
 }
 
+/* Lengths no copy can be made of: OUT_OF_MEMORY before a byte is read, never an abort. */
+static void case_huge_lengths(void) {
+    hl_runtime_t *rt = new_runtime(1);
+    static const uint8_t small[4] = {1, 2, 3, 4};
+    /* SIZE_MAX is refused before any allocation (the sanitizers' allocators see none). */
+    EXPECT(hl_runtime_emit(rt, "t", small, SIZE_MAX), HL_STATUS_OUT_OF_MEMORY);
+    hl_event_t e = custom_event("t");
+    e.bytes = small;
+    e.bytes_len = SIZE_MAX;
+    EXPECT(hl_runtime_post_event(rt, &e), HL_STATUS_OUT_OF_MEMORY);
+    /* The runtime is unharmed: the real lengths still work. */
+    EXPECT(hl_runtime_emit(rt, "t", small, sizeof small), HL_STATUS_OK);
+    e.bytes_len = sizeof small;
+    EXPECT(hl_runtime_post_event(rt, &e), HL_STATUS_OK);
+    EXPECT(hl_runtime_free(rt), HL_STATUS_OK);
+}
+
 /* A job that never returns cannot hold shutdown past its deadline. */
 static atomic_int spinner_started, spinner_release;
 static int32_t spin_forever(void *user_data, hl_job_ctx_t *ctx) {
@@ -813,7 +830,7 @@ static void case_status_names(void) {
         "HL_STATUS_FAILED",    "HL_STATUS_PENDING",          "HL_STATUS_INVALID_UTF8",
         "HL_STATUS_OS",        "HL_STATUS_FILE_NOT_FOUND",   "HL_STATUS_NOT_A_LIBRARY",
         "HL_STATUS_NO_ENTRY_SYMBOL", "HL_STATUS_BAD_DESCRIPTOR", "HL_STATUS_ALREADY_LOADED",
-        "HL_STATUS_WORKER"};
+        "HL_STATUS_WORKER",    "HL_STATUS_OUT_OF_MEMORY"};
     static const hl_status_t values[] = {
         HL_STATUS_OK,        HL_STATUS_NULL_ARG,         HL_STATUS_INVALID_ARG,
         HL_STATUS_WRONG_THREAD, HL_STATUS_REENTRANT,     HL_STATUS_HOST_BUSY,
@@ -822,7 +839,7 @@ static void case_status_names(void) {
         HL_STATUS_FAILED,    HL_STATUS_PENDING,          HL_STATUS_INVALID_UTF8,
         HL_STATUS_OS,        HL_STATUS_FILE_NOT_FOUND,   HL_STATUS_NOT_A_LIBRARY,
         HL_STATUS_NO_ENTRY_SYMBOL, HL_STATUS_BAD_DESCRIPTOR, HL_STATUS_ALREADY_LOADED,
-        HL_STATUS_WORKER};
+        HL_STATUS_WORKER,    HL_STATUS_OUT_OF_MEMORY};
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         const char *got = hl_status_name(values[i]);
         checks++;
@@ -834,7 +851,7 @@ static void case_status_names(void) {
             printf("ok   hl_status_name(%u) == \"%s\"\n", (unsigned)values[i], got);
         }
     }
-    hl_status_t unknown[] = {22, 100, UINT32_MAX};
+    hl_status_t unknown[] = {23, 100, UINT32_MAX};
     for (size_t i = 0; i < 3; i++) {
         const char *got = hl_status_name(unknown[i]);
         checks++;
@@ -1310,6 +1327,7 @@ static const named_case cases[] = {
     {"invalid_utf8", case_invalid_utf8},
     {"bad_array_views", case_bad_array_views},
     {"bad_values", case_bad_values},
+    {"huge_lengths", case_huge_lengths},
     {"shutdown_timeout", case_shutdown_timeout},
     {"status_names", case_status_names},
     {"cancel_before_start", case_cancel_before_start},

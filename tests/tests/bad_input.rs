@@ -94,6 +94,13 @@ fn unknown_kinds_priorities_lanes_and_subscriptions_are_invalid_arg() {
     case("bad_values");
 }
 
+/// include/hostloop/common.h: OUT_OF_MEMORY when there is no memory for a copy of the caller's
+/// data, a length such as `SIZE_MAX` included.
+#[test]
+fn lengths_no_copy_can_be_made_of_are_out_of_memory_not_an_abort() {
+    case("huge_lengths");
+}
+
 #[test]
 fn a_job_that_never_returns_cannot_hold_shutdown_past_its_deadline() {
     let run = case("shutdown_timeout");
@@ -187,6 +194,7 @@ const PASSING_CASES: &[&str] = &[
     "invalid_utf8",
     "bad_array_views",
     "bad_values",
+    "huge_lengths",
     "shutdown_timeout",
     "status_names",
     "cancel_before_start",

@@ -250,3 +250,60 @@ fn the_c_plugin_host_is_clean_under_valgrind() {
     );
     assert_plugin_host_behaviour(&run);
 }
+
+/// `tests/c/plugin_self_unload.c`: the sink's unload of the plugin whose message it is handling
+/// is refused with REENTRANT; the plugin then runs on and unloads cleanly after the pump.
+fn assert_self_unload_behaviour(run: &Run) {
+    run.assert_success("plugin_self_unload.c");
+    let d = run.describe();
+    assert!(run.has_line("plugin_self_unload: OK"), "{d}");
+    assert_eq!(
+        run.value("in_sink_unload"),
+        Some("HL_STATUS_REENTRANT"),
+        "{d}"
+    );
+    assert_eq!(run.number("handle_valid_after"), 1, "{d}");
+    assert_eq!(run.number("answers"), 20, "every answer still arrives\n{d}");
+    assert_eq!(run.value("after_unload"), Some("HL_STATUS_OK"), "{d}");
+    assert_eq!(run.number("stragglers"), 0, "{d}");
+    assert_eq!(run.number("retired"), 0, "the C plugin is unmapped\n{d}");
+    assert_eq!(run.number("loaded"), 0, "{d}");
+    assert_eq!(run.number("unloads"), 1, "{d}");
+    assert_eq!(run.number("plugin_stragglers"), 0, "{d}");
+}
+
+fn run_self_unload(dir: &TestDir, flags: &[&str], env: &[(&str, &str)]) -> Run {
+    let exe = Build::new(Lang::C)
+        .flags(flags)
+        .source(c_dir().join("plugin_self_unload.c"))
+        .compile(dir.join("plugin_self_unload"));
+    let plugin = c_plugin(dir, "cplugin", flags);
+    run_program(&exe, &[plugin.to_str().expect("UTF-8 path")], env)
+}
+
+#[test]
+fn unloading_a_plugin_from_the_sink_call_of_its_own_message_is_refused_as_reentrant() {
+    let dir = test_dir!("plugin-self-unload-native");
+    assert_self_unload_behaviour(&run_self_unload(&dir, &[], &[]));
+}
+
+#[test]
+fn a_refused_self_unload_leaks_nothing_under_address_sanitizer() {
+    let dir = test_dir!("plugin-self-unload-asan");
+    let run = run_self_unload(
+        &dir,
+        SANITIZER_FLAGS,
+        &[
+            ("ASAN_OPTIONS", "detect_leaks=1"),
+            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+        ],
+    );
+    assert!(
+        !run.stderr.contains("ERROR: AddressSanitizer")
+            && !run.stderr.contains("ERROR: LeakSanitizer")
+            && !run.stderr.contains("runtime error:"),
+        "sanitizer report:\n{}",
+        run.describe()
+    );
+    assert_self_unload_behaviour(&run);
+}

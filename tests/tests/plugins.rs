@@ -549,3 +549,66 @@ fn a_hundred_load_unload_cycles_keep_resident_memory_bounded() {
     assert_eq!(stats.images_retired, 101);
     assert_eq!(stats.images_closed, 101);
 }
+
+/// Plugin images mapped in this process: the files of /proc/self/maps under the loader's copy
+/// directory or among `paths`, each counted once.
+fn mapped_images(paths: &[&Path]) -> usize {
+    let copies = format!("hostloop-plugins-{}", std::process::id());
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let names: std::collections::BTreeSet<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|f| {
+            let f = f.trim_end_matches(" (deleted)");
+            f.contains(&copies) || paths.iter().any(|p| Path::new(f) == *p)
+        })
+        .collect();
+    names.len()
+}
+
+#[test]
+fn reloads_alternating_between_two_builds_map_each_build_once() {
+    let v1 = std::fs::canonicalize(fixture("fixture_counter_v1")).unwrap();
+    let v2 = std::fs::canonicalize(fixture("fixture_counter_v2")).unwrap();
+    let host = Host::new(2);
+    let plugin = host.load(&v1).unwrap();
+    assert_eq!(host.tick(), (1, 1, 1));
+    // Warm up: both builds mapped once, the allocator's pools grown.
+    reload(plugin, &v2).unwrap();
+    reload(plugin, &v1).unwrap();
+    let images_before = mapped_images(&[&v1, &v2]);
+    let before = rss_bytes();
+    let mut step = host.tick().1;
+    for i in 0..50 {
+        let (path, build) = if i % 2 == 0 { (&v2, 2) } else { (&v1, 1) };
+        reload(plugin, path).unwrap();
+        let (b, s, _) = host.tick();
+        assert_eq!(
+            (b, s),
+            (build, step + 1),
+            "reload {i}: the state carried over"
+        );
+        step = s;
+    }
+    let images_after = mapped_images(&[&v1, &v2]);
+    let grown = rss_bytes().saturating_sub(before);
+    println!(
+        "{images_before} images mapped before, {images_after} after 50 reloads; RSS +{} KiB",
+        grown / 1024
+    );
+    // Generous: the other tests of this file run beside this one and map copies of their own
+    // (each 50-reload run used to add 50 images and about 1 MiB of RSS per reload).
+    assert!(
+        images_after <= images_before + 8,
+        "50 reloads between two builds mapped {} more images",
+        images_after - images_before
+    );
+    assert!(
+        grown < 16 << 20,
+        "resident memory grew by {} KiB over 50 reloads between two builds",
+        grown / 1024
+    );
+    let stats = host.stats();
+    assert_eq!(stats.reloads, 52);
+    ok(unload(plugin, 2_000).0);
+}

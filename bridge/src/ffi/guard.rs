@@ -133,14 +133,15 @@ pub(crate) unsafe fn utf8<'a>(ptr: *const c_char, name: &str) -> FfiResult<&'a s
     Ok(unsafe { sdk::abi::utf8(ptr, name) }?)
 }
 
-/// `len` bytes at `ptr` (NULL allowed only with `len == 0`).
+/// A copy of the `len` bytes at `ptr` (NULL allowed only with `len == 0`), allocated fallibly:
+/// OUT_OF_MEMORY, before any byte is read, when no copy of `len` bytes can be made.
 ///
 /// # Safety
 ///
 /// A non-NULL `ptr` must point to `len` readable bytes during the call.
-pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> FfiResult<&'a [u8]> {
+pub(crate) unsafe fn copy_bytes(ptr: *const u8, len: usize, name: &str) -> FfiResult<Vec<u8>> {
     // SAFETY: per this function's contract.
-    Ok(unsafe { sdk::abi::bytes(ptr, len, name) }?)
+    Ok(unsafe { sdk::abi::copy_bytes(ptr, len, name) }?)
 }
 
 /// Refuses an output struct (NULL allowed) whose `struct_size` is too small, before any work is

@@ -434,6 +434,17 @@ pub unsafe extern "C" fn hl_plugin_unload(
         on_main_thread(state.runtime.rt.handle())?;
         // SAFETY: per this function's contract (checked before any work is done).
         unsafe { super::guard::check_size(report, "report") }?;
+        // From inside the plugin's own code (a sink call of its message, say) the plugin cannot
+        // be waited for nor its `unload` run: refused, the handle stays valid.
+        if lock(&state.plugin)
+            .as_ref()
+            .is_some_and(|p| p.in_callback())
+        {
+            return Err(Failure::new(
+                HL_STATUS_REENTRANT,
+                "a plugin cannot be unloaded from inside its own callbacks (such as the sink call of its own message); unload it after the callback returns",
+            ));
+        }
         let state = PLUGINS.remove(plugin, "plugin")?;
         let Some(r) = unload_state(&state, plugin as usize, deadline(deadline_ms)) else {
             return Ok(());

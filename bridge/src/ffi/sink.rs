@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_void};
 
 use super::common::*;
-use super::guard::{arg, bytes, guard, on_main_thread, utf8, FfiResult, UserData};
+use super::guard::{arg, copy_bytes, guard, on_main_thread, utf8, FfiResult, UserData};
 use super::runtime::{hl_runtime_t, live};
 
 pub use sdk::abi::{
@@ -77,10 +77,8 @@ pub unsafe extern "C" fn hl_runtime_emit(
         // SAFETY: per this function's contract.
         let topic = unsafe { utf8(topic, "topic") }?;
         // SAFETY: per this function's contract.
-        let data = unsafe { bytes(data.cast(), len, "bytes") }?;
-        state
-            .rt
-            .emit(topic, sdk::OwnedPayload::Bytes(data.to_vec()))?;
+        let data = unsafe { copy_bytes(data.cast(), len, "bytes") }?;
+        state.rt.emit(topic, sdk::OwnedPayload::Bytes(data))?;
         Ok(())
     })
 }
@@ -106,7 +104,7 @@ pub unsafe extern "C" fn hl_runtime_emit_array(
         let view = unsafe { array_view(view) }?;
         // Pack the records: the sink sees stride == record size.
         let record = view.components() * view.elem().size();
-        let mut packed = Vec::with_capacity(record * view.count());
+        let mut packed = sdk::abi::try_vec(record.saturating_mul(view.count()), "view->data")?;
         for i in 0..view.count() {
             let start = i * view.stride();
             packed.extend_from_slice(&view.bytes()[start..start + record]);

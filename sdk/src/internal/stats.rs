@@ -124,7 +124,8 @@ pub struct QueueDepths {
     pub background: usize,
     /// Jobs queued on the IO lane.
     pub io: usize,
-    /// Main-thread items waiting for a pump.
+    /// Main-thread items waiting for a pump (a chunked item carried over included), each
+    /// undelivered host event counted as one.
     pub main: usize,
 }
 

@@ -93,8 +93,17 @@
 //! [`export_plugin!`](crate::export_plugin) therefore set `HL_PLUGIN_FLAG_RETAIN_IMAGE`, and
 //! unloading *retires* their image — it stays mapped, unused, and is counted in
 //! [`PluginStats::images_retired`]. Loading the same unchanged file again reuses the retired
-//! image, so a load/unload cycle costs only the retired instance's bookkeeping (under 10 KiB);
-//! each hot reload maps a new copy. C plugins without the flag are really unloaded.
+//! image, so a load/unload cycle costs only the retired instance's bookkeeping (under 10 KiB).
+//! C plugins without the flag are really unloaded.
+//!
+//! A hot reload loads the new build from a fresh copy. To a build not mapped before, that copy
+//! stays mapped for good once retired: about 0.5 MiB resident per build for a small plugin
+//! built in release mode (1–1.2 MiB for the particles example). To a build whose file is
+//! unchanged since a copy of it was retired — alternating between two builds, going back to
+//! the previous one — the retired copy is reused and the reload costs nothing more (50 reloads
+//! between two builds grew resident memory by under 0.5 MiB in the tests): the mapped cost
+//! grows with the number of distinct builds, not of reloads. A copy retired with stragglers is
+//! never reused.
 
 /// The C ABI types, now at [`crate::abi`]; kept here so existing paths still resolve.
 #[doc(hidden)]

@@ -12,7 +12,7 @@ use crate::abi::*;
 use crate::internal::sync::lock;
 
 /// What identifies a file's content well enough to tell a rebuilt library from the one mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct FileId {
     pub(super) dev: u64,
     pub(super) ino: u64,
@@ -46,23 +46,48 @@ pub(super) fn mapped_paths() -> &'static Mutex<HashMap<PathBuf, FileId>> {
 
 pub(super) static COPIES: AtomicU64 = AtomicU64::new(0);
 
+/// Retired copies that no instance uses and no call runs in, by the identity of the file each
+/// was copied from. Opening a file of that identity again (a reload back to a build mapped
+/// before) takes the image from here instead of mapping one more copy, so a retired image costs
+/// its mapping once per build, not once per reload. Only copies are kept: each is a mapping of
+/// its own, so one taken from here is in no other instance (a library opened under its own
+/// path may share its mapping with another runtime's instance through `dlopen`).
+fn idle_images() -> &'static Mutex<HashMap<FileId, Vec<Image>>> {
+    static IDLE: OnceLock<Mutex<HashMap<FileId, Vec<Image>>>> = OnceLock::new();
+    IDLE.get_or_init(Default::default)
+}
+
 /// A loaded library and how it was opened.
 pub(super) struct Image {
     pub(super) lib: Option<libloading::Library>,
     /// The path opened directly (not a copy): recorded in `mapped_paths` while mapped.
     pub(super) direct: Option<(PathBuf, FileId)>,
+    /// The identity of the file it was opened from (directly or through a copy).
+    source: FileId,
 }
 
 impl Image {
     /// Releases the library: retired (kept mapped) or unmapped. Returns whether it was retired.
-    pub(super) fn release(mut self, retire: bool) -> bool {
+    /// A retired copy that is `reusable` (nothing of the plugin runs in it any more) is kept
+    /// for the next open of the same file; any other retired image stays mapped for good.
+    pub(super) fn release(mut self, retire: bool, reusable: bool) -> bool {
+        if self.lib.is_none() {
+            return true;
+        }
+        if retire {
+            if reusable && self.direct.is_none() {
+                lock(idle_images())
+                    .entry(self.source)
+                    .or_default()
+                    .push(self);
+            } else if let Some(lib) = self.lib.take() {
+                std::mem::forget(lib);
+            }
+            return true;
+        }
         let Some(lib) = self.lib.take() else {
             return true;
         };
-        if retire {
-            std::mem::forget(lib);
-            return true;
-        }
         if let Some((path, id)) = self.direct.take() {
             let mut mapped = lock(mapped_paths());
             if mapped.get(&path) == Some(&id) {
@@ -97,6 +122,16 @@ pub(super) fn open(
             PluginErrorKind::NotALibrary,
             "is a directory".to_owned(),
         ));
+    }
+    let idle = lock(idle_images()).get_mut(&id).and_then(Vec::pop);
+    if let Some(image) = idle {
+        return match read_descriptor(&image, path) {
+            Ok(desc) => Ok((image, desc)),
+            Err(e) => {
+                image.release(true, true);
+                Err(e)
+            }
+        };
     }
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let stale = lock(mapped_paths())
@@ -138,6 +173,7 @@ pub(super) fn open(
     let image = Image {
         lib: Some(lib),
         direct,
+        source: id,
     };
     let desc = read_descriptor(&image, path);
     match desc {
@@ -149,7 +185,7 @@ pub(super) fn open(
         }
         Err(e) => {
             // No plugin code but initialisers ran: unmapping is safe.
-            image.release(false);
+            image.release(false, false);
             Err(e)
         }
     }

@@ -220,8 +220,12 @@ impl LoadedPlugin {
     /// simulations stop), drops its queued work unrun, waits up to `deadline` for its running
     /// calls, then releases the library. No call into the plugin can start after this returns.
     ///
-    /// Off the main thread — or from inside the plugin's own main-thread code — the plugin is
-    /// closed (its work dropped) but its `unload` is not called and its image is retired.
+    /// Off the main thread — or from inside the plugin's own main-thread code, such as the host
+    /// sink receiving one of its messages — the plugin is closed (its work dropped) but its
+    /// `unload` is not called, so its state is never freed, and its image is retired; the
+    /// caller itself counts as a straggler. Check [`in_callback`](LoadedPlugin::in_callback)
+    /// first and unload after the callback returns (the C API refuses that unload with
+    /// `HL_STATUS_REENTRANT`).
     ///
     /// An isolated plugin is unloaded in its worker, and the worker — if it hosts nothing else
     /// — ends within `deadline`: asked to quit, terminated (`SIGTERM`) at three quarters of it,
@@ -232,6 +236,20 @@ impl LoadedPlugin {
             Where::Local(p) => p.unload(deadline),
             #[cfg(unix)]
             Where::Worker(mut p) => p.unload(deadline),
+        }
+    }
+
+    /// Whether the plugin's own main-thread code is running now, below this call on the main
+    /// thread's stack: the call comes from inside one of its callbacks (its main-thread work,
+    /// its event handler, `load`, `save_state` or `restore_state`), for example from the host
+    /// sink receiving a message the plugin emitted there. [`reload`](LoadedPlugin::reload)
+    /// is refused then, and [`unload`](LoadedPlugin::unload) cannot run the plugin's `unload`.
+    /// Always `false` for an isolated plugin (its code runs in its worker).
+    pub fn in_callback(&self) -> bool {
+        match &self.0 {
+            Where::Local(p) => p.inst.in_main.load(Ordering::Relaxed) > 0,
+            #[cfg(unix)]
+            Where::Worker(_) => false,
         }
     }
 
@@ -306,7 +324,7 @@ impl Handle {
         let version = descriptor_text(desc.version);
         if !lock(&self.shared().plugins).names.insert(name.clone()) {
             let retire = desc.flags & HL_PLUGIN_FLAG_RETAIN_IMAGE != 0;
-            image.release(retire);
+            image.release(retire, true);
             return Err(PluginError::new(
                 PluginErrorKind::AlreadyLoaded,
                 path,
@@ -428,10 +446,11 @@ fn instantiate(
 
 /// Releases an image after its instance was shut: retired when the plugin asks for it or when
 /// calls into it may still be running. Keeps the instance's memory alive for retired images
-/// (a straggler may still call its services).
+/// (a straggler may still call its services). A retired image without stragglers may be
+/// reused by a later load or reload of the same file.
 fn release(rt: &Handle, image: Image, desc: &hl_plugin_descriptor_t, stragglers: usize) -> bool {
     let retire = stragglers > 0 || desc.flags & HL_PLUGIN_FLAG_RETAIN_IMAGE != 0;
-    let retired = image.release(retire);
+    let retired = image.release(retire, stragglers == 0);
     let mut reg = lock(&rt.shared().plugins);
     if retired {
         reg.stats.images_retired += 1;
