@@ -1,7 +1,8 @@
 // The crate map (for contributors; users start at the docs below).
 //
 // The face: the public concepts, one file (or directory) each, each owning its state and logic.
-//   runtime.rs      Builder, Runtime, shutdown. The top: only this file (lib.rs) imports it.
+//   runtime.rs      Builder, Runtime, shutdown. The top: only this file (lib.rs) and the
+//                   worker program's body (isolate/worker.rs, itself a host) import it.
 //   handle.rs       Handle, and what it says of its runtime (threads, doorbell fd, stats).
 //                   Its other methods sit with their concept; handle.rs lists which where.
 //   job.rs          jobs: spawn, Job, JobBuilder, JobContext, JobGroup, the latest-job map
@@ -18,8 +19,9 @@
 //                   (host/: mod.rs life cycle, services.rs, image.rs, error.rs), and the
 //                   unload gate (gate.rs, a mechanism kept beside its only user)
 //   isolate/        isolated plugins: LoadOptions and the host's handle (mod.rs), the frames
-//                   (wire.rs), the host's thread owning the worker processes (supervisor.rs),
-//                   and the worker process itself (worker.rs, run by `hostloop-worker`)
+//                   (wire.rs), shared-memory regions for large payloads (shm.rs), the host's
+//                   thread owning the worker processes (supervisor.rs), and the worker process
+//                   itself (worker.rs, run by `hostloop-worker`)
 //   abi.rs          the C ABI types shared by the bridge and plugins (statuses, event, sink,
 //                   plugin structs) and their conversions
 //   error.rs        Error, Result
@@ -36,6 +38,7 @@
 //   internal/latest.rs   the latest-value triple buffer (public as hostloop::latest)
 //   internal/stats.rs    counters and the public Stats types
 //   internal/sync.rs     std or loom primitives, poison-free lock
+//   internal/panic.rs    the catch at every boundary, and the quiet panic hook
 //
 // Imports run downward: runtime -> handle/concepts -> shared -> backend -> internal. The
 // concepts and shared.rs refer to each other (Shared holds each concept's state; each

@@ -174,7 +174,7 @@ impl Builder {
 /// everywhere: 1024 is 4 threads per core up to 256 cores, beyond which more threads only cost
 /// memory and start-up time. [`Builder::build`] (and `hl_runtime_new` in C) refuses larger counts
 /// with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
-pub const MAX_WORKERS: usize = 1024;
+pub const MAX_WORKERS: usize = crate::internal::scheduler::MAX_WORKERS;
 
 const TOO_MANY_WORKERS: &str = "workers must be at most 1024 (hostloop::MAX_WORKERS)";
 const TOO_MANY_IO_THREADS: &str = "io_threads must be at most 1024 (hostloop::MAX_WORKERS)";

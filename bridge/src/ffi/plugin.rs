@@ -326,7 +326,7 @@ pub unsafe extern "C" fn hl_blob_create(
         // SAFETY: per this function's contract.
         let name = unsafe { utf8(name, "name") }?;
         // SAFETY: per this function's contract.
-        let bytes = unsafe { super::guard::bytes(data.cast(), len, "data") }?;
+        let bytes = unsafe { sdk::abi::bytes(data.cast(), len, "data") }?;
         state.rt.create_blob(name, bytes)?;
         Ok(())
     })

@@ -432,12 +432,16 @@ fn run_one<W: Work>(slot: &ThreadSlot<W::Header>, epoch: Instant, work: W, run: 
     drop(work);
 }
 
+/// The most workers a scheduler is built for (`hostloop::MAX_WORKERS`, which the runtime's
+/// builder enforces): the search below covers every deque within its rounds up to this many.
+pub(crate) const MAX_WORKERS: usize = 1024;
+
 /// Rounds of searching before a worker falls asleep.
 const SPIN_ROUNDS: u32 = 64;
 /// Other workers' deques tried per search round when there are more than this many (plus the
 /// hint); `SPIN_ROUNDS * VICTIMS_PER_ROUND` covers `MAX_WORKERS`.
 const VICTIMS_PER_ROUND: usize = 16;
-const _: () = assert!(SPIN_ROUNDS as usize * VICTIMS_PER_ROUND >= crate::runtime::MAX_WORKERS);
+const _: () = assert!(SPIN_ROUNDS as usize * VICTIMS_PER_ROUND >= MAX_WORKERS);
 /// Of those, the last ones yield the CPU instead of spinning.
 const YIELD_ROUNDS: u32 = 8;
 
