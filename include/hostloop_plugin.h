@@ -181,6 +181,19 @@ typedef struct hl_plugin_services_t {
     hl_status_t (*blob)(void *host, const char *name, int *fd, uint64_t *len);
 } hl_plugin_services_t;
 
+/** \brief What a running task may ask of its pool (`hl_plugin_descriptor_t::run_task`). */
+typedef struct hl_task_ctx_t {
+    /** `sizeof(hl_task_ctx_t)`. */
+    uint32_t struct_size;
+    uint32_t reserved;
+    /** The first argument of both functions. */
+    void *ctx;
+    /** Non-zero once the task is cancelled: stop and return CANCELLED. [any-thread] */
+    uint32_t (*cancelled)(void *ctx);
+    /** Reports progress in [0, 1]. [any-thread] */
+    void (*progress)(void *ctx, float fraction);
+} hl_task_ctx_t;
+
 /**
  * \brief What a plugin exports. Static: the runtime reads it, never frees it. It may grow at
  * the end; the runtime reads no further than `struct_size`.
@@ -250,7 +263,23 @@ typedef struct hl_plugin_descriptor_t {
      * [main-thread]
      */
     hl_status_t (*checkpoint_state)(void *instance, void *out, hl_write_fn write);
+
+    /**
+     * \brief Runs the plugin's task `name` on `input_len` bytes at `input` and writes its result
+     * through `write(out, ...)`: a pure function of its input (and of the host's blobs), run by a
+     * process pool of workers (`hl_task_pool_new`), several at once on threads other than the
+     * main one. Poll `ctx->cancelled(ctx->ctx)` at intervals and return CANCELLED when it is
+     * non-zero; report `ctx->progress(ctx->ctx, fraction)`. On failure write a reason into
+     * `error` and return non-OK (INVALID_ARG for a task this plugin does not have). Optional, and
+     * read only when `struct_size` covers it.
+     * [any-thread]
+     */
+    hl_status_t (*run_task)(void *instance, const char *name, const uint8_t *input,
+                            size_t input_len, const hl_task_ctx_t *ctx, void *out,
+                            hl_write_fn write, char *error, size_t error_len);
 } hl_plugin_descriptor_t;
+
+
 
 /** \brief The type of the exported `hostloop_plugin_entry`: returns the plugin's static
  * descriptor (never NULL). [main-thread] */

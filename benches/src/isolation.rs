@@ -249,9 +249,8 @@ fn programs() -> Result<(PathBuf, PathBuf), String> {
         std::env::consts::DLL_SUFFIX
     ));
     let worker = dir.join("hostloop-worker");
-    if !plugin.exists() || !worker.exists() {
-        build(&dir)?;
-    }
+    // Always: a no-op when they are fresh, and a stale worker would speak an older protocol.
+    build(&dir)?;
     Ok((plugin, worker))
 }
 
@@ -272,5 +271,176 @@ fn build(profile_dir: &Path) -> Result<(), String> {
         Err(format!(
             "building the particles plugin and the worker failed ({status})"
         ))
+    }
+}
+
+/// Benchmark 12: the round trip of a tiny task (submit -> its answer on the host's main thread)
+/// through hostloop's process pool, against Python's `multiprocessing.Pool.apply` and
+/// `concurrent.futures.ProcessPoolExecutor` (the tools DCC scripts reach for), and a process
+/// spawned per task (`/bin/true`, a lower bound: it does no work and moves no data).
+pub struct PoolBench {
+    trips: usize,
+    crashy: PathBuf,
+    worker: PathBuf,
+    hostloop: Samples,
+    mp_pool: Samples,
+    executor: Samples,
+    spawn: Samples,
+}
+
+/// Times `trips` sequential round trips in Python and prints the median of each tool, seconds.
+const PYTHON: &str = r#"
+import sys, time, statistics, multiprocessing, concurrent.futures
+def task(b):
+    s = 0
+    for x in b:
+        s = (s * 31 + x) & 0xFFFFFFFFFFFFFFFF
+    return s
+if __name__ == "__main__":
+    n = int(sys.argv[1])
+    data = bytes(range(8))
+    with multiprocessing.Pool(1) as pool:
+        pool.apply(task, (data,))
+        t = []
+        for _ in range(n):
+            t0 = time.perf_counter(); pool.apply(task, (data,)); t.append(time.perf_counter() - t0)
+        print("mp_pool", statistics.median(t))
+    with concurrent.futures.ProcessPoolExecutor(1) as ex:
+        ex.submit(task, data).result()
+        t = []
+        for _ in range(n):
+            t0 = time.perf_counter(); ex.submit(task, data).result(); t.append(time.perf_counter() - t0)
+        print("executor", statistics.median(t))
+"#;
+
+impl PoolBench {
+    pub fn new(trips: usize) -> Result<PoolBench, String> {
+        let (_, worker) = programs()?;
+        let crashy = worker.with_file_name(format!(
+            "{}fixture_crashy{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        ));
+        let profile_dir = worker.parent().ok_or("no target directory")?;
+        build_package(profile_dir, "hostloop-fixture-crashy")?;
+        Ok(PoolBench {
+            trips,
+            crashy,
+            worker,
+            hostloop: Samples::default(),
+            mp_pool: Samples::default(),
+            executor: Samples::default(),
+            spawn: Samples::default(),
+        })
+    }
+
+    pub fn round(&mut self, _reversed: bool) -> Result<(), String> {
+        // hostloop: a pool of one worker, tiny tasks one after the other.
+        let rt = Runtime::builder()
+            .workers(1)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let options = LoadOptions::new()
+            .worker_program(&self.worker)
+            .echo_stderr(false);
+        let pool = rt
+            .task_pool(&self.crashy, 1, &options)
+            .map_err(|e| e.to_string())?;
+        let mut trips = Vec::with_capacity(self.trips);
+        for i in 0..=self.trips {
+            let t0 = Instant::now();
+            let task = pool.submit("sum", (0..8).collect());
+            pump_until(&rt, SETUP, || task.try_result().is_some())?;
+            if i > 0 {
+                trips.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        self.hostloop.push(median(trips));
+        pool.stop(Duration::from_secs(2));
+        drop(rt);
+
+        // Python's two pools, in a python3 of this machine (the rows say n/a without one).
+        if let Ok(out) = std::process::Command::new("python3")
+            .args(["-c", PYTHON, &self.trips.to_string()])
+            .output()
+        {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut w = line.split_whitespace();
+                let (Some(k), Some(v)) = (w.next(), w.next().and_then(|v| v.parse().ok())) else {
+                    continue;
+                };
+                match k {
+                    "mp_pool" => self.mp_pool.push(v),
+                    "executor" => self.executor.push(v),
+                    _ => {}
+                }
+            }
+        }
+
+        // A process per task.
+        let mut trips = Vec::new();
+        for _ in 0..self.trips.min(200) {
+            let t0 = Instant::now();
+            let ok = std::process::Command::new("true")
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                trips.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        self.spawn.push(median(trips));
+        Ok(())
+    }
+
+    pub fn rows(&self) -> Vec<Row> {
+        vec![
+            Row::versus(
+                "tiny task round trip: hostloop process pool vs Python multiprocessing.Pool",
+                Unit::Time,
+                &self.hostloop,
+                &self.mp_pool,
+                Target::RatioAtMost(1.0),
+            ),
+            Row::versus(
+                "tiny task round trip: hostloop process pool vs Python ProcessPoolExecutor",
+                Unit::Time,
+                &self.hostloop,
+                &self.executor,
+                Target::RatioAtMost(1.0),
+            ),
+            Row::versus(
+                "tiny task round trip: hostloop process pool vs a process spawned per task",
+                Unit::Time,
+                &self.hostloop,
+                &self.spawn,
+                Target::None,
+            ),
+        ]
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn build_package(profile_dir: &Path, package: &str) -> Result<(), String> {
+    let target_dir = profile_dir.parent().ok_or("no target directory")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-p", package])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("building {package} failed ({status})"))
     }
 }

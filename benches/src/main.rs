@@ -254,6 +254,15 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     let mut cancel = cancel::Bench::new(config.cancels, config.queued, config.shutdowns);
     let mut oversub = oversub::Bench::new(config.oversub.0, config.oversub.1);
     let mut memory = memory::Bench::new(config.agents.to_vec());
+    let mut pool_bench = if wanted_name(config, "pool") {
+        Some(isolation::PoolBench::new(if config.name == "quick" {
+            20
+        } else {
+            300
+        })?)
+    } else {
+        None
+    };
     let mut isolation = if wanted_name(config, "isolation") {
         Some(isolation::Bench::new(
             config.frame_particles,
@@ -302,6 +311,9 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
         if let Some(iso) = isolation.as_mut() {
             section("isolation", &mut || Ok(iso.round(reversed)?))?;
         }
+        if let Some(pb) = pool_bench.as_mut() {
+            section("pool", &mut || Ok(pb.round(reversed)?))?;
+        }
         eprintln!();
     }
     frametime.finish();
@@ -324,6 +336,9 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     rows.extend(oversub.rows(drain.hostloop_1p()));
     if let Some(iso) = isolation.as_mut() {
         rows.extend(iso.rows());
+    }
+    if let Some(pb) = pool_bench.as_ref() {
+        rows.extend(pb.rows());
     }
 
     let mut notes = vec![format!(

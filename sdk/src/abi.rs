@@ -222,6 +222,31 @@ pub struct hl_plugin_descriptor_t {
             write: hl_write_fn,
         ) -> hl_status_t,
     >,
+    /// Added after `checkpoint_state`: read only when `struct_size` covers it.
+    pub run_task: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            name: *const c_char,
+            input: *const u8,
+            input_len: usize,
+            ctx: *const hl_task_ctx_t,
+            out: *mut c_void,
+            write: hl_write_fn,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> hl_status_t,
+    >,
+}
+
+/// `hl_task_ctx_t`: what a running task may ask of the pool.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_task_ctx_t {
+    pub struct_size: u32,
+    pub reserved: u32,
+    pub ctx: *mut c_void,
+    pub cancelled: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u32>,
+    pub progress: Option<unsafe extern "C" fn(ctx: *mut c_void, fraction: f32)>,
 }
 
 /// The size of the first `hl_plugin_services_t` layout (up to `is_closing`): the least a host's

@@ -564,8 +564,9 @@ layouts! {
     }
     hl_plugin_descriptor_t {
         struct_size, abi_version, flags, reserved, name, version, load, unload, event,
-        save_state, restore_state, checkpoint_state,
+        save_state, restore_state, checkpoint_state, run_task,
     }
+    hl_task_ctx_t { struct_size, reserved, ctx, cancelled, progress }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 pub use sdk::abi::{
     hl_drop_fn, hl_main_task_fn, hl_plugin_descriptor_t, hl_plugin_entry_fn, hl_plugin_services_t,
-    hl_task_fn, hl_write_fn, HL_ISOLATION_IN_PROCESS, HL_ISOLATION_OWN_PROCESS,
+    hl_task_ctx_t, hl_task_fn, hl_write_fn, HL_ISOLATION_IN_PROCESS, HL_ISOLATION_OWN_PROCESS,
     HL_ISOLATION_SHARED_PROCESS, HL_PLUGIN_ABI_VERSION, HL_PLUGIN_FLAG_RETAIN_IMAGE,
     HL_PLUGIN_LANE_BACKGROUND, HL_PLUGIN_LANE_HIGH, HL_PLUGIN_LANE_IO, HL_PLUGIN_LANE_LOW,
     HL_PLUGIN_LANE_NORMAL, HL_STEP_CONTINUE, HL_STEP_DONE,

@@ -12,6 +12,8 @@
 //! this one the options and the host-side plugin handle.
 
 #[cfg(unix)]
+pub(crate) mod pool;
+#[cfg(unix)]
 pub(crate) mod shm;
 #[cfg(unix)]
 pub(crate) mod supervisor;
@@ -248,7 +250,18 @@ pub(crate) struct Workers {
 
 #[cfg(unix)]
 impl Workers {
-    fn get(&self, rt: &Handle) -> std::io::Result<Arc<Supervisor>> {
+    /// The isolation thread, if it started.
+    pub(crate) fn supervisor(&self) -> Option<Arc<Supervisor>> {
+        lock(&self.sup).clone()
+    }
+
+    /// A number for a new task pool.
+    pub(crate) fn next_pool_id(&self) -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn get(&self, rt: &Handle) -> std::io::Result<Arc<Supervisor>> {
         let mut slot = lock(&self.sup);
         if let Some(s) = &*slot {
             return Ok(s.clone());

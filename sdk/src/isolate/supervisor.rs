@@ -31,6 +31,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::pool::{TaskError, TaskResult, TaskShared};
 use super::shm::Mapped;
 use super::wire::{Inbox, Msg, Outbox, WirePayload};
 use super::{LoadOptions, Remote};
@@ -93,6 +94,31 @@ pub(crate) enum Cmd {
     Event(Event),
     /// A new blob of the host, for every running worker.
     Blob(crate::blob::Blob),
+    /// Starts pool `pool`: `size` workers loading `path`; answers once all did (or one failed).
+    PoolStart {
+        pool: u64,
+        path: std::path::PathBuf,
+        size: usize,
+        opts: Arc<LoadOptions>,
+        reply: Sender<Reply>,
+    },
+    /// Queues a task of pool `pool`.
+    Submit {
+        pool: u64,
+        task: Arc<TaskShared>,
+    },
+    CancelTask(Arc<TaskShared>),
+    /// The pids of pool `pool`'s running workers, as u32s.
+    PoolPids {
+        pool: u64,
+        reply: Sender<Reply>,
+    },
+    /// Stops pool `pool`'s workers; its tasks resolve as shut down.
+    PoolStop {
+        pool: u64,
+        deadline: Duration,
+        reply: Sender<Reply>,
+    },
     Shutdown {
         deadline: Duration,
         reply: Sender<()>,
@@ -118,8 +144,10 @@ impl Supervisor {
             waker: waker.clone(),
             host: Arc::downgrade(shared),
             procs: HashMap::new(),
+            pools: HashMap::new(),
             next_proc: 1,
             next_req: 1,
+            next_pool_slot: u32::MAX / 2,
             shutdown: None,
         };
         let thread = std::thread::Builder::new()
@@ -206,6 +234,10 @@ enum Phase {
 enum After {
     Nothing,
     Stop(Duration, Option<Sender<Reply>>),
+    /// A pool worker answered its first load (with the failure, if it failed).
+    PoolLoaded(Option<(u32, String)>),
+    /// A pool worker is ready again (restarted): hand it work.
+    Dispatch(u64),
 }
 
 enum Pending {
@@ -217,6 +249,8 @@ enum Pending {
     RestartRestore(u32),
     /// The periodic save of this slot.
     Save(u32),
+    /// A pool worker loading its plugin (the first time).
+    PoolLoad,
     /// An unload; the worker ends if it hosts nothing after it.
     Unload {
         slot: u32,
@@ -253,6 +287,20 @@ struct Proc {
     ping_seq: u64,
     restarts: u32,
     tail: Vec<u8>,
+    /// The task pool this worker belongs to, if it is a pool worker.
+    pool: Option<u64>,
+    /// A pool worker whose plugin is loaded (after each start).
+    ready: bool,
+    /// The pool task it runs: its request id and the task.
+    running: Option<(u64, Arc<TaskShared>)>,
+}
+
+/// A task pool: its workers and the tasks waiting for one.
+struct PoolState {
+    procs: Vec<u64>,
+    queue: std::collections::VecDeque<Arc<TaskShared>>,
+    /// Until every worker loaded the plugin: who waits, and how many answered.
+    starting: Option<(Sender<Reply>, usize)>,
 }
 
 struct Thread {
@@ -262,9 +310,39 @@ struct Thread {
     waker: Arc<Waker>,
     host: Weak<Shared>,
     procs: HashMap<u64, Proc>,
+    pools: HashMap<u64, PoolState>,
     next_proc: u64,
     next_req: u64,
+    /// Slots of pool workers' plugins (apart from the runtime's own slot numbers).
+    next_pool_slot: u32,
     shutdown: Option<Sender<()>>,
+}
+
+/// A worker not started yet.
+fn new_proc(opts: Arc<LoadOptions>, pool: Option<u64>) -> Proc {
+    let now = Instant::now();
+    Proc {
+        opts,
+        live: None,
+        pid: 0,
+        phase: Phase::Down,
+        inbox: Inbox::default(),
+        outbox: Outbox::default(),
+        pending: HashMap::new(),
+        batch: Vec::new(),
+        mapped: Mapped::default(),
+        plugins: Vec::new(),
+        last_heard: now,
+        next_ping: now,
+        next_save: now,
+        saving: 0,
+        ping_seq: 0,
+        restarts: 0,
+        tail: Vec::new(),
+        pool,
+        ready: false,
+        running: None,
+    }
 }
 
 impl Proc {
@@ -397,6 +475,45 @@ impl Thread {
                     }
                 }
             }
+            Cmd::PoolStart {
+                pool,
+                path,
+                size,
+                opts,
+                reply,
+            } => self.pool_start(pool, path, size, opts, reply),
+            Cmd::Submit { pool, task } => {
+                if task.cancelled.load(std::sync::atomic::Ordering::Acquire) {
+                    task.finish(Err(TaskError::Cancelled));
+                } else if let Some(p) = self.pools.get_mut(&pool) {
+                    p.queue.push_back(task);
+                    self.dispatch(pool);
+                } else {
+                    task.finish(Err(TaskError::ShutDown));
+                }
+            }
+            Cmd::CancelTask(task) => self.cancel_task(&task),
+            Cmd::PoolPids { pool, reply } => {
+                let pids: Vec<u8> = self
+                    .pools
+                    .get(&pool)
+                    .map(|p| p.procs.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|id| self.procs.get(id))
+                    .filter(|p| p.live.is_some())
+                    .flat_map(|p| p.pid.to_le_bytes())
+                    .collect();
+                let _ = reply.send(Reply::Done(pids));
+            }
+            Cmd::PoolStop {
+                pool,
+                deadline,
+                reply,
+            } => {
+                self.pool_stop(pool, deadline);
+                let _ = reply.send(Reply::Done(Vec::new()));
+            }
             Cmd::Blob(blob) => {
                 for p in self.procs.values_mut() {
                     if matches!(p.phase, Phase::Up { .. }) {
@@ -414,6 +531,10 @@ impl Thread {
             }
             Cmd::Shutdown { deadline, reply } => {
                 self.shutdown = Some(reply);
+                let pools: Vec<u64> = self.pools.keys().copied().collect();
+                for pool in pools {
+                    self.pool_stop(pool, deadline);
+                }
                 let ids: Vec<u64> = self.procs.keys().copied().collect();
                 for id in ids {
                     self.stop(id, deadline, None);
@@ -451,25 +572,7 @@ impl Thread {
             None => {
                 let id = self.next_proc;
                 self.next_proc += 1;
-                let mut p = Proc {
-                    opts: opts.clone(),
-                    live: None,
-                    pid: 0,
-                    phase: Phase::Down,
-                    inbox: Inbox::default(),
-                    outbox: Outbox::default(),
-                    pending: HashMap::new(),
-                    batch: Vec::new(),
-                    mapped: Mapped::default(),
-                    plugins: Vec::new(),
-                    last_heard: Instant::now(),
-                    next_ping: Instant::now(),
-                    next_save: Instant::now(),
-                    saving: 0,
-                    ping_seq: 0,
-                    restarts: 0,
-                    tail: Vec::new(),
-                };
+                let mut p = new_proc(opts.clone(), None);
                 if let Err(e) = self.spawn(id, &mut p) {
                     let _ = reply.send(Reply::Lost(format!(
                         "cannot start the worker {}: {e}",
@@ -524,6 +627,184 @@ impl Thread {
         } else {
             let _ = reply.send(Reply::Done(Vec::new()));
         }
+    }
+
+    fn pool_start(
+        &mut self,
+        pool: u64,
+        path: std::path::PathBuf,
+        size: usize,
+        opts: Arc<LoadOptions>,
+        reply: Sender<Reply>,
+    ) {
+        if self.shutdown.is_some() {
+            let _ = reply.send(Reply::Lost("the runtime is shutting down".to_owned()));
+            return;
+        }
+        let mut ids = Vec::new();
+        for _ in 0..size {
+            let id = self.next_proc;
+            self.next_proc += 1;
+            let mut p = new_proc(opts.clone(), Some(pool));
+            self.next_pool_slot = self.next_pool_slot.wrapping_add(1);
+            p.plugins.push(Arc::new(Remote {
+                slot: self.next_pool_slot,
+                name: Mutex::new(String::new()),
+                path: Mutex::new(path.clone()),
+                state: Mutex::new(None),
+                status: Mutex::new(Default::default()),
+            }));
+            if let Err(e) = self.spawn(id, &mut p) {
+                let _ = reply.send(Reply::Lost(format!(
+                    "cannot start the worker {}: {e}",
+                    opts.program().display()
+                )));
+                for id in ids {
+                    self.stop(id, Duration::from_secs(1), None);
+                }
+                return;
+            }
+            let req = self.req();
+            p.outbox.push(&Msg::Load {
+                req,
+                slot: p.plugins[0].slot,
+                path: path.to_string_lossy().into_owned(),
+            });
+            p.pending.insert(req, Pending::PoolLoad);
+            self.procs.insert(id, p);
+            ids.push(id);
+        }
+        self.pools.insert(
+            pool,
+            PoolState {
+                procs: ids,
+                queue: Default::default(),
+                starting: Some((reply, 0)),
+            },
+        );
+    }
+
+    /// A pool worker answered its first load.
+    fn pool_loaded(&mut self, id: u64, failure: Option<(u32, String)>) {
+        let Some(pool) = self.procs.get(&id).and_then(|p| p.pool) else {
+            return;
+        };
+        let Some(state) = self.pools.get_mut(&pool) else {
+            return;
+        };
+        match failure {
+            None => {
+                if let Some((_, answered)) = &mut state.starting {
+                    *answered += 1;
+                    if *answered == state.procs.len() {
+                        if let Some((tx, _)) = state.starting.take() {
+                            let _ = tx.send(Reply::Done(Vec::new()));
+                        }
+                    }
+                }
+                self.dispatch(pool);
+            }
+            Some((status, reason)) => {
+                if let Some((tx, _)) = state.starting.take() {
+                    let _ = tx.send(Reply::Failed { status, reason });
+                }
+                self.pool_stop(pool, Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn pool_stop(&mut self, pool: u64, deadline: Duration) {
+        let Some(state) = self.pools.remove(&pool) else {
+            return;
+        };
+        for task in state.queue {
+            task.finish(Err(TaskError::ShutDown));
+        }
+        if let Some((tx, _)) = state.starting {
+            let _ = tx.send(Reply::Lost("the pool was stopped".to_owned()));
+        }
+        for id in state.procs {
+            if let Some(p) = self.procs.get_mut(&id) {
+                p.pool = None; // no restart, no dispatch
+                if let Some((_, task)) = p.running.take() {
+                    task.finish(Err(TaskError::ShutDown));
+                }
+            }
+            self.stop(id, deadline, None);
+        }
+    }
+
+    /// Hands queued tasks of `pool` to its idle workers.
+    fn dispatch(&mut self, pool: u64) {
+        loop {
+            let Some(state) = self.pools.get_mut(&pool) else {
+                return;
+            };
+            if state.queue.is_empty() {
+                return;
+            }
+            let idle = state.procs.iter().copied().find(|id| {
+                self.procs.get(id).is_some_and(|p| {
+                    matches!(p.phase, Phase::Up { .. }) && p.ready && p.running.is_none()
+                })
+            });
+            let Some(id) = idle else { return };
+            let task = state.queue.pop_front().expect("not empty");
+            if task.cancelled.load(std::sync::atomic::Ordering::Acquire) {
+                task.finish(Err(TaskError::Cancelled));
+                continue;
+            }
+            self.next_req += 1;
+            let req = self.next_req;
+            let p = self.procs.get_mut(&id).expect("found above");
+            task.attempts
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            p.outbox.push(&Msg::RunTask {
+                req,
+                slot: p.plugins[0].slot,
+                name: task.name.clone(),
+                input: task.input.to_vec(),
+            });
+            p.running = Some((req, task));
+        }
+    }
+
+    fn cancel_task(&mut self, task: &Arc<TaskShared>) {
+        for state in self.pools.values_mut() {
+            if let Some(i) = state.queue.iter().position(|t| Arc::ptr_eq(t, task)) {
+                state.queue.remove(i);
+                task.finish(Err(TaskError::Cancelled));
+                return;
+            }
+        }
+        for p in self.procs.values_mut() {
+            if let Some((req, running)) = &p.running {
+                if Arc::ptr_eq(running, task) {
+                    p.outbox.push(&Msg::CancelTask { req: *req });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A pool worker's answer to its running task `req`, if that is what `req` is.
+    fn task_answer(&mut self, id: u64, req: u64, result: TaskResult) -> bool {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return false;
+        };
+        if p.running.as_ref().is_none_or(|(r, _)| *r != req) {
+            return false;
+        }
+        let (_, task) = p.running.take().expect("checked");
+        if result.is_ok() {
+            // A worker that answers is healthy: its restart backoff starts again.
+            p.restarts = 0;
+        }
+        task.finish(result);
+        if let Some(pool) = p.pool {
+            self.dispatch(pool);
+        }
+        true
     }
 
     /// An unload of `slot` was not answered by its deadline: the worker is killed (a worker
@@ -671,6 +952,8 @@ impl Thread {
                         match self.message(id, msg) {
                             Ok(After::Nothing) => {}
                             Ok(After::Stop(deadline, reply)) => self.stop(id, deadline, reply),
+                            Ok(After::PoolLoaded(failure)) => self.pool_loaded(id, failure),
+                            Ok(After::Dispatch(pool)) => self.dispatch(pool),
                             Err(why) => {
                                 self.fault(id, Some(why), true);
                                 return;
@@ -698,6 +981,42 @@ impl Thread {
 
     /// One message from worker `id`. `Err` is a protocol violation.
     fn message(&mut self, id: u64, msg: Msg) -> Result<After, String> {
+        // A pool worker's answers about its running task come first.
+        let running = self
+            .procs
+            .get(&id)
+            .and_then(|p| p.running.as_ref().map(|(r, t)| (*r, t.clone())));
+        let msg = match (msg, running) {
+            (Msg::TaskProgress { req, fraction }, Some((r, task))) if req == r => {
+                task.progress.store(
+                    fraction.clamp(0.0, 1.0).to_bits(),
+                    std::sync::atomic::Ordering::Release,
+                );
+                return Ok(After::Nothing);
+            }
+            (Msg::TaskProgress { .. }, _) => return Ok(After::Nothing),
+            (Msg::Done { req, bytes }, Some((r, _))) if req == r => {
+                self.task_answer(id, req, Ok(bytes));
+                return Ok(After::Nothing);
+            }
+            (
+                Msg::Failed {
+                    req,
+                    status,
+                    reason,
+                },
+                Some((r, _)),
+            ) if req == r => {
+                let result = if status == crate::abi::HL_STATUS_CANCELLED {
+                    Err(TaskError::Cancelled)
+                } else {
+                    Err(TaskError::Failed(reason))
+                };
+                self.task_answer(id, req, result);
+                return Ok(After::Nothing);
+            }
+            (msg, _) => msg,
+        };
         let host = self.host();
         let p = self.procs.get_mut(&id).expect("the caller checked");
         match msg {
@@ -719,6 +1038,23 @@ impl Thread {
                         version,
                         flags,
                     });
+                }
+                Some(Pending::PoolLoad) => {
+                    p.ready = true;
+                    if let Some(q) = p.plugins.first() {
+                        *lock(&q.name) = name;
+                    }
+                    return Ok(After::PoolLoaded(None));
+                }
+                Some(Pending::RestartLoad(slot)) if p.pool.is_some() => {
+                    p.ready = true;
+                    restarted(
+                        host.as_ref(),
+                        p,
+                        slot,
+                        "(a pool worker: tasks keep no state)",
+                    );
+                    return Ok(After::Dispatch(p.pool.expect("checked")));
                 }
                 Some(Pending::RestartLoad(slot)) => {
                     let state = p
@@ -765,7 +1101,7 @@ impl Thread {
                     }
                     let _ = reply.send(Reply::Done(Vec::new()));
                 }
-                Some(Pending::RestartLoad(_)) | None => {
+                Some(Pending::RestartLoad(_) | Pending::PoolLoad) | None => {
                     return Err(format!("an answer to request {req} nobody made"))
                 }
             },
@@ -783,6 +1119,7 @@ impl Thread {
                 }
                 // A failed periodic save keeps the previous state.
                 Some(Pending::Save(_)) => p.saved_one(),
+                Some(Pending::PoolLoad) => return Ok(After::PoolLoaded(Some((status, reason)))),
                 Some(Pending::RestartLoad(slot)) => {
                     let why = format!("its restart could not load it again: {reason}");
                     if let Some(q) = p.plugins.iter().find(|q| q.slot == slot).cloned() {
@@ -899,6 +1236,9 @@ impl Thread {
                 killed,
                 ..
             } => {
+                if let Some((_, task)) = p.running.take() {
+                    task.finish(Err(TaskError::ShutDown));
+                }
                 for tx in notify {
                     let _ = tx.send(if killed || termed {
                         Reply::Lost(format!(
@@ -943,6 +1283,34 @@ impl Thread {
             Some(c) => format!("{c}; {}", describe(status)),
             None => describe(status),
         };
+        // A pool still starting fails: its plugin crashes its workers as they load it.
+        if let Some(pool) = p.pool {
+            if self.pools.get(&pool).is_some_and(|s| s.starting.is_some()) {
+                if let Some((tx, _)) = self.pools.get_mut(&pool).and_then(|s| s.starting.take()) {
+                    let _ = tx.send(Reply::Lost(format!(
+                        "a worker of the pool was lost while loading the plugin: {cause}"
+                    )));
+                }
+                self.pool_stop(pool, Duration::from_secs(1));
+            }
+        }
+        // (Stopping the pool removed this reaped worker: nothing is left to restart.)
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        // A pool task it was running: retried once on a fresh worker, then poisoned.
+        p.ready = false;
+        if let Some((_, task)) = p.running.take() {
+            let pool = p.pool.and_then(|pool| self.pools.get_mut(&pool));
+            match pool {
+                Some(pool) if task.attempts.load(std::sync::atomic::Ordering::Acquire) < 2 => {
+                    pool.queue.push_front(task);
+                }
+                Some(_) => task.finish(Err(TaskError::Poisoned(cause.clone()))),
+                None => task.finish(Err(TaskError::ShutDown)),
+            }
+        }
+        let p = self.procs.get_mut(&id).expect("the caller checked");
         let why = format!("its worker (pid {}) was lost: {cause}", p.pid);
         if since.elapsed() >= HEALTHY {
             p.restarts = 0;

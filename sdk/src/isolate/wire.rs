@@ -34,8 +34,9 @@ use crate::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// The snapshot kind of a frame's body.
 pub(crate) const KIND: &str = "hostloop.wire";
-/// The schema version of a frame's body.
-pub(crate) const VERSION: u32 = 1;
+/// The schema version of a frame's body: both sides of a socket speak exactly one, so a worker
+/// program of another hostloop build is refused at its first frame, with that reason.
+pub(crate) const VERSION: u32 = 2;
 /// The largest frame body either side accepts (big payloads travel in shared memory instead).
 pub(crate) const MAX_FRAME: usize = 64 << 20;
 
@@ -146,6 +147,23 @@ pub(crate) enum Msg {
         name: String,
         size: u64,
     },
+    /// Host to worker: run task `name` of slot `slot`'s plugin on `input` (answered by `Done`
+    /// with the result or `Failed`, and `TaskProgress` meanwhile).
+    RunTask {
+        req: u64,
+        slot: u32,
+        name: String,
+        input: Vec<u8>,
+    },
+    /// Host to worker: cancel the running task `req`.
+    CancelTask {
+        req: u64,
+    },
+    /// Worker to host: the running task `req` reported progress.
+    TaskProgress {
+        req: u64,
+        fraction: f32,
+    },
     /// The end of one pump's messages.
     Flushed {
         seq: u64,
@@ -165,6 +183,9 @@ const T_ACK: u8 = 7;
 const T_PING: u8 = 8;
 const T_QUIT: u8 = 9;
 const T_BLOB: u8 = 10;
+const T_RUN_TASK: u8 = 11;
+const T_CANCEL_TASK: u8 = 12;
+const T_TASK_PROGRESS: u8 = 41;
 const T_HELLO: u8 = 32;
 const T_LOADED: u8 = 33;
 const T_DONE: u8 = 34;
@@ -193,6 +214,9 @@ impl Msg {
             Msg::Ping { .. } => "ping",
             Msg::Quit => "quit",
             Msg::Blob { .. } => "blob",
+            Msg::RunTask { .. } => "run task",
+            Msg::CancelTask { .. } => "cancel task",
+            Msg::TaskProgress { .. } => "task progress",
             Msg::Hello { .. } => "hello",
             Msg::Loaded { .. } => "loaded",
             Msg::Done { .. } => "done",
@@ -252,6 +276,21 @@ impl Msg {
             }
             Msg::Blob { name, size } => {
                 w.u8(T_BLOB).str(name).u64(*size);
+            }
+            Msg::RunTask {
+                req,
+                slot,
+                name,
+                input,
+            } => {
+                w.reserve(input.len() + 64);
+                w.u8(T_RUN_TASK).u64(*req).u32(*slot).str(name).bytes(input);
+            }
+            Msg::CancelTask { req } => {
+                w.u8(T_CANCEL_TASK).u64(*req);
+            }
+            Msg::TaskProgress { req, fraction } => {
+                w.u8(T_TASK_PROGRESS).u64(*req).f32(*fraction);
             }
             Msg::Hello { pid } => {
                 w.u8(T_HELLO).u32(*pid);
@@ -369,6 +408,17 @@ impl Msg {
             T_BLOB => Msg::Blob {
                 name: r.str()?.to_owned(),
                 size: r.u64()?,
+            },
+            T_RUN_TASK => Msg::RunTask {
+                req: r.u64()?,
+                slot: r.u32()?,
+                name: r.str()?.to_owned(),
+                input: r.bytes()?.to_vec(),
+            },
+            T_CANCEL_TASK => Msg::CancelTask { req: r.u64()? },
+            T_TASK_PROGRESS => Msg::TaskProgress {
+                req: r.u64()?,
+                fraction: r.f32()?,
             },
             T_HELLO => Msg::Hello { pid: r.u32()? },
             T_LOADED => Msg::Loaded {
@@ -507,6 +557,11 @@ impl From<SnapshotError> for WireError {
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            WireError::Snapshot(SnapshotError::UnsupportedVersion { found, .. }) => write!(
+                f,
+                "frames of protocol version {found}, not {VERSION}: the worker program is \
+                 from another hostloop build"
+            ),
             WireError::Snapshot(e) => write!(f, "a damaged frame: {e}"),
             WireError::Unknown(what, tag) => write!(f, "an unknown {what} tag {tag}"),
             WireError::Oversized(n) => {
@@ -716,6 +771,17 @@ mod tests {
             Msg::Blob {
                 name: "mesh".into(),
                 size: 1 << 28,
+            },
+            Msg::RunTask {
+                req: 4,
+                slot: 1,
+                name: "sum".into(),
+                input: vec![1, 2, 3],
+            },
+            Msg::CancelTask { req: 4 },
+            Msg::TaskProgress {
+                req: 4,
+                fraction: 0.5,
             },
             Msg::Hello { pid: 42 },
             Msg::Loaded {

@@ -117,6 +117,8 @@ struct Worker {
     awaiting: Option<u64>,
     want_pump: bool,
     quit: bool,
+    /// Pool tasks running on threads of their own: their cancel flags.
+    tasks: HashMap<u64, (Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// What goes to the host, shared by the loop and the sink.
@@ -223,6 +225,7 @@ fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
         awaiting: None,
         want_pump: true,
         quit: false,
+        tasks: HashMap::new(),
     };
     let mut inbox = Inbox::default();
     let mut events = Events::with_capacity(8);
@@ -272,6 +275,7 @@ fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
             let report = w.rt.pump(PUMP_BUDGET).map_err(other)?;
             w.want_pump = report.remaining > 0;
         }
+        w.tasks.retain(|_, (_, t)| !t.is_finished());
         if w.emitted.swap(false, Ordering::Relaxed) {
             let mut out = lock(&w.out);
             let seq = out.next_seq;
@@ -280,7 +284,20 @@ fn serve(sock: UnixStream, workers: usize) -> io::Result<()> {
             w.awaiting = Some(seq);
         }
     }
-    // The host asked us to quit, or went away: unload everything, within bounded time.
+    // The host asked us to quit, or went away. Running tasks are cancelled and given a moment;
+    // a task that ignores cancellation still runs the plugin's code, which must not be unloaded
+    // under it: then the process just exits.
+    for (cancel, _) in w.tasks.values() {
+        cancel.store(true, Ordering::Release);
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while w.tasks.values().any(|(_, t)| !t.is_finished()) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if w.tasks.values().any(|(_, t)| !t.is_finished()) {
+        std::process::exit(0);
+    }
+    // Unload everything, within bounded time.
     let plugins: Vec<LoadedPlugin> = w.plugins.drain().map(|(_, p)| p).collect();
     for p in plugins {
         p.unload(Duration::from_secs(2));
@@ -405,11 +422,60 @@ impl Worker {
                 }
             }
             Msg::Ping { seq } => self.reply(Msg::Pong { seq }),
+            Msg::RunTask {
+                req,
+                slot,
+                name,
+                input,
+            } => self.run_task(req, slot, name, input)?,
+            Msg::CancelTask { req } => {
+                if let Some((cancel, _)) = self.tasks.get(&req) {
+                    cancel.store(true, Ordering::Release);
+                }
+            }
             Msg::Quit => self.quit = true,
             other => {
                 return Err(other_msg(&other));
             }
         }
+        Ok(())
+    }
+}
+
+impl Worker {
+    /// Starts pool task `req` on a thread of its own; its answer (and progress) go to the host
+    /// from there, and the loop is woken to write them.
+    fn run_task(&mut self, req: u64, slot: u32, name: String, input: Vec<u8>) -> io::Result<()> {
+        let Some(runner) = self.plugins.get(&slot).and_then(LoadedPlugin::task_runner) else {
+            self.no_slot(req, slot);
+            return Ok(());
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (out, handle, flag) = (self.out.clone(), self.rt.handle().clone(), cancel.clone());
+        let thread = std::thread::Builder::new()
+            .name("hostloop-task".to_owned())
+            .spawn(move || {
+                let mut last = -1.0f32;
+                let mut progress = |fraction: f32| {
+                    if fraction - last >= 0.01 || fraction >= 1.0 {
+                        last = fraction;
+                        lock(&out).outbox.push(&Msg::TaskProgress { req, fraction });
+                        let _ = handle.post(|_| {});
+                    }
+                };
+                let answer = match runner.run(&name, &input, &flag, &mut progress) {
+                    Ok(bytes) => Msg::Done { req, bytes },
+                    Err((status, reason)) => Msg::Failed {
+                        req,
+                        status,
+                        reason,
+                    },
+                };
+                lock(&out).outbox.push(&answer);
+                // A no-op main-thread item rings the doorbell: the loop wakes and writes it.
+                let _ = handle.post(|_| {});
+            })?;
+        self.tasks.insert(req, (cancel, thread));
         Ok(())
     }
 }

@@ -21,8 +21,12 @@ use crate::snapshot::{SnapshotReader, SnapshotWriter};
 const SIM_EXIT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// One loaded instance of a Rust plugin, behind the descriptor's `void *instance`.
+///
+/// Main-thread callbacks reach `plugin` through the cell (they are never concurrent); a pool
+/// task (`run_task`, any thread) reads only `shared`, which never changes after `load`. So no
+/// `&mut Instance` is ever made while another thread may hold a reference to it.
 struct Instance<P> {
-    plugin: Option<P>,
+    plugin: std::cell::UnsafeCell<Option<P>>,
     shared: Arc<Shared>,
 }
 
@@ -66,7 +70,7 @@ pub(super) unsafe extern "C" fn load<P: Plugin>(
     match catch(|| P::load(&ctx)) {
         Ok(Ok(plugin)) => {
             let boxed = Box::new(Instance {
-                plugin: Some(plugin),
+                plugin: std::cell::UnsafeCell::new(Some(plugin)),
                 shared,
             });
             // SAFETY: `instance` is non-NULL and writable per the ABI.
@@ -95,10 +99,10 @@ pub(super) unsafe extern "C" fn unload<P: Plugin>(instance: *mut c_void) {
     let shared = inst.shared.clone();
     // The flag first: jobs still running see cancellation while the plugin tears down.
     let _ = catch(|| {
-        if let Some(p) = inst.plugin.as_mut() {
+        if let Some(p) = inst.plugin.get_mut().as_mut() {
             p.unload();
         }
-        drop(inst.plugin.take());
+        drop(inst.plugin.get_mut().take());
     });
     let _ = catch(|| drop(inst));
     shared.shutdown_proxy(Instant::now() + SIM_EXIT_DEADLINE);
@@ -110,14 +114,16 @@ pub(super) unsafe extern "C" fn event<P: Plugin>(instance: *mut c_void, event: *
         return;
     }
     // SAFETY: made by `load`; `[main-thread]` callbacks are never concurrent.
-    let inst = unsafe { &mut *instance.cast::<Instance<P>>() };
+    let inst = unsafe { &*instance.cast::<Instance<P>>() };
+    // SAFETY: `[main-thread]` callbacks are never concurrent, and nothing else touches `plugin`.
+    let plugin = unsafe { &mut *inst.plugin.get() };
     // SAFETY: the host's event is valid for the call.
     let Ok(event) = (unsafe { event_from_c(&*event) }) else {
         return;
     };
     let handle = Handle::from_shared(inst.shared.clone());
     let mut main = Main::new(&handle, Instant::now());
-    if let Some(p) = inst.plugin.as_mut() {
+    if let Some(p) = plugin.as_mut() {
         if catch(|| p.event(&event, &mut main)).is_err() {
             inst.shared.stats.record_main_panic();
         }
@@ -158,8 +164,10 @@ unsafe fn save_with<P: Plugin>(
         return HL_STATUS_NULL_ARG;
     }
     // SAFETY: made by `load`; main thread only.
-    let inst = unsafe { &mut *instance.cast::<Instance<P>>() };
-    let Some(p) = inst.plugin.as_mut() else {
+    let inst = unsafe { &*instance.cast::<Instance<P>>() };
+    // SAFETY: `[main-thread]` callbacks are never concurrent, and nothing else touches `plugin`.
+    let plugin = unsafe { &mut *inst.plugin.get() };
+    let Some(p) = plugin.as_mut() else {
         return HL_STATUS_SHUT_DOWN;
     };
     let saved = catch(|| {
@@ -174,6 +182,56 @@ unsafe fn save_with<P: Plugin>(
         }
         Ok(Err(e)) => status_of(&e),
         Err(_) => HL_STATUS_PANIC,
+    }
+}
+
+/// `run_task`: [`Plugin::task`] on a pool thread, with the plugin's runtime handle (for its
+/// host's blobs) and the pool's cancel flag and progress.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe extern "C" fn run_task<P: Plugin>(
+    instance: *mut c_void,
+    name: *const c_char,
+    input: *const u8,
+    input_len: usize,
+    ctx: *const hl_task_ctx_t,
+    out: *mut c_void,
+    write: hl_write_fn,
+    error: *mut c_char,
+    error_len: usize,
+) -> hl_status_t {
+    let fail = |status: hl_status_t, msg: &str| {
+        // SAFETY: the host passes `error_len` writable bytes at `error` (or NULL).
+        unsafe { write_c_error(error, error_len, msg) };
+        status
+    };
+    let Some(write) = write else {
+        return fail(HL_STATUS_NULL_ARG, "write is NULL");
+    };
+    if instance.is_null() || ctx.is_null() {
+        return fail(HL_STATUS_NULL_ARG, "instance or ctx is NULL");
+    }
+    // SAFETY: made by `load`; only `shared` is read (see `Instance`).
+    let shared = unsafe { &*instance.cast::<Instance<P>>() }.shared.clone();
+    // SAFETY: the host's strings and bytes live for the call.
+    let (name, input) = match unsafe { (utf8(name, "name"), bytes(input, input_len, "input")) } {
+        (Ok(n), Ok(i)) => (n, i),
+        (Err(e), _) | (_, Err(e)) => return fail(e.status, &e.message),
+    };
+    let handle = Handle::from_shared(shared);
+    // SAFETY: the host's context is non-NULL (checked) and lives for the call.
+    let ctx = unsafe { &*ctx };
+    let tc = super::TaskContext {
+        handle: &handle,
+        ctx,
+    };
+    match catch(|| P::task(&tc, name, input)) {
+        Ok(Ok(bytes)) => {
+            // SAFETY: the host's writer, valid for this call.
+            unsafe { write(out, bytes.as_ptr(), bytes.len()) };
+            HL_STATUS_OK
+        }
+        Ok(Err(e)) => fail(status_of(&e), &e.to_string()),
+        Err(p) => fail(HL_STATUS_PANIC, &format!("panicked: {}", panic_text(p))),
     }
 }
 
@@ -195,8 +253,10 @@ pub(super) unsafe extern "C" fn restore_state<P: Plugin>(
         return fail(HL_STATUS_NULL_ARG, "instance is NULL");
     }
     // SAFETY: made by `load`; main thread only.
-    let inst = unsafe { &mut *instance.cast::<Instance<P>>() };
-    let Some(p) = inst.plugin.as_mut() else {
+    let inst = unsafe { &*instance.cast::<Instance<P>>() };
+    // SAFETY: `[main-thread]` callbacks are never concurrent, and nothing else touches `plugin`.
+    let plugin = unsafe { &mut *inst.plugin.get() };
+    let Some(p) = plugin.as_mut() else {
         return fail(HL_STATUS_SHUT_DOWN, "the plugin is unloaded");
     };
     // SAFETY: the host's bytes are readable for the call.

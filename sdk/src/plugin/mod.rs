@@ -113,6 +113,8 @@ pub(crate) mod guest;
 pub(crate) mod host;
 mod sim_tool;
 
+#[cfg(unix)]
+pub use crate::isolate::pool::{Task, TaskError, TaskPool, TaskResult};
 pub use host::{
     Isolation, LoadOptions, LoadedPlugin, PluginError, PluginErrorKind, PluginInfo, PluginStats,
     UnloadReport,
@@ -124,6 +126,55 @@ use crate::event::Event;
 use crate::handle::Handle;
 use crate::main_thread::Main;
 use crate::snapshot::{SnapshotReader, SnapshotWriter};
+
+/// What a running pool task may ask of its pool: its plugin's runtime (for the host's blobs),
+/// whether it was cancelled, and to report progress.
+pub struct TaskContext<'a> {
+    pub(crate) handle: &'a Handle,
+    pub(crate) ctx: &'a crate::abi::hl_task_ctx_t,
+}
+
+impl std::fmt::Debug for TaskContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext").finish_non_exhaustive()
+    }
+}
+
+impl TaskContext<'_> {
+    /// The plugin's runtime: [`Handle::blob`] reads the host's blobs.
+    pub fn handle(&self) -> &Handle {
+        self.handle
+    }
+
+    /// Whether the task was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        // SAFETY: the pool's `[any-thread]` function with its own context.
+        self.ctx
+            .cancelled
+            .is_some_and(|f| unsafe { f(self.ctx.ctx) } != 0)
+    }
+
+    /// A cancellation point: `Err(Error::Cancelled)` once the task is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`](crate::Error::Cancelled) when cancelled.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(crate::Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reports progress in [0, 1] (delivered to the submitter on its main thread).
+    pub fn progress(&self, fraction: f32) {
+        if let Some(f) = self.ctx.progress {
+            // SAFETY: the pool's `[any-thread]` function with its own context.
+            unsafe { f(self.ctx.ctx, fraction.clamp(0.0, 1.0)) };
+        }
+    }
+}
 
 /// A tool plugin. Implement it on the plugin's state and export it with
 /// [`export_plugin!`](crate::export_plugin). Every method runs on the host's main thread.
@@ -174,6 +225,24 @@ pub trait Plugin: Sized + 'static {
     /// An error keeps the previous checkpoint.
     fn checkpoint_state(&mut self, out: &mut SnapshotWriter) -> Result<()> {
         self.save_state(out)
+    }
+
+    /// Runs the task `name` for a process pool ([`Handle::task_pool`]): a pure function of
+    /// `input` (and of the host's blobs, through `ctx.handle()`), run in a worker process on a
+    /// thread of its own — not the main thread, and several at once, so it takes no `self`.
+    /// Call [`TaskContext::check`] at intervals: a cancelled task should return its error. The
+    /// default has no tasks.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the task with its text; a panic fails it too. A crash of the process
+    /// (a segfault in a native kernel) is retried once on a fresh worker, then the task fails
+    /// as poisoned.
+    fn task(ctx: &TaskContext<'_>, name: &str, input: &[u8]) -> Result<Vec<u8>> {
+        let _ = (ctx, input);
+        Err(crate::Error::failed(format!(
+            "this plugin has no task {name:?}"
+        )))
     }
 
     /// Replaces the state with saved bytes and resumes. Called on a new build right after
@@ -251,6 +320,7 @@ pub mod __export {
             save_state: Some(guest::save_state::<P>),
             restore_state: Some(guest::restore_state::<P>),
             checkpoint_state: Some(guest::checkpoint_state::<P>),
+            run_task: Some(guest::run_task::<P>),
         }
     }
 }

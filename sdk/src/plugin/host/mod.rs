@@ -290,6 +290,15 @@ impl LoadedPlugin {
         }
     }
 
+    /// The plugin's pool tasks, runnable from any thread (`None` if it exports none).
+    #[cfg(unix)]
+    pub(crate) fn task_runner(&self) -> Option<services::TaskRunner> {
+        match &self.0 {
+            Where::Local(p) => services::TaskRunner::new(&p.inst),
+            Where::Worker(_) => None,
+        }
+    }
+
     /// Main thread: restores a state `save_state` gave.
     #[cfg(unix)]
     pub(crate) fn restore_state(&self, bytes: &[u8]) -> Result<(), PluginError> {

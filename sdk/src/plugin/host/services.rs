@@ -688,3 +688,106 @@ pub(super) fn status_label(status: hl_status_t) -> String {
         other => format!("status {other}"),
     }
 }
+
+/// A loaded plugin's `run_task`, callable from any thread (a worker process's task threads).
+/// It keeps the instance's bookkeeping alive; the caller keeps the plugin loaded while it runs.
+#[cfg(unix)]
+pub(crate) struct TaskRunner {
+    run: RunTaskFn,
+    inst: Arc<Instance>,
+}
+
+#[cfg(unix)]
+type RunTaskFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const std::ffi::c_char,
+    *const u8,
+    usize,
+    *const hl_task_ctx_t,
+    *mut c_void,
+    hl_write_fn,
+    *mut std::ffi::c_char,
+    usize,
+) -> hl_status_t;
+
+// SAFETY: `run_task` is `[any-thread]` by the ABI; the instance pointer is only passed to it.
+#[cfg(unix)]
+unsafe impl Send for TaskRunner {}
+
+#[cfg(unix)]
+struct TaskCtx<'a> {
+    cancelled: &'a std::sync::atomic::AtomicBool,
+    progress: &'a mut dyn FnMut(f32),
+}
+
+#[cfg(unix)]
+unsafe extern "C" fn task_cancelled(ctx: *mut c_void) -> u32 {
+    // SAFETY: the `TaskCtx` of the running `TaskRunner::run`.
+    let ctx = unsafe { &*ctx.cast::<TaskCtx<'_>>() };
+    u32::from(ctx.cancelled.load(Ordering::Acquire))
+}
+
+#[cfg(unix)]
+unsafe extern "C" fn task_progress(ctx: *mut c_void, fraction: f32) {
+    // SAFETY: as above; the plugin calls it from the task's own thread.
+    let ctx = unsafe { &mut *ctx.cast::<TaskCtx<'_>>() };
+    let _ = catch(|| (ctx.progress)(fraction));
+}
+
+#[cfg(unix)]
+impl TaskRunner {
+    pub(super) fn new(inst: &Arc<Instance>) -> Option<TaskRunner> {
+        Some(TaskRunner {
+            run: inst.desc.run_task?,
+            inst: inst.clone(),
+        })
+    }
+
+    /// Runs task `name`; `Err((status, reason))` when it failed.
+    pub(crate) fn run(
+        &self,
+        name: &str,
+        input: &[u8],
+        cancelled: &std::sync::atomic::AtomicBool,
+        progress: &mut dyn FnMut(f32),
+    ) -> Result<Vec<u8>, (hl_status_t, String)> {
+        let name = std::ffi::CString::new(name).map_err(|_| {
+            (
+                HL_STATUS_INVALID_ARG,
+                "a task name with a NUL byte".to_owned(),
+            )
+        })?;
+        let mut ctx = TaskCtx {
+            cancelled,
+            progress,
+        };
+        let c = hl_task_ctx_t {
+            struct_size: std::mem::size_of::<hl_task_ctx_t>() as u32,
+            reserved: 0,
+            ctx: (&mut ctx as *mut TaskCtx<'_>).cast(),
+            cancelled: Some(task_cancelled),
+            progress: Some(task_progress),
+        };
+        let mut out: Vec<u8> = Vec::new();
+        let mut err = [0u8; ERROR_LEN];
+        // SAFETY: the plugin's `[any-thread]` `run_task` with its instance; every pointer lives
+        // for the call.
+        let status = unsafe {
+            (self.run)(
+                self.inst.ptr(),
+                name.as_ptr(),
+                input.as_ptr(),
+                input.len(),
+                &c,
+                (&mut out as *mut Vec<u8>).cast(),
+                Some(write_to_vec),
+                err.as_mut_ptr().cast(),
+                err.len(),
+            )
+        };
+        match status {
+            HL_STATUS_OK => Ok(out),
+            s => Err((s, c_error_text(&err))),
+        }
+    }
+}
