@@ -71,5 +71,6 @@
 #include "hostloop/event.h"
 #include "hostloop/job.h"
 #include "hostloop/plugin.h"
+#include "hostloop/pool.h"
 
 #endif /* HOSTLOOP_H */

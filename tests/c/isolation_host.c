@@ -100,6 +100,37 @@ static int loop_until(hl_runtime_t *rt, int (*done)(void *), void *arg) {
 static int count_is(void *n) { return last_count == *(uint64_t *)n; }
 static int crash_seen(void *unused) { (void)unused; return crashed > 0; }
 static int blob_read(void *unused) { (void)unused; return blob_answers > 0; }
+
+/* Pool task answers, by what the test asked. */
+struct answer {
+    int done;
+    hl_status_t status;
+    uint64_t sum;
+    char text[512];
+};
+static int finalized;
+
+static void task_done(void *user_data, hl_status_t status, const uint8_t *bytes, size_t len) {
+    struct answer *a = user_data;
+    if (!on_main_thread()) {
+        sink_off_main++;
+    }
+    a->done++;
+    a->status = status;
+    if (status == HL_STATUS_OK && len >= 8) {
+        memcpy(&a->sum, bytes, 8);
+    } else {
+        size_t n = len < sizeof a->text - 1 ? len : sizeof a->text - 1;
+        memcpy(a->text, bytes, n);
+        a->text[n] = 0;
+    }
+}
+static void task_finalize(void *user_data) { (void)user_data; finalized++; }
+static int answered(void *a) { return ((struct answer *)a)->done > 0; }
+static int progressed(void *t) {
+    float f = 0;
+    return hl_task_progress((const hl_task_t *)t, &f) == HL_STATUS_OK && f >= 0.5f;
+}
 static int restart_seen(void *unused) { (void)unused; return restarted > 0; }
 
 struct checkpoints {
@@ -259,6 +290,31 @@ int main(int argc, char **argv) {
     printf("blob_sum_ok=%d\n", blob_sum == sum);
     printf("blob_read_in_worker=%d\n", blob_pid == rp.pid && (pid_t)blob_pid != getpid());
     CHECK_OK(hl_plugin_unload(rd, 5000, NULL));
+
+    /* A process pool of the crashy plugin's tasks. */
+    hl_task_pool_t *pool = NULL;
+    CHECK_OK(hl_task_pool_new(rt, crashy, 1, &o, &pool));
+    static struct answer sum_a, segv_a, spin_a;
+    static const unsigned char abc[] = {'a', 'b', 'c'};
+    CHECK_OK(hl_task_submit(pool, "sum", abc, 3, task_done, &sum_a, task_finalize, NULL));
+    CHECK(loop_until(rt, answered, &sum_a), "no answer to the sum task");
+    printf("task_sum=%s\n", hl_status_name(sum_a.status));
+    printf("task_sum_ok=%d\n", sum_a.sum == (uint64_t)(('a' * 31u + 'b') * 31u + 'c'));
+    CHECK_OK(hl_task_submit(pool, "segv", NULL, 0, task_done, &segv_a, task_finalize, NULL));
+    CHECK(loop_until(rt, answered, &segv_a), "no answer to the segv task");
+    printf("task_segv=%s\n", hl_status_name(segv_a.status));
+    printf("task_segv_cause=%d\n", strstr(segv_a.text, "SIGSEGV") != NULL);
+    hl_task_t *spin = NULL;
+    CHECK_OK(hl_task_submit(pool, "spin", NULL, 0, task_done, &spin_a, task_finalize, &spin));
+    CHECK(loop_until(rt, progressed, spin), "the spin task never reported progress");
+    CHECK_OK(hl_task_cancel(spin));
+    CHECK(loop_until(rt, answered, &spin_a), "no answer to the cancelled task");
+    printf("task_spin=%s\n", hl_status_name(spin_a.status));
+    CHECK_OK(hl_task_free(spin));
+    printf("task_stale=%s\n", hl_status_name(hl_task_cancel(spin)));
+    CHECK_OK(hl_task_pool_free(pool, 2000));
+    printf("task_finalized=%d\n", finalized);
+    printf("task_answers_once=%d\n", sum_a.done == 1 && segv_a.done == 1 && spin_a.done == 1);
 
     hl_unload_report_t r;
     r.struct_size = sizeof r;

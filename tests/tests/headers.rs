@@ -15,6 +15,7 @@ use bridge::ffi::common::*;
 use bridge::ffi::event::*;
 use bridge::ffi::job::*;
 use bridge::ffi::plugin::*;
+use bridge::ffi::pool::*;
 use bridge::ffi::runtime::*;
 use bridge::ffi::sink::*;
 use bridge::sdk;
@@ -203,6 +204,22 @@ signatures! {
             -> hl_status_t;
     hl_blob_create_from_file: "hl_status_t (*)(hl_runtime_t *, const char *, const char *)"
         => unsafe extern "C" fn(*mut hl_runtime_t, *const c_char, *const c_char) -> hl_status_t;
+    hl_task_pool_new:
+        "hl_status_t (*)(hl_runtime_t *, const char *, uint32_t, const hl_plugin_load_options_t *, hl_task_pool_t **)"
+        => unsafe extern "C" fn(*mut hl_runtime_t, *const c_char, u32,
+            *const hl_plugin_load_options_t, *mut *mut hl_task_pool_t) -> hl_status_t;
+    hl_task_pool_free: "hl_status_t (*)(hl_task_pool_t *, uint32_t)"
+        => extern "C" fn(*mut hl_task_pool_t, u32) -> hl_status_t;
+    hl_task_submit:
+        "hl_status_t (*)(hl_task_pool_t *, const char *, const void *, size_t, hl_task_done_fn, void *, hl_finalizer_fn, hl_task_t **)"
+        => unsafe extern "C" fn(*mut hl_task_pool_t, *const c_char, *const c_void, usize,
+            hl_task_done_fn, *mut c_void, hl_finalizer_fn, *mut *mut hl_task_t) -> hl_status_t;
+    hl_task_cancel: "hl_status_t (*)(const hl_task_t *)"
+        => extern "C" fn(*const hl_task_t) -> hl_status_t;
+    hl_task_progress: "hl_status_t (*)(const hl_task_t *, float *)"
+        => unsafe extern "C" fn(*const hl_task_t, *mut f32) -> hl_status_t;
+    hl_task_free: "hl_status_t (*)(hl_task_t *)"
+        => extern "C" fn(*mut hl_task_t) -> hl_status_t;
 }
 
 /// The callback typedefs: `name: "C type" => Rust type;`, checked the same way.
@@ -233,6 +250,8 @@ callbacks! {
         => Option<unsafe extern "C" fn(*mut c_void, *mut hl_job_ctx_t) -> i32>;
     hl_job_done_fn: "void (*)(void *, hl_status_t, int32_t)"
         => Option<unsafe extern "C" fn(*mut c_void, hl_status_t, i32)>;
+    hl_task_done_fn: "void (*)(void *, hl_status_t, const uint8_t *, size_t)"
+        => Option<unsafe extern "C" fn(*mut c_void, hl_status_t, *const u8, usize)>;
     hl_task_fn: "void (*)(void *)" => Option<unsafe extern "C" fn(*mut c_void)>;
     hl_main_task_fn: "uint32_t (*)(void *, uint64_t)"
         => Option<unsafe extern "C" fn(*mut c_void, u64) -> u32>;

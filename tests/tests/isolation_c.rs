@@ -53,6 +53,9 @@ fn assert_isolation_host_behaviour(run: &Run) {
         "blob_len_ok",
         "blob_sum_ok",
         "blob_read_in_worker",
+        "task_sum_ok",
+        "task_segv_cause",
+        "task_answers_once",
     ] {
         one(key);
     }
@@ -79,12 +82,21 @@ fn assert_isolation_host_behaviour(run: &Run) {
         ("blob_twice", "HL_STATUS_INVALID_ARG"),
         ("blob_null", "HL_STATUS_NULL_ARG"),
         ("blob_missing_file", "HL_STATUS_FAILED"),
+        ("task_sum", "HL_STATUS_OK"),
+        ("task_segv", "HL_STATUS_WORKER"),
+        ("task_spin", "HL_STATUS_CANCELLED"),
+        ("task_stale", "HL_STATUS_INVALID_HANDLE"),
     ] {
         assert_eq!(run.value(key), Some(status), "{key}\n{d}");
     }
     assert_eq!(run.number("unload_stragglers"), 0, "{d}");
     assert_eq!(run.number("sink_off_main"), 0, "{d}");
     assert_eq!(run.number("down_reports"), 0, "{d}");
+    assert_eq!(
+        run.number("task_finalized"),
+        3,
+        "each task's user data finalized once\n{d}"
+    );
     assert_eq!(
         run.value("fds_leaked"),
         Some("0"),

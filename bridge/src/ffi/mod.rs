@@ -6,5 +6,6 @@ pub(crate) mod guard;
 pub(crate) mod handles;
 pub mod job;
 pub mod plugin;
+pub mod pool;
 pub mod runtime;
 pub mod sink;

@@ -220,7 +220,9 @@ pub unsafe extern "C" fn hl_plugin_load_options_init(
 /// # Safety
 ///
 /// `o` came from `hl_plugin_load_options_init` (its strings NULL or NUL-terminated).
-unsafe fn load_options(o: &hl_plugin_load_options_t) -> Result<sdk::plugin::LoadOptions, Failure> {
+pub(crate) unsafe fn load_options(
+    o: &hl_plugin_load_options_t,
+) -> Result<sdk::plugin::LoadOptions, Failure> {
     use sdk::plugin::{Isolation, LoadOptions};
     if o.reserved != 0 {
         return Err(Failure::new(
