@@ -91,13 +91,22 @@ impl Shared {
     }
 
     /// Shuts down a plugin's runtime (at unload): later spawns and posts fail, running jobs see
-    /// cancellation, blocked stream senders wake, and simulation drivers exit; waits for them
-    /// until `deadline` and returns how many were still running then. (A local runtime shuts
-    /// down through [`Runtime::shutdown`](crate::Runtime::shutdown).)
-    pub(crate) fn shutdown_proxy(&self, deadline: std::time::Instant) -> usize {
+    /// cancellation, blocked stream senders wake, simulation drivers exit, and the worker
+    /// processes the plugin started (its task pools, the plugins it isolated) end, with the
+    /// thread that supervised them; waits for them until `deadline` and returns how many
+    /// simulation drivers were still running then. (A local runtime shuts down through
+    /// [`Runtime::shutdown`](crate::Runtime::shutdown).)
+    pub(crate) fn shutdown_proxy(self: &Arc<Self>, deadline: std::time::Instant) -> usize {
         self.life.begin();
+        // The isolation thread runs this plugin's code: it must be gone before the image is.
+        #[cfg(unix)]
+        let workers = self.workers.begin_shutdown(self, deadline);
         let running = self.sims.shutdown(deadline);
         self.latest.clear();
+        #[cfg(unix)]
+        if let Some(w) = workers {
+            w.wait(deadline);
+        }
         running
     }
 

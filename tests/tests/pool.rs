@@ -170,3 +170,110 @@ fn cancel_reaches_a_running_task_and_a_queued_one_never_runs() {
     .unwrap();
     assert_eq!(left.try_result(), Some(Err(TaskError::ShutDown)));
 }
+
+/// Whether process `pid` still exists (a zombie counts: it was not reaped).
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A plugin (loaded as `options` say) starts a pool of its own from its event handler and
+/// submits tasks to it; every answer reaches the plugin's continuation on the host's main
+/// thread, once; unloading the plugin ends the pool's workers, reaped.
+fn a_plugin_fans_out_to_a_pool_of_its_own(load: LoadOptions) {
+    use bridge::sdk::{Event, Message, Payload};
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    type Inbox = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let inbox: Inbox = Arc::default();
+    let sink = inbox.clone();
+    rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
+        if let Payload::Bytes(b) = m.payload {
+            sink.lock().unwrap().push((m.topic.to_owned(), b.to_vec()));
+        }
+    })));
+    let plugin_path = fixture("fixture_crashy");
+    let plugin = rt.load_plugin_with(&plugin_path, &load).unwrap();
+    let n = 24u64;
+    let request = format!(
+        "{}\n{}\n{n}",
+        worker_program().display(),
+        plugin_path.display()
+    );
+    rt.post_event(Event::Custom {
+        topic: "crashy/fan".into(),
+        bytes: request.into_bytes(),
+        coalesce: false,
+    })
+    .unwrap();
+    let count = |topic: &str| {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .count()
+    };
+    let report = rt
+        .run_until(
+            || count("crashy/fanned") as u64 >= n || count("crashy/fan-error") > 0,
+            Duration::from_millis(2),
+            HANG_LIMIT,
+        )
+        .unwrap();
+    let got = inbox.lock().unwrap().clone();
+    assert!(report.finished, "no answers after {HANG_LIMIT:?}: {got:?}");
+    let errors: Vec<String> = got
+        .iter()
+        .filter(|(t, _)| t == "crashy/fan-error")
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert!(errors.is_empty(), "the plugin's pool failed: {errors:?}");
+    let mut seen = HashSet::new();
+    let mut pids = HashSet::new();
+    for (_, b) in got.iter().filter(|(t, _)| t == "crashy/fanned") {
+        let i = u64::from_le_bytes(b[..8].try_into().unwrap());
+        assert!(seen.insert(i), "task {i} answered twice");
+        let input = vec![i as u8; i as usize + 1];
+        assert_eq!(
+            u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            checksum(&input),
+            "task {i}'s answer"
+        );
+        pids.insert(u32::from_le_bytes(b[16..20].try_into().unwrap()));
+    }
+    assert_eq!(seen.len() as u64, n);
+    assert!(!pids.contains(&std::process::id()), "tasks run in workers");
+    if let Some(worker) = plugin.info().pid {
+        assert!(
+            !pids.contains(&worker),
+            "the pool's workers are not the plugin's"
+        );
+    }
+    assert!(pids.iter().all(|&p| alive(p)), "the pool is running");
+    rt.pump(Duration::from_millis(10)).unwrap();
+    assert_eq!(count("crashy/fanned") as u64, n, "nothing answered twice");
+
+    // Unloading the plugin ends (and reaps) the workers of its pool.
+    let report = plugin.unload(Duration::from_secs(10));
+    assert_eq!(report.stragglers, 0, "unload: {report:?}");
+    let deadline = std::time::Instant::now() + HANG_LIMIT;
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plugin's pool workers {pids:?} outlived its unload"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(rt);
+}
+
+#[test]
+fn an_in_process_plugin_submits_tasks_to_a_pool_and_its_unload_ends_it() {
+    a_plugin_fans_out_to_a_pool_of_its_own(LoadOptions::new());
+}
+
+#[test]
+fn an_isolated_plugin_submits_tasks_to_a_pool_of_its_own_workers() {
+    a_plugin_fans_out_to_a_pool_of_its_own(
+        options().isolation(bridge::sdk::plugin::Isolation::OwnProcess),
+    );
+}

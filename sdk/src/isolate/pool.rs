@@ -7,6 +7,7 @@
 //!   with the crash's cause.
 //! - A crashed worker is restarted (the pool refills itself); its other work is unaffected.
 //! - Cancel reaches a running task at once: the worker sets the flag its `check` reads.
+//! - A pool's workers run tasks only: host events are not sent to their plugin instances.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -233,6 +234,10 @@ impl Handle {
     /// plugin at `path` and run its [tasks](crate::plugin::Plugin::task); `options` as for
     /// [`load_plugin_with`](Handle::load_plugin_with) (its isolation is ignored: every worker is
     /// its own process). Returns once every worker has loaded the plugin.
+    ///
+    /// A plugin may start pools too, from its own handle (in-process or isolated): the
+    /// continuations of its tasks run on the host's main thread, like the rest of its
+    /// main-thread work, and the pool's workers end when the plugin is unloaded.
     ///
     /// # Errors
     ///

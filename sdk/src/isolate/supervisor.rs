@@ -523,8 +523,10 @@ impl Thread {
             }
             Cmd::Event(e) => {
                 let frame = Msg::Event(e);
+                // A pool's workers run tasks only: host events are for loaded plugins (a
+                // pool's plugin reacting to the event that made the pool would make another).
                 for p in self.procs.values_mut() {
-                    if matches!(p.phase, Phase::Up { .. }) {
+                    if p.pool.is_none() && matches!(p.phase, Phase::Up { .. }) {
                         p.outbox.push(&frame);
                     }
                 }
