@@ -14,6 +14,8 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hostloop::plugin::{Isolation, LoadOptions};
@@ -416,6 +418,151 @@ impl PoolBench {
                 Target::None,
             ),
         ]
+    }
+}
+
+/// Benchmark 13: large payloads from a plugin in a worker process to the host's sink, through
+/// shared memory, against a plain `memcpy` of the same bytes in the same run. Each burst: the
+/// host posts [`BURST`] `crashy/blast` events at once, the isolated `crashy` plugin emits its
+/// `size`-byte buffer for each (which the worker copies into a reused shared-memory region: the
+/// one copy of the path), and the host's sink gets each as a slice of the mapped region and
+/// checks its first and last byte. The time per payload is the burst's time over [`BURST`]
+/// (the throughput of a stream with that many payloads in flight). The peer copies `size`
+/// bytes from one buffer into [`BURST`] others in turn, all allocated and touched beforehand:
+/// the same copies, without the process boundary.
+/// Payloads in flight per burst.
+const BURST: usize = 8;
+
+pub struct ShmBench {
+    size: usize,
+    trips: usize,
+    crashy: PathBuf,
+    worker: PathBuf,
+    shm: Samples,
+    memcpy: Samples,
+}
+
+impl ShmBench {
+    pub fn new(size: usize, trips: usize) -> Result<ShmBench, String> {
+        let (_, worker) = programs()?;
+        let crashy = worker.with_file_name(format!(
+            "{}fixture_crashy{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        ));
+        let profile_dir = worker.parent().ok_or("no target directory")?;
+        build_package(profile_dir, "hostloop-fixture-crashy")?;
+        Ok(ShmBench {
+            size,
+            trips,
+            crashy,
+            worker,
+            shm: Samples::default(),
+            memcpy: Samples::default(),
+        })
+    }
+
+    pub fn round(&mut self, reversed: bool) -> Result<(), String> {
+        if reversed {
+            self.round_memcpy();
+            self.round_shm()
+        } else {
+            self.round_shm()?;
+            self.round_memcpy();
+            Ok(())
+        }
+    }
+
+    fn round_shm(&mut self) -> Result<(), String> {
+        let rt = Runtime::builder()
+            .workers(1)
+            .build()
+            .map_err(|e| e.to_string())?;
+        // Payloads of the right size and bytes the sink got, and any others.
+        let (good, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        {
+            let (good, bad) = (good.clone(), bad.clone());
+            let (size, last) = (self.size, ((self.size.max(1) - 1) % 251) as u8);
+            rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
+                if m.topic != "crashy/blasted" {
+                    return;
+                }
+                let ok = matches!(m.payload, Payload::Bytes(b)
+                    if b.len() == size && b.first() == Some(&0) && b.last() == Some(&last));
+                if ok { &good } else { &bad }.fetch_add(1, Ordering::Release);
+            })));
+        }
+        let options = LoadOptions::new()
+            .worker_program(&self.worker)
+            .isolation(Isolation::OwnProcess)
+            .echo_stderr(false);
+        let plugin = rt
+            .load_plugin_with(&self.crashy, &options)
+            .map_err(|e| e.to_string())?;
+        let size = self.size.to_string().into_bytes();
+        let burst = |rt: &Runtime| -> Result<(), String> {
+            let want = good.load(Ordering::Acquire) + BURST;
+            for _ in 0..BURST {
+                rt.post_event(Event::Custom {
+                    topic: "crashy/blast".into(),
+                    bytes: size.clone(),
+                    coalesce: false,
+                })
+                .map_err(|e| e.to_string())?;
+            }
+            pump_until(rt, SETUP, || {
+                good.load(Ordering::Acquire) >= want || bad.load(Ordering::Acquire) > 0
+            })?;
+            match bad.load(Ordering::Acquire) {
+                0 => Ok(()),
+                n => Err(format!("{n} payloads arrived with the wrong size or bytes")),
+            }
+        };
+        // Warm up: the plugin fills its buffer and the worker makes its regions.
+        burst(&rt)?;
+        burst(&rt)?;
+        let bursts = self.trips.div_ceil(BURST);
+        let t0 = Instant::now();
+        for _ in 0..bursts {
+            burst(&rt)?;
+        }
+        self.shm
+            .push(t0.elapsed().as_secs_f64() / (bursts * BURST) as f64);
+        plugin.unload(Duration::from_secs(5));
+        rt.set_sink(None);
+        drop(rt);
+        Ok(())
+    }
+
+    fn round_memcpy(&mut self) {
+        // The same copies as the shared-memory path makes: one source into [`BURST`]
+        // destinations in turn (so neither side works from a cache the other cannot have).
+        let src: Vec<u8> = (0..self.size).map(|k| (k % 251) as u8).collect();
+        let mut dst: Vec<Vec<u8>> = (0..BURST).map(|_| vec![1u8; self.size]).collect();
+        let bursts = self.trips.div_ceil(BURST);
+        let t0 = Instant::now();
+        for _ in 0..bursts {
+            for d in &mut dst {
+                d.copy_from_slice(std::hint::black_box(&src));
+                std::hint::black_box(&mut *d);
+            }
+        }
+        self.memcpy
+            .push(t0.elapsed().as_secs_f64() / (bursts * BURST) as f64);
+    }
+
+    pub fn rows(&self) -> Vec<Row> {
+        let mib = self.size >> 20;
+        vec![Row::versus(
+            format!(
+                "{mib} MiB payload, worker plugin to host sink through shared memory vs a plain \
+                 memcpy (time per payload; target ≥ 0.8x throughput)"
+            ),
+            Unit::Time,
+            &self.shm,
+            &self.memcpy,
+            Target::RatioAtMost(1.25),
+        )]
     }
 }
 

@@ -263,6 +263,15 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     } else {
         None
     };
+    let mut shm_bench = if wanted_name(config, "shm") {
+        Some(if config.name == "quick" {
+            isolation::ShmBench::new(4 << 20, 10)?
+        } else {
+            isolation::ShmBench::new(16 << 20, 100)?
+        })
+    } else {
+        None
+    };
     let mut isolation = if wanted_name(config, "isolation") {
         Some(isolation::Bench::new(
             config.frame_particles,
@@ -314,6 +323,9 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
         if let Some(pb) = pool_bench.as_mut() {
             section("pool", &mut || Ok(pb.round(reversed)?))?;
         }
+        if let Some(sb) = shm_bench.as_mut() {
+            section("shm", &mut || Ok(sb.round(reversed)?))?;
+        }
         eprintln!();
     }
     frametime.finish();
@@ -339,6 +351,9 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     }
     if let Some(pb) = pool_bench.as_ref() {
         rows.extend(pb.rows());
+    }
+    if let Some(sb) = shm_bench.as_ref() {
+        rows.extend(sb.rows());
     }
 
     let mut notes = vec![format!(
