@@ -1,9 +1,13 @@
 // A Qt Widgets application driving the particles plugin through hostloop.hpp.
 //
 //     qt-host [--seconds S] [--agents N] [--rate R] [--workers W] [--export-frames N]
-//             [--export-dir DIR] [--screenshot FILE.png] [--interactive] [PLUGIN]
+//             [--export-dir DIR] [--screenshot FILE.png] [--isolated WORKER] [--interactive]
+//             [PLUGIN]
 //
 // PLUGIN is the particles plugin library (libhostloop_particles.so), or $HOSTLOOP_PARTICLES_PLUGIN.
+// With --isolated the plugin runs in a WORKER process (hostloop-worker, `cargo build -p
+// hostloop-worker`): a crash there ends the worker, not this application. Nothing else changes:
+// its frames reach the same sink, on the GUI thread, woken by the same wake fd.
 //
 // How hostloop sits in a Qt application:
 //
@@ -61,6 +65,10 @@ const char *const kTopicStep = PLUGIN "/step";
 const char *const kTopicPositions = PLUGIN "/positions";
 const char *const kTopicError = PLUGIN "/error";
 const char *const kTopicConfigure = PLUGIN "/configure";
+// What the runtime tells the sink about an isolated plugin's worker (hostloop/plugin.h).
+const char *const kTopicCrashed = "hostloop/plugin/crashed";
+const char *const kTopicRestarted = "hostloop/plugin/restarted";
+const char *const kTopicDown = "hostloop/plugin/down";
 
 constexpr int kFrameMs = 16;                               // the 60 Hz frame timer
 constexpr std::chrono::microseconds kPumpBudget{2000};     // main-thread work per pump
@@ -76,6 +84,7 @@ struct Settings {
     std::string export_dir = ".";
     std::string screenshot;
     std::string plugin;
+    std::string worker;  // --isolated: the hostloop-worker program; empty: in-process
     bool interactive = false;
 };
 
@@ -264,9 +273,20 @@ public:
         QTimer::singleShot(0, this, [this] { start(); });
     }
 
-    // Loads and configures the plugin. Throws hostloop::Error.
+    // Loads and configures the plugin, in this process or (--isolated) in a worker process of
+    // its own. Throws hostloop::Error.
     void load_plugin() {
-        plugin_ = hostloop::Plugin::load(rt_, settings_.plugin);
+        const long long host_pid = QCoreApplication::applicationPid();
+        if (settings_.worker.empty()) {
+            plugin_ = hostloop::Plugin::load(rt_, settings_.plugin);
+            std::printf("isolated=0 worker_pid=0 host_pid=%lld\n", host_pid);
+        } else {
+            // The isolation switch: the same plugin, in a hostloop-worker process. The notifier,
+            // the frame timer and the sink do not change.
+            plugin_ = hostloop::Plugin::load(
+                rt_, settings_.plugin, hostloop::LoadOptions().own_process().worker_program(settings_.worker));
+            std::printf("isolated=1 worker_pid=%u host_pid=%lld\n", plugin_.process().pid, host_pid);
+        }
         char config[160];
         std::snprintf(config, sizeof config, "agents=%ld kernel=rust delivery=latest rate=%g playing=1",
                       settings_.agents, settings_.rate);
@@ -291,6 +311,11 @@ public:
         notifier_ = nullptr;
         if (export_job_) {
             export_job_.cancel();
+        }
+        try {
+            process_at_end_ = plugin_.process();  // did the worker stay the same, uncrashed?
+        } catch (const hostloop::Error &e) {
+            std::fprintf(stderr, "qt-host: plugin process: %s\n", e.what());
         }
         unload_ = plugin_.unload(kDeadline);
     }
@@ -328,6 +353,10 @@ public:
                         e.bytes, i + 1, e.partial_left ? 1 : 0);
         }
         std::printf("exports=%zu export_running=%d\n", exports_.size(), export_job_ ? 1 : 0);
+        std::printf("worker_pid_at_end=%u worker_crashes=%u worker_restarts=%u worker_down=%d"
+                    " crash_events=%" PRIu64 " restart_events=%" PRIu64 " down_events=%" PRIu64 "\n",
+                    process_at_end_.pid, process_at_end_.crashes, process_at_end_.restarts,
+                    process_at_end_.down ? 1 : 0, crash_events_, restart_events_, down_events_);
         std::printf("unload=%s unload_ms=%.1f shutdown_ms=%.1f threads_joined=%u stragglers=%" PRIu64 "\n",
                     unload_.timed_out ? "TIMEOUT" : "OK", unload_.elapsed.count() / 1e3, down.elapsed.count() / 1e3,
                     down.threads_joined, down.stragglers);
@@ -410,6 +439,12 @@ private:
             ++plugin_errors_;
             std::fprintf(stderr, "qt-host: %s: %.*s\n", kPlugin, static_cast<int>(m.bytes_len()),
                          reinterpret_cast<const char *>(m.bytes()));
+        } else if (m.topic() == kTopicCrashed || m.topic() == kTopicRestarted || m.topic() == kTopicDown) {
+            // An isolated plugin's worker was lost (and is restarted, or stays down): the
+            // application carries on; say so.
+            ++(m.topic() == kTopicCrashed ? crash_events_ : m.topic() == kTopicRestarted ? restart_events_ : down_events_);
+            std::fprintf(stderr, "qt-host: %.*s:\n%.*s\n", static_cast<int>(m.topic().size()), m.topic().data(),
+                         static_cast<int>(m.bytes_len()), reinterpret_cast<const char *>(m.bytes()));
         }
     }
 
@@ -541,6 +576,8 @@ private:
     const std::thread::id main_thread_;
     hostloop::Plugin plugin_;
     hostloop::UnloadReport unload_;
+    hostloop::PluginProcess process_at_end_;  // just before the unload
+    uint64_t crash_events_ = 0, restart_events_ = 0, down_events_ = 0;
     std::shared_ptr<FrameFeed> feed_ = std::make_shared<FrameFeed>();
     hostloop::Job export_job_;
     std::vector<ExportOutcome> exports_;
@@ -592,6 +629,8 @@ bool parse(int argc, char **argv, Settings &s) {
             s.export_dir = argv[++i];
         } else if (arg == "--screenshot" && has) {
             s.screenshot = argv[++i];
+        } else if (arg == "--isolated" && has) {
+            s.worker = argv[++i];
         } else if (arg == "--interactive") {
             s.interactive = true;
         } else if (!arg.empty() && arg[0] != '-') {
@@ -612,8 +651,10 @@ int main(int argc, char **argv) {
     if (!parse(argc, argv, settings)) {
         std::fprintf(stderr,
                      "usage: %s [--seconds S] [--agents N] [--rate R] [--workers W] [--export-frames N]\n"
-                     "          [--export-dir DIR] [--screenshot FILE.png] [--interactive] [PLUGIN]\n"
-                     "PLUGIN defaults to $HOSTLOOP_PARTICLES_PLUGIN.\n",
+                     "          [--export-dir DIR] [--screenshot FILE.png] [--isolated WORKER] [--interactive]\n"
+                     "          [PLUGIN]\n"
+                     "PLUGIN defaults to $HOSTLOOP_PARTICLES_PLUGIN. With --isolated the plugin runs in a\n"
+                     "WORKER process (hostloop-worker): a crash there ends the worker, not this host.\n",
                      argv[0]);
         return 2;
     }
