@@ -432,6 +432,8 @@ impl PoolBench {
 /// the same copies, without the process boundary.
 /// Payloads in flight per burst.
 const BURST: usize = 8;
+/// Bursts before the measured ones.
+const WARM_UP: usize = 6;
 
 pub struct ShmBench {
     size: usize,
@@ -518,9 +520,12 @@ impl ShmBench {
                 n => Err(format!("{n} payloads arrived with the wrong size or bytes")),
             }
         };
-        // Warm up: the plugin fills its buffer and the worker makes its regions.
-        burst(&rt)?;
-        burst(&rt)?;
+        // Warm up: the plugin fills its buffer, the worker makes its regions and both sides
+        // fault their pages in (a burst may be split over two pumps, so the regions are all
+        // made only after a few bursts): steady playback is what is measured.
+        for _ in 0..WARM_UP {
+            burst(&rt)?;
+        }
         let bursts = self.trips.div_ceil(BURST);
         let t0 = Instant::now();
         for _ in 0..bursts {

@@ -267,7 +267,7 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
         Some(if config.name == "quick" {
             isolation::ShmBench::new(4 << 20, 10)?
         } else {
-            isolation::ShmBench::new(16 << 20, 100)?
+            isolation::ShmBench::new(16 << 20, 160)?
         })
     } else {
         None
