@@ -351,6 +351,14 @@ public:
         raw_.free_deadline_ms = detail::to_u32(deadline, "free_deadline");
         return *this;
     }
+    /** \brief The most main-thread items that may wait for a pump (0 = 1,048,576): past it,
+     *  posts, events, emits from other threads and spawns throw `Error` with
+     *  HL_STATUS_BACKLOG while the host does not pump (see
+     *  `hl_runtime_options_t::main_backlog_limit`). */
+    Options &main_backlog_limit(uint32_t items) noexcept {
+        raw_.main_backlog_limit = items;
+        return *this;
+    }
     /** \brief Stack size of runtime threads in bytes; 0 = the platform's default. */
     Options &stack_size(uint64_t bytes) noexcept {
         raw_.stack_size = bytes;

@@ -232,9 +232,11 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     );
 
     // This thread builds the runtime, so it is the runtime's main thread.
+    // No backlog limit: the drain rows measure raw throughput against unbounded peers.
     let rt = hostloop::Runtime::builder()
         .workers(workers)
         .io_threads(1)
+        .main_backlog_limit(usize::MAX)
         .build()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)

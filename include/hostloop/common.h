@@ -92,7 +92,14 @@ enum {
      * `hl_runtime_emit_array`, the bytes of `hl_runtime_post_event`), including a length no
      * allocation can have such as `SIZE_MAX`. Checked before the data is read; nothing was
      * done, and the process goes on. */
-    HL_STATUS_OUT_OF_MEMORY = 22
+    HL_STATUS_OUT_OF_MEMORY = 22,
+    /** The host has not pumped and the runtime's main-thread backlog is at its limit
+     * (`hl_runtime_options_t::main_backlog_limit` items, or `main_backlog_bytes` bytes of
+     * emitted payloads): `hl_runtime_post_event`, `hl_runtime_emit`, `hl_runtime_emit_array`
+     * and `hl_job_spawn` queue nothing and say so, rather than let memory grow
+     * without bound while the host is in a modal dialog. Retry after the host pumps (the
+     * results of jobs already running are never refused: they arrive). */
+    HL_STATUS_BACKLOG = 23
 };
 
 /**

@@ -63,7 +63,9 @@ typedef struct hl_event_t {
  * \param event  not NULL; copied.
  * \return NULL_ARG (rt, event, or a string the kind needs); INVALID_HANDLE; INVALID_ARG (unknown
  * kind, struct_size too small); INVALID_UTF8; SHUT_DOWN; OUT_OF_MEMORY (no memory for the copy
- * of `bytes_len` bytes, checked before they are read; e.g. `bytes_len == SIZE_MAX`).
+ * of `bytes_len` bytes, checked before they are read; e.g. `bytes_len == SIZE_MAX`); BACKLOG
+ * (the host has not pumped and the main-thread backlog is at its limit; a coalescing event that
+ * replaces one already waiting is still taken).
  *
  * [any-thread]
  */

@@ -87,8 +87,9 @@ typedef struct hl_job_desc_t {
  * \param desc  not NULL; read during the call.
  * \param out   receives a handle on success; may be NULL (fire and forget).
  * \return NULL_ARG (rt, desc, desc->run); INVALID_HANDLE; INVALID_ARG (struct_size, priority,
- * lane); INVALID_UTF8 (name); SHUT_DOWN. On error `finalize` is not called: `user_data` stays
- * the caller's.
+ * lane); INVALID_UTF8 (name); SHUT_DOWN; BACKLOG (the host has not pumped and the main-thread
+ * backlog is at its limit: the job was not queued; the callbacks of jobs already spawned still
+ * arrive). On error `finalize` is not called: `user_data` stays the caller's.
  *
  * [any-thread]
  */

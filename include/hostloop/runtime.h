@@ -43,8 +43,15 @@ typedef struct hl_runtime_options_t {
     /** The shutdown deadline `hl_runtime_free` uses if `hl_runtime_shutdown` was not called, in
      *  ms (default 2000). */
     uint32_t free_deadline_ms;
-    /** Reserved, must be 0. */
-    uint32_t reserved;
+    /** The most main-thread items that may wait for a pump; 0 = 1,048,576. While the host does
+     *  not pump, `hl_runtime_post_event`, `hl_runtime_emit`, `hl_runtime_emit_array` and
+     *  `hl_job_spawn` return HL_STATUS_BACKLOG at the
+     *  limit instead of growing memory without bound; what the API already promised (the
+     *  callbacks of jobs already spawned, progress, simulation frames) is never refused.
+     *  Emitted payloads waiting are also held to 256 MiB. See
+     *  `hl_runtime_backlog`. (This field was `reserved`, always 0: old callers get the
+     *  default.) */
+    uint32_t main_backlog_limit;
     /** Stack size of runtime threads in bytes; 0 = the platform's default. */
     uint64_t stack_size;
     /** Prefix of thread names (`<prefix>-worker-<i>`), copied; NULL = "hostloop". UTF-8. */
@@ -295,6 +302,20 @@ typedef struct hl_stats_t {
  * [any-thread]
  */
 hl_status_t hl_runtime_stats(const hl_runtime_t *rt, hl_stats_t *stats);
+
+/**
+ * \brief The main-thread backlog: items waiting for a pump (`queued`, as
+ * `hl_stats_t::queued_main` counts them), the limit (`limit`, see
+ * `hl_runtime_options_t::main_backlog_limit`), and how many calls were refused with
+ * HL_STATUS_BACKLOG since the runtime started (`refused`). A host shows "N results waiting"
+ * from `queued`. Each output may be NULL. Works after shutdown too.
+ *
+ * \return NULL_ARG (rt); INVALID_HANDLE.
+ *
+ * [any-thread]
+ */
+hl_status_t hl_runtime_backlog(const hl_runtime_t *rt, uint64_t *queued, uint64_t *limit,
+                               uint64_t *refused);
 
 #ifdef __cplusplus
 } /* extern "C" */

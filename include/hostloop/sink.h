@@ -97,7 +97,9 @@ hl_status_t hl_runtime_set_sink(hl_runtime_t *rt, hl_sink_fn fn, void *user_data
  * \param topic  NUL-terminated UTF-8; not NULL.
  * \param bytes  may be NULL only when `len` is 0.
  * \return NULL_ARG; INVALID_HANDLE; INVALID_UTF8 (topic); SHUT_DOWN; OUT_OF_MEMORY (no memory
- * for the copy of `len` bytes, checked before they are read; e.g. `len == SIZE_MAX`).
+ * for the copy of `len` bytes, checked before they are read; e.g. `len == SIZE_MAX`); BACKLOG
+ * (the host has not pumped and the main-thread backlog is at its limit — in messages, or in
+ * 256 MiB of payloads waiting: nothing was queued).
  *
  * [any-thread]
  */
@@ -110,7 +112,7 @@ hl_status_t hl_runtime_emit(hl_runtime_t *rt, const char *topic, const void *byt
  * \param view  not NULL; its `data` may be NULL only when `count` is 0.
  * \return NULL_ARG; INVALID_HANDLE; INVALID_UTF8; INVALID_ARG (unknown element type, zero
  * components, stride smaller than a record, records not within `byte_len`); SHUT_DOWN;
- * OUT_OF_MEMORY (no memory for the packed copy).
+ * OUT_OF_MEMORY (no memory for the packed copy); BACKLOG (as `hl_runtime_emit`).
  *
  * [any-thread]
  */

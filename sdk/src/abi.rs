@@ -49,6 +49,7 @@ pub const HL_STATUS_BAD_DESCRIPTOR: hl_status_t = 19;
 pub const HL_STATUS_ALREADY_LOADED: hl_status_t = 20;
 pub const HL_STATUS_WORKER: hl_status_t = 21;
 pub const HL_STATUS_OUT_OF_MEMORY: hl_status_t = 22;
+pub const HL_STATUS_BACKLOG: hl_status_t = 23;
 
 pub const HL_EVENT_FRAME_CHANGED: u32 = 1;
 pub const HL_EVENT_SELECTION_CHANGED: u32 = 2;
@@ -305,6 +306,7 @@ pub fn status_of(err: &crate::Error) -> hl_status_t {
         Error::WrongThread => HL_STATUS_WRONG_THREAD,
         Error::Reentrant => HL_STATUS_REENTRANT,
         Error::HostBusy => HL_STATUS_HOST_BUSY,
+        Error::Backlog => HL_STATUS_BACKLOG,
         Error::ShutDown => HL_STATUS_SHUT_DOWN,
         Error::Timeout => HL_STATUS_TIMEOUT,
         Error::InvalidArgument(_) => HL_STATUS_INVALID_ARG,

@@ -26,6 +26,11 @@ pub enum Error {
     /// [`call_on_main`](crate::Handle::call_on_main) waited its whole timeout and the host did not
     /// pump: the closure was not run.
     HostBusy,
+    /// The host has not pumped and the runtime's main-thread backlog is at its limit
+    /// ([`Builder::main_backlog_limit`](crate::Builder::main_backlog_limit) items, or
+    /// [`main_backlog_bytes`](crate::Builder::main_backlog_bytes) of emitted payloads): a
+    /// `post`, `post_event`, `emit` or `spawn` queued nothing. Retry once the host pumps.
+    Backlog,
     /// The runtime is shut down (or shutting down) and accepts no more work.
     ShutDown,
     /// A wait ran out of time before the awaited value was ready.
@@ -78,6 +83,9 @@ impl fmt::Display for Error {
                 "re-entrant call: pump, or an operation, called from inside its own callback",
             ),
             Error::HostBusy => f.write_str("the host did not pump within the timeout"),
+            Error::Backlog => f.write_str(
+                "the host has not pumped and the main-thread backlog is at its limit: nothing was queued",
+            ),
             Error::ShutDown => f.write_str("the runtime is shut down"),
             Error::Timeout => f.write_str("timed out"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),

@@ -225,10 +225,10 @@ pub(crate) fn deliver_here(shared: &Shared, event: &Event, main: &mut Main<'_>) 
 
 /// A local runtime's `post_event`: background subscribers now, main-thread ones at the next
 /// pump, coalesced.
-pub(crate) fn post_here(shared: &Arc<Shared>, event: Event) -> Result<()> {
+pub(crate) fn post_here(shared: &Arc<Shared>, event: Event, limited: bool) -> Result<()> {
     let events = &shared.events;
-    events.send_to_channels(&event);
     if lock(&events.main_subs).is_empty() {
+        events.send_to_channels(&event);
         return Ok(());
     }
     let schedule = {
@@ -239,8 +239,23 @@ pub(crate) fn post_here(shared: &Arc<Shared>, event: Event) -> Result<()> {
             None
         };
         match superseded {
-            Some(old) => *old = event,
-            None => pending.events.push_back(event),
+            Some(old) => {
+                events.send_to_channels(&event);
+                *old = event;
+            }
+            None => {
+                // A new entry: refused (before any subscriber saw it) at the backlog limit.
+                let limits = &shared.main.limits;
+                // (The dispatcher's own queue entry does not count: as `backlog` reports it.)
+                let waiting = (shared.main.len() + pending.events.len())
+                    .saturating_sub(usize::from(pending.scheduled));
+                if limited && waiting >= limits.items.load(Ordering::Relaxed) {
+                    limits.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(crate::Error::Backlog);
+                }
+                events.send_to_channels(&event);
+                pending.events.push_back(event);
+            }
         }
         !std::mem::replace(&mut pending.scheduled, true)
     };
@@ -312,13 +327,25 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::ShutDown`] after shutdown.
+    /// [`crate::Error::ShutDown`] after shutdown; [`crate::Error::Backlog`] while the host has
+    /// not pumped and the backlog is at its limit, unless the event coalesces into one already
+    /// waiting (nothing was queued, and no subscriber saw it).
     pub fn post_event(&self, event: Event) -> Result<()> {
         let shared = self.shared();
         if shared.is_shutting_down() {
             return Err(crate::Error::ShutDown);
         }
-        shared.backend.post_event(shared, event)
+        shared.backend.post_event(shared, event, true)
+    }
+
+    /// `post_event` for events hostloop forwards (a worker process's copy of its host's
+    /// events, admitted by the host already): never refused for the backlog.
+    pub(crate) fn post_event_promised(&self, event: Event) -> Result<()> {
+        let shared = self.shared();
+        if shared.is_shutting_down() {
+            return Err(crate::Error::ShutDown);
+        }
+        shared.backend.post_event(shared, event, false)
     }
 
     /// Calls `f(event, main)` on the main thread for each event matching `filter`.

@@ -104,6 +104,12 @@ impl Handle {
         s.queued.main = shared.main.backlog(shared, shared.main.is_carrying());
         s.doorbell_rings = shared.main.doorbell.rings();
         s.events_dropped = shared.events.dropped();
+        let limits = &shared.main.limits;
+        s.main_refused = limits.refused.load(std::sync::atomic::Ordering::Relaxed);
+        s.main_backlog_limit = limits.items.load(std::sync::atomic::Ordering::Relaxed);
+        s.main_queued_bytes = limits
+            .queued_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
         s
     }
 }

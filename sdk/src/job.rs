@@ -611,7 +611,8 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] once the runtime is shutting down.
+    /// [`Error::ShutDown`] once the runtime is shutting down; [`Error::Backlog`] at the
+    /// main-thread backlog limit (see [`JobBuilder::spawn`]).
     pub fn spawn<T, F>(&self, f: F) -> Result<Job<T>>
     where
         T: Send + 'static,
@@ -624,7 +625,8 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] once the runtime is shutting down.
+    /// [`Error::ShutDown`] once the runtime is shutting down; [`Error::Backlog`] at the
+    /// main-thread backlog limit (see [`JobBuilder::spawn`]).
     pub fn spawn_with<T, F>(&self, priority: Priority, f: F) -> Result<Job<T>>
     where
         T: Send + 'static,
@@ -637,7 +639,8 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] once the runtime is shutting down.
+    /// [`Error::ShutDown`] once the runtime is shutting down; [`Error::Backlog`] at the
+    /// main-thread backlog limit (see [`JobBuilder::spawn`]).
     pub fn spawn_io<T, F>(&self, f: F) -> Result<Job<T>>
     where
         T: Send + 'static,
@@ -652,7 +655,8 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] once the runtime is shutting down.
+    /// [`Error::ShutDown`] once the runtime is shutting down; [`Error::Backlog`] at the
+    /// main-thread backlog limit (see [`JobBuilder::spawn`]).
     pub fn spawn_latest<T, F>(&self, key: impl Into<String>, f: F) -> Result<Job<T>>
     where
         T: Send + 'static,
@@ -907,16 +911,17 @@ impl<'h> JobBuilder<'h> {
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] once the runtime is shutting down.
+    /// [`Error::ShutDown`] once the runtime is shutting down; [`Error::Backlog`] while the host
+    /// has not pumped and the main-thread backlog is at its limit (the job was not spawned: a
+    /// producer that keeps spawning while the host is in a modal dialog is told to wait, rather
+    /// than fill memory with results nobody can receive yet).
     pub fn spawn<T, F>(self, f: F) -> Result<Job<T>>
     where
         T: Send + 'static,
         F: FnOnce(&JobContext<'_>) -> Result<T> + Send + 'static,
     {
         let shared = self.handle.shared();
-        if shared.is_shutting_down() {
-            return Err(Error::ShutDown);
-        }
+        shared.main.admit(shared, 0)?;
         if let Some(group) = &self.group {
             group.pending.fetch_add(1, Ordering::AcqRel);
         }
@@ -1029,7 +1034,8 @@ impl JobGroup {
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] once the runtime is shutting down.
+    /// [`Error::ShutDown`] once the runtime is shutting down; [`Error::Backlog`] at the
+    /// main-thread backlog limit (see [`JobBuilder::spawn`]).
     pub fn spawn<T, F>(&self, f: F) -> Result<Job<T>>
     where
         T: Send + 'static,

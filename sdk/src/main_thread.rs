@@ -3,7 +3,7 @@
 
 use crate::internal::panic::catch;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,8 @@ pub(crate) struct MainQueue {
     progress_tx: Sender<JobRef>,
     progress_rx: Receiver<JobRef>,
     pub(crate) doorbell: Doorbell,
+    /// What producers that can be told no may leave waiting (see [`MainQueue::admit`]).
+    pub(crate) limits: Limits,
     /// Written by every pump: on a line of its own, away from what producers touch.
     pump: CachePadded<PumpSide>,
 }
@@ -165,6 +167,7 @@ impl MainQueue {
             progress_tx,
             progress_rx,
             doorbell,
+            limits: Limits::default(),
             pump: CachePadded::new(PumpSide {
                 in_pump: AtomicBool::new(false),
                 in_until: AtomicBool::new(false),
@@ -212,6 +215,113 @@ impl MainQueue {
             .collect();
         items.extend(self.progress_rx.try_iter().map(MainItem::Progress));
         items
+    }
+}
+
+/// The default of [`Builder::main_backlog_limit`](crate::Builder::main_backlog_limit).
+pub const DEFAULT_MAIN_BACKLOG_LIMIT: usize = 1 << 20;
+/// The default of [`Builder::main_backlog_bytes`](crate::Builder::main_backlog_bytes).
+pub const DEFAULT_MAIN_BACKLOG_BYTES: usize = 256 << 20;
+/// A pump that finds at least this many items waiting drained a backlog worth handing its
+/// memory back to the system once it is empty (see `trim`).
+const TRIM_AFTER: usize = 1 << 16;
+
+/// The bound on a runtime's main-thread backlog, and what it refused.
+///
+/// The policy, per path to the main thread:
+/// - **refused at the limit** (`Error::Backlog` / `HL_STATUS_BACKLOG`, nothing queued, the
+///   caller told): `post`, `post_chunked`, `call_on_main` from another thread, `post_event`
+///   (a coalescing one only when it would add an entry), `emit` from another thread, and
+///   `spawn` — a producer that can be told to wait;
+/// - **never refused**, because the API already promised them: the continuations of jobs
+///   already spawned, progress (coalesced: one entry per job), simulation frames (`latest`
+///   keeps one, `every` blocks the simulation), stream items (bounded channels block their
+///   senders), and hostloop's own deliveries (isolated plugins' messages, pool answers). The
+///   backlog can pass the limit by what was already running when it was reached, no more.
+pub(crate) struct Limits {
+    pub(crate) items: AtomicUsize,
+    pub(crate) bytes: AtomicUsize,
+    /// Payload bytes of emitted messages waiting.
+    pub(crate) queued_bytes: AtomicUsize,
+    /// Calls refused at the limit.
+    pub(crate) refused: AtomicU64,
+    /// A pump drained a large backlog: return its memory once the queue is empty.
+    trim_due: AtomicBool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            items: AtomicUsize::new(DEFAULT_MAIN_BACKLOG_LIMIT),
+            bytes: AtomicUsize::new(DEFAULT_MAIN_BACKLOG_BYTES),
+            queued_bytes: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+            trim_due: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Payload bytes counted in [`Limits::queued_bytes`] while the item holding this is waiting.
+pub(crate) struct QueuedBytes {
+    shared: Arc<Shared>,
+    len: usize,
+}
+
+impl Drop for QueuedBytes {
+    fn drop(&mut self) {
+        self.shared
+            .main
+            .limits
+            .queued_bytes
+            .fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+impl MainQueue {
+    /// Whether a producer that can be told no may queue one more item carrying `bytes` payload
+    /// bytes: `Err(Backlog)` (counted) when the backlog is at its limit. The check and the push
+    /// are not one atomic step, so concurrent producers may pass the limit by one item each.
+    pub(crate) fn admit(&self, shared: &Shared, bytes: usize) -> Result<()> {
+        if shared.is_shutting_down() {
+            return Err(Error::ShutDown);
+        }
+        let l = &self.limits;
+        let full = shared.backend.main_backlog(shared) >= l.items.load(Ordering::Relaxed)
+            || (bytes > 0
+                && l.queued_bytes.load(Ordering::Relaxed).saturating_add(bytes)
+                    > l.bytes.load(Ordering::Relaxed));
+        if full {
+            l.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Backlog);
+        }
+        Ok(())
+    }
+
+    /// Counts `len` payload bytes as waiting until the returned guard is dropped (with the item
+    /// that holds it: run, or released).
+    pub(crate) fn hold_bytes(shared: &Arc<Shared>, len: usize) -> QueuedBytes {
+        shared
+            .main
+            .limits
+            .queued_bytes
+            .fetch_add(len, Ordering::Relaxed);
+        QueuedBytes {
+            shared: shared.clone(),
+            len,
+        }
+    }
+}
+
+/// Hands freed memory back to the system (glibc keeps what a drained backlog freed in its
+/// arenas, so a host's resident size stayed at its peak after a stall).
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's `malloc_trim` may be called at any time from any thread.
+        unsafe { malloc_trim(0) };
     }
 }
 
@@ -288,6 +398,9 @@ impl Handle {
         };
         let mut ran = 0usize;
         let mut panicked = 0u64;
+        if q.main_rx.len() >= TRIM_AFTER {
+            q.limits.trim_due.store(true, Ordering::Relaxed);
+        }
         // Progress slots first, each at most once per pump: only those queued before this pump
         // started, so a job reporting non-stop cannot keep the pump busy.
         for job in q.progress_rx.try_iter().take(q.progress_rx.len()) {
@@ -338,6 +451,9 @@ impl Handle {
         if remaining > 0 {
             // Budget spent with work left: keep the doorbell rung so the host comes back.
             q.doorbell.notify();
+        } else if q.limits.trim_due.swap(false, Ordering::Relaxed) {
+            // A large backlog is drained: give its memory back, off the main thread.
+            self.shared().submit_internal(crate::job::Lane::Io, trim);
         }
         let elapsed = now - start;
         let overrun = elapsed.saturating_sub(budget);
@@ -452,8 +568,20 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] after shutdown.
+    /// [`Error::ShutDown`] after shutdown; [`Error::Backlog`] while the host has not pumped and
+    /// the backlog is at its limit (nothing was queued).
     pub fn post<F>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce(&mut Main<'_>) + Send + 'static,
+    {
+        let shared = self.shared();
+        shared.main.admit(shared, 0)?;
+        post_task(shared, MainTask::Once(Box::new(f)))
+    }
+
+    /// `post` for hostloop's own deliveries, which the API promised: never refused for the
+    /// backlog (see [`Limits`]).
+    pub(crate) fn post_promised<F>(&self, f: F) -> Result<()>
     where
         F: FnOnce(&mut Main<'_>) + Send + 'static,
     {
@@ -466,12 +594,14 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] after shutdown.
+    /// [`Error::ShutDown`] after shutdown; [`Error::Backlog`] at the backlog limit, as for `post`.
     pub fn post_chunked<F>(&self, f: F) -> Result<()>
     where
         F: FnMut(&mut Main<'_>) -> Step + Send + 'static,
     {
-        post_task(self.shared(), MainTask::Chunked(Box::new(f)))
+        let shared = self.shared();
+        shared.main.admit(shared, 0)?;
+        post_task(shared, MainTask::Chunked(Box::new(f)))
     }
 
     /// Runs `f` on the main thread and returns its result, waiting at most the runtime's

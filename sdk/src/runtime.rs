@@ -31,6 +31,8 @@ pub struct Builder {
     call_timeout: Duration,
     drop_deadline: Duration,
     request_pump: Option<Arc<dyn Fn() + Send + Sync>>,
+    backlog_items: usize,
+    backlog_bytes: usize,
 }
 
 impl fmt::Debug for Builder {
@@ -54,6 +56,8 @@ impl Default for Builder {
             call_timeout: Duration::from_secs(2),
             drop_deadline: Duration::from_secs(2),
             request_pump: None,
+            backlog_items: crate::main_thread::DEFAULT_MAIN_BACKLOG_LIMIT,
+            backlog_bytes: crate::main_thread::DEFAULT_MAIN_BACKLOG_BYTES,
         }
     }
 }
@@ -99,6 +103,30 @@ impl Builder {
     /// The deadline `Drop` gives [`Runtime::shutdown`] (default 2 s).
     pub fn drop_deadline(mut self, deadline: Duration) -> Self {
         self.drop_deadline = deadline;
+        self
+    }
+
+    /// The most main-thread items that may wait for a pump (default 1,048,576, at least 1):
+    /// while the host does not pump (a modal dialog, a long save, a breakpoint), producers that
+    /// can be told to wait — `post`, `post_chunked`, `call_on_main` from another thread,
+    /// `post_event`, `emit` from another thread, `spawn` — get
+    /// [`Error::Backlog`](crate::Error::Backlog) instead of growing memory without bound, and
+    /// [`Stats::main_refused`](crate::Stats::main_refused) counts them. What the API already
+    /// promised is never refused (the continuations of jobs already spawned, progress,
+    /// simulation frames, stream items), so the backlog may pass the limit by the work already
+    /// under way when it was reached. [`QueueDepths::main`](crate::QueueDepths::main) is the
+    /// backlog, for a host to show "N results waiting".
+    pub fn main_backlog_limit(mut self, items: usize) -> Self {
+        self.backlog_items = items.max(1);
+        self
+    }
+
+    /// The most bytes of payloads sent with [`Handle::emit`] (from another thread) that may wait
+    /// for a pump (default 256 MiB, at least 1); past it `emit` returns
+    /// [`Error::Backlog`](crate::Error::Backlog), as for
+    /// [`main_backlog_limit`](Builder::main_backlog_limit).
+    pub fn main_backlog_bytes(mut self, bytes: usize) -> Self {
+        self.backlog_bytes = bytes.max(1);
         self
     }
 
@@ -150,6 +178,13 @@ impl Builder {
             doorbell,
             self.call_timeout,
         ));
+        let limits = &shared.main.limits;
+        limits
+            .items
+            .store(self.backlog_items, std::sync::atomic::Ordering::Relaxed);
+        limits
+            .bytes
+            .store(self.backlog_bytes, std::sync::atomic::Ordering::Relaxed);
         let runtime = Runtime {
             handle: Handle::from_shared(shared.clone()),
             drop_deadline: self.drop_deadline,

@@ -845,7 +845,7 @@ impl<S: Simulation> Driver<S> {
                 if let Some(f) = lock(&self.state.on_error).clone() {
                     let message = message.clone();
                     // Runs at a pump (where panics are caught); lost only if shutting down.
-                    let _ = self.handle.post(move |main| {
+                    let _ = self.handle.post_promised(move |main| {
                         let mut f = lock(&f);
                         (*f)(&message, main)
                     });

@@ -317,10 +317,21 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] after shutdown.
+    /// [`Error::ShutDown`] after shutdown; [`Error::Backlog`] while the host has not pumped and
+    /// the backlog is at its limit — in items, or in the bytes of the payloads emitted this way
+    /// and still waiting ([`Builder::main_backlog_bytes`](crate::Builder::main_backlog_bytes)).
+    /// Nothing was queued then.
     pub fn emit(&self, topic: impl Into<String>, payload: OwnedPayload) -> Result<()> {
+        let shared = self.shared();
+        let len = match payload.view() {
+            Payload::Bytes(b) => b.len(),
+            Payload::Array(a) => a.bytes().len(),
+        };
+        shared.main.admit(shared, len.max(1))?;
+        let held = crate::main_thread::MainQueue::hold_bytes(shared, len);
         let topic = topic.into();
-        self.post(move |main| {
+        self.post_promised(move |main| {
+            let _held = held;
             let _ = main.emit(&topic, payload.view());
         })
     }

@@ -178,6 +178,11 @@ fn io_lane_jobs_run_on_io_threads_and_every_priority_is_accepted() {
 }
 
 #[test]
+fn emits_and_spawns_past_the_backlog_limit_are_refused_and_what_was_admitted_arrives() {
+    case("backlog");
+}
+
+#[test]
 fn the_bad_input_program_refuses_unknown_cases() {
     let run = run_program(bad_input(), &["no_such_case"], &[]);
     assert_eq!(run.status.code(), Some(2), "{}", run.describe());
@@ -203,6 +208,7 @@ const PASSING_CASES: &[&str] = &[
     "sink_removes_itself",
     "callbacks_replacing_themselves",
     "lanes_and_priorities",
+    "backlog",
 ];
 
 #[test]

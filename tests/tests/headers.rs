@@ -148,6 +148,8 @@ signatures! {
             -> hl_status_t;
     hl_runtime_stats: "hl_status_t (*)(const hl_runtime_t *, hl_stats_t *)"
         => unsafe extern "C" fn(*const hl_runtime_t, *mut hl_stats_t) -> hl_status_t;
+    hl_runtime_backlog: "hl_status_t (*)(const hl_runtime_t *, uint64_t *, uint64_t *, uint64_t *)"
+        => unsafe extern "C" fn(*const hl_runtime_t, *mut u64, *mut u64, *mut u64) -> hl_status_t;
     hl_runtime_set_sink: "hl_status_t (*)(hl_runtime_t *, hl_sink_fn, void *, hl_finalizer_fn)"
         => unsafe extern "C" fn(*mut hl_runtime_t, hl_sink_fn, *mut c_void, hl_finalizer_fn)
             -> hl_status_t;
@@ -403,6 +405,7 @@ fn library_constants() -> Vec<(&'static str, i64)> {
         ("HL_STATUS_ALREADY_LOADED", v(HL_STATUS_ALREADY_LOADED)),
         ("HL_STATUS_WORKER", v(HL_STATUS_WORKER)),
         ("HL_STATUS_OUT_OF_MEMORY", v(HL_STATUS_OUT_OF_MEMORY)),
+        ("HL_STATUS_BACKLOG", v(HL_STATUS_BACKLOG)),
         ("HL_ISOLATION_IN_PROCESS", v(HL_ISOLATION_IN_PROCESS)),
         ("HL_ISOLATION_OWN_PROCESS", v(HL_ISOLATION_OWN_PROCESS)),
         (
@@ -543,7 +546,7 @@ macro_rules! layouts {
 layouts! {
     hl_runtime_options_t {
         struct_size, abi_version, workers, io_threads, default_budget_us, call_timeout_ms,
-        free_deadline_ms, reserved, stack_size, thread_name,
+        free_deadline_ms, main_backlog_limit, stack_size, thread_name,
     }
     hl_shutdown_report_t {
         struct_size, threads_joined, cancelled_queued, cancelled_running, stragglers,

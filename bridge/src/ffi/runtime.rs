@@ -26,7 +26,7 @@ pub struct hl_runtime_options_t {
     pub default_budget_us: u32,
     pub call_timeout_ms: u32,
     pub free_deadline_ms: u32,
-    pub reserved: u32,
+    pub main_backlog_limit: u32,
     pub stack_size: u64,
     pub thread_name: *const c_char,
 }
@@ -165,7 +165,7 @@ pub unsafe extern "C" fn hl_runtime_options_init(
             default_budget_us: 2_000,
             call_timeout_ms: 2_000,
             free_deadline_ms: 2_000,
-            reserved: 0,
+            main_backlog_limit: 0,
             stack_size: 0,
             thread_name: std::ptr::null(),
         };
@@ -210,12 +210,6 @@ unsafe fn check_options(options: &hl_runtime_options_t) -> FfiResult {
                 "options are for ABI {}, this library speaks ABI {HL_ABI_VERSION}",
                 options.abi_version
             ),
-        ));
-    }
-    if options.reserved != 0 {
-        return Err(Failure::new(
-            HL_STATUS_INVALID_ARG,
-            "options->reserved must be 0",
         ));
     }
     // A negative "all but N threads" setting cast to unsigned lands here as ~4 billion.
@@ -267,6 +261,9 @@ pub unsafe extern "C" fn hl_runtime_new(
             // SAFETY: a non-NULL thread name is a NUL-terminated string per the header.
             builder =
                 builder.thread_name(unsafe { utf8(options.thread_name, "options->thread_name") }?);
+        }
+        if options.main_backlog_limit > 0 {
+            builder = builder.main_backlog_limit(options.main_backlog_limit as usize);
         }
         let free_deadline = Duration::from_millis(options.free_deadline_ms.into());
         builder = builder
@@ -586,5 +583,34 @@ pub unsafe extern "C" fn hl_runtime_stats(
         };
         // SAFETY: non-NULL, with `struct_size` set, per the contract.
         unsafe { write_sized(stats, value, "stats") }
+    })
+}
+
+/// See `hl_runtime_backlog` in `hostloop/runtime.h`.
+///
+/// # Safety
+///
+/// Each output is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_runtime_backlog(
+    rt: *const hl_runtime_t,
+    queued: *mut u64,
+    limit: *mut u64,
+    refused: *mut u64,
+) -> hl_status_t {
+    guard("hl_runtime_backlog", || {
+        let state = RUNTIMES.get(rt, "rt")?;
+        let s = state.rt.stats();
+        for (out, value) in [
+            (queued, s.queued.main as u64),
+            (limit, s.main_backlog_limit as u64),
+            (refused, s.main_refused),
+        ] {
+            if !out.is_null() {
+                // SAFETY: non-NULL outputs are writable, per the contract.
+                unsafe { out.write(value) };
+            }
+        }
+        Ok(())
     })
 }

@@ -51,7 +51,7 @@ class RuntimeOptions(ctypes.Structure):  # hl_runtime_options_t
         ("default_budget_us", ctypes.c_uint32),
         ("call_timeout_ms", ctypes.c_uint32),
         ("free_deadline_ms", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
+        ("main_backlog_limit", ctypes.c_uint32),  # 0 = the default (1,048,576 items)
         ("stack_size", ctypes.c_uint64),
         ("thread_name", ctypes.c_char_p),
     ]

@@ -63,9 +63,15 @@ impl Backend {
     }
 
     /// Posts a host event (the caller checked for shutdown).
-    pub(crate) fn post_event(&self, shared: &Arc<Shared>, event: Event) -> Result<()> {
+    /// `limited`: refused at the backlog limit (see `main_thread::Limits`).
+    pub(crate) fn post_event(
+        &self,
+        shared: &Arc<Shared>,
+        event: Event,
+        limited: bool,
+    ) -> Result<()> {
         match self {
-            Backend::Local(_) => crate::event::post_here(shared, event),
+            Backend::Local(_) => crate::event::post_here(shared, event, limited),
             // The host's hub fans it out, to this plugin's subscribers too.
             Backend::Proxy(p) => p.post_event(&event),
         }
@@ -77,6 +83,17 @@ impl Backend {
         match self {
             Backend::Local(_) => None,
             Backend::Proxy(p) => p.blob(name),
+        }
+    }
+
+    /// Main-thread items this runtime queued that have not run yet, as the backlog limit
+    /// counts them for a post (a plugin's: those it handed its host). A host event posted
+    /// counts the events waiting too.
+    pub(crate) fn main_backlog(&self, shared: &Shared) -> usize {
+        match self {
+            // Without the events (counted where an event is posted): no lock on a post.
+            Backend::Local(_) => shared.main.len(),
+            Backend::Proxy(p) => p.outstanding(),
         }
     }
 

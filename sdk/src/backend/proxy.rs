@@ -8,10 +8,12 @@
 
 use crate::internal::panic::catch;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::abi::*;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handle::Handle;
@@ -26,6 +28,9 @@ pub(crate) struct Proxy {
     services: hl_plugin_services_t,
     /// The NUL-terminated topic of the message being emitted (main thread only).
     topic_buf: Mutex<Vec<u8>>,
+    /// Main-thread items handed to the host that have not run (or been dropped) yet: this
+    /// runtime's backlog, as its limit counts it.
+    outstanding: AtomicUsize,
 }
 
 // SAFETY: the table is plain function pointers plus the host's opaque pointer; the header tags
@@ -86,6 +91,7 @@ impl Proxy {
         Ok(Proxy {
             services: *services,
             topic_buf: Mutex::new(Vec::new()),
+            outstanding: AtomicUsize::new(0),
         })
     }
 
@@ -153,11 +159,18 @@ impl Proxy {
         }
     }
 
+    /// Items handed to the host not yet run or dropped.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn post_main(&self, shared: &Arc<Shared>, item: MainItem) -> Result<()> {
-        let data = Box::into_raw(Box::new((shared.clone(), Some(item)) as QueuedMain));
         let Some(post) = self.services.post_main else {
             return Err(Error::ShutDown);
         };
+        // Counted before the host can run it (and uncount it): `run_main`/`drop_main` undo it.
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        let data = Box::into_raw(Box::new((shared.clone(), Some(item)) as QueuedMain));
         // SAFETY: as for `spawn`: exactly one of `run_main` (until it returns DONE) and
         // `drop_main` consumes `data`.
         match unsafe {
@@ -202,6 +215,7 @@ impl Proxy {
         // and copies what it keeps.
         match with_c_event(event, |e| unsafe { post(self.services.host, e) }) {
             HL_STATUS_OK => Ok(()),
+            HL_STATUS_BACKLOG => Err(Error::Backlog),
             HL_STATUS_INVALID_ARG | HL_STATUS_INVALID_UTF8 => {
                 Err(Error::InvalidArgument("the host refused the event"))
             }
@@ -259,6 +273,7 @@ unsafe extern "C" fn run_main(data: *mut c_void, budget_left_ns: u64) -> u32 {
             HL_STEP_CONTINUE
         }
         None => {
+            uncount(shared);
             // SAFETY: done: the box is consumed here, once.
             let queued = unsafe { Box::from_raw(slot) };
             let _ = catch(move || drop(queued));
@@ -267,11 +282,19 @@ unsafe extern "C" fn run_main(data: *mut c_void, budget_left_ns: u64) -> u32 {
     }
 }
 
+/// One of this runtime's main-thread items is done with.
+fn uncount(shared: &Shared) {
+    if let Backend::Proxy(p) = &shared.backend {
+        p.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 unsafe extern "C" fn drop_main(data: *mut c_void) {
     // SAFETY: as for `run_main`; `drop_main` is the last use of `data`.
     let queued = unsafe { Box::from_raw(data.cast::<QueuedMain>()) };
     let _ = catch(move || {
-        let (_shared, item) = *queued;
+        let (shared, item) = *queued;
+        uncount(&shared);
         match item {
             // The job outlives this item: release its callbacks now, as a local shutdown does.
             Some(MainItem::Task(MainTask::Deliver(job))) | Some(MainItem::Progress(job)) => {

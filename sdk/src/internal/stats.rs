@@ -165,6 +165,13 @@ pub struct Stats {
     pub sink_dropped: u64,
     /// Host events a full background subscriber channel could not take.
     pub events_dropped: u64,
+    /// Calls refused with [`Error::Backlog`](crate::Error::Backlog) because the host had not
+    /// pumped and the main-thread backlog was at its limit.
+    pub main_refused: u64,
+    /// The backlog limit, in items ([`Builder::main_backlog_limit`](crate::Builder::main_backlog_limit)).
+    pub main_backlog_limit: usize,
+    /// Bytes of payloads emitted from other threads waiting for a pump.
+    pub main_queued_bytes: usize,
     /// Times the doorbell was rung (once per empty → non-empty transition).
     pub doorbell_rings: u64,
     /// CPU workers currently parked.

@@ -86,8 +86,8 @@ impl TaskShared {
         // A main-thread item either way: the continuation, or a wake-up for a host that polls
         // `try_result` from its loop (the doorbell rings for it like for a job's answer).
         let _ = match on_done {
-            Some(f) => self.host.post(move |main| f(result, main)),
-            None => self.host.post(|_| {}),
+            Some(f) => self.host.post_promised(move |main| f(result, main)),
+            None => self.host.post_promised(|_| {}),
         };
     }
 
@@ -120,7 +120,7 @@ impl Task {
         match st.result.clone() {
             Some(result) => {
                 drop(st);
-                let _ = self.0.host.post(move |main| f(result, main));
+                let _ = self.0.host.post_promised(move |main| f(result, main));
             }
             None => st.on_done = Some(Box::new(f)),
         }

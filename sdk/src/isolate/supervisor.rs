@@ -1160,7 +1160,7 @@ impl Thread {
                 let batch = std::mem::take(&mut p.batch);
                 let (cmds, waker) = (self.cmds.clone(), self.waker.clone());
                 let posted = host.as_ref().map(|h| {
-                    h.post(move |main| {
+                    h.post_promised(move |main| {
                         for (topic, body) in &batch {
                             let _ = main.emit(topic, body.view());
                         }
@@ -1732,7 +1732,7 @@ impl Body {
 
 fn emit_text(host: Option<&Handle>, topic: &'static str, text: String) {
     if let Some(h) = host {
-        let _ = h.post(move |main| {
+        let _ = h.post_promised(move |main| {
             let _ = main.emit(topic, Payload::Bytes(text.as_bytes()));
         });
     }

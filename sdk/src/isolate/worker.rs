@@ -411,7 +411,7 @@ impl Worker {
             },
             Msg::Event(e) => {
                 // Refused only after shutdown, which this loop does not reach while it runs.
-                let _ = self.rt.post_event(e);
+                let _ = self.rt.post_event_promised(e);
                 self.want_pump = true;
             }
             Msg::Ack { seq } => {
@@ -460,7 +460,7 @@ impl Worker {
                     if fraction - last >= 0.01 || fraction >= 1.0 {
                         last = fraction;
                         lock(&out).outbox.push(&Msg::TaskProgress { req, fraction });
-                        let _ = handle.post(|_| {});
+                        let _ = handle.post_promised(|_| {});
                     }
                 };
                 let answer = match runner.run(&name, &input, &flag, &mut progress) {
@@ -473,7 +473,7 @@ impl Worker {
                 };
                 lock(&out).outbox.push(&answer);
                 // A no-op main-thread item rings the doorbell: the loop wakes and writes it.
-                let _ = handle.post(|_| {});
+                let _ = handle.post_promised(|_| {});
             })?;
         self.tasks.insert(req, (cancel, thread));
         Ok(())

@@ -254,8 +254,12 @@ pub(super) unsafe extern "C" fn svc_post_main(
             Err(status) => return status,
         };
         // Refused only by a runtime shutting down: the triple stays parked and is dropped at
-        // unload.
-        let _ = rt.post_chunked(move |main| me.run_main_one(main));
+        // unload. (The plugin's runtime applies the backlog limit to what it posts: this is
+        // its delivery, and may hold a job's continuation, which is never refused.)
+        let _ = crate::main_thread::post_task(
+            rt.shared(),
+            crate::main_thread::MainTask::Chunked(Box::new(move |main| me.run_main_one(main))),
+        );
         HL_STATUS_OK
     })
 }

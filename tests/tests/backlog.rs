@@ -1,0 +1,307 @@
+//! The main-thread backlog is bounded: while the host does not pump (a modal dialog, a long
+//! save), producers that can be told to wait get `Error::Backlog` at the limit — counted,
+//! nothing queued, nothing silently lost — while what the API already promised (the
+//! continuations of jobs already spawned) still arrives; once the host pumps, everything
+//! admitted arrives in order, and the memory a large backlog took is given back.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bridge::sdk::{Error, Event, EventFilter, Message, OwnedPayload, Payload, Runtime};
+
+/// Only fires on failure.
+const HANG_LIMIT: Duration = Duration::from_secs(120);
+
+fn drain(rt: &Runtime, mut done: impl FnMut() -> bool) {
+    let report = rt
+        .run_until(&mut done, Duration::from_millis(5), HANG_LIMIT)
+        .unwrap();
+    assert!(report.finished, "not drained after {HANG_LIMIT:?}");
+}
+
+#[test]
+fn posts_past_the_limit_are_refused_counted_and_the_admitted_ones_run_in_order() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .main_backlog_limit(1000)
+        .build()
+        .unwrap();
+    let ran: Arc<Mutex<Vec<usize>>> = Arc::default();
+    // A producer on another thread, at full speed, while the main thread does not pump.
+    let (handle, sink) = (rt.handle().clone(), ran.clone());
+    let admitted = std::thread::spawn(move || {
+        let mut admitted = 0;
+        for i in 0..5000 {
+            let sink = sink.clone();
+            match handle.post(move |_main| sink.lock().unwrap().push(i)) {
+                Ok(()) => admitted += 1,
+                Err(Error::Backlog) => {}
+                Err(e) => panic!("post {i}: {e}"),
+            }
+        }
+        admitted
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        admitted, 1000,
+        "exactly the limit is admitted (one producer)"
+    );
+    let stats = rt.stats();
+    assert_eq!(stats.queued.main, 1000);
+    assert_eq!(stats.main_refused, 4000);
+    assert_eq!(stats.main_backlog_limit, 1000);
+    // A spawn and a chunked post are refused too; the backlog says why.
+    assert!(matches!(rt.spawn(|_| Ok(())), Err(Error::Backlog)));
+    assert!(matches!(
+        rt.post_chunked(|_| bridge::sdk::Step::Done),
+        Err(Error::Backlog)
+    ));
+    let err = rt.post(|_| {}).unwrap_err();
+    assert!(err.to_string().contains("backlog"), "{err}");
+
+    drain(&rt, || ran.lock().unwrap().len() == admitted);
+    assert_eq!(
+        *ran.lock().unwrap(),
+        (0..1000).collect::<Vec<_>>(),
+        "in order"
+    );
+    // Drained: posts are admitted again.
+    let again = Arc::new(AtomicUsize::new(0));
+    let a = again.clone();
+    rt.post(move |_| {
+        a.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    drain(&rt, || again.load(Ordering::SeqCst) == 1);
+}
+
+#[test]
+fn continuations_of_jobs_already_spawned_arrive_past_the_limit_and_new_spawns_wait() {
+    let rt = Runtime::builder()
+        .workers(2)
+        .main_backlog_limit(50)
+        .build()
+        .unwrap();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    // Jobs held at a gate, so that all of them are spawned before any finishes.
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let mut spawned = 0;
+    for _ in 0..40 {
+        let (gate, delivered) = (gate.clone(), delivered.clone());
+        let job = rt
+            .spawn(move |_| {
+                let (open, cv) = &*gate;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                Ok(())
+            })
+            .unwrap();
+        job.on_main(move |r, _| {
+            r.unwrap();
+            delivered.fetch_add(1, Ordering::SeqCst);
+        });
+        spawned += 1;
+    }
+    // Fill the rest of the backlog with posts from the main thread.
+    let mut posted = 0;
+    while rt.post(|_| {}).is_ok() {
+        posted += 1;
+        assert!(posted <= 50, "the limit holds");
+    }
+    assert_eq!(posted, 50, "the jobs' continuations are not queued yet");
+    // The 40 jobs finish now: their continuations were promised and pass the limit.
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    let deadline = Instant::now() + HANG_LIMIT;
+    while rt.stats().queued.main < 90 {
+        assert!(
+            Instant::now() < deadline,
+            "the continuations were not queued"
+        );
+        std::thread::yield_now();
+    }
+    assert!(matches!(rt.spawn(|_| Ok(())), Err(Error::Backlog)));
+    drain(&rt, || delivered.load(Ordering::SeqCst) == spawned);
+    assert_eq!(rt.stats().queued.main, 0);
+    assert!(rt.spawn(|_| Ok(())).is_ok(), "drained: spawns are admitted");
+}
+
+#[test]
+fn emitted_payloads_are_held_to_the_byte_limit_and_all_admitted_reach_the_sink() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .main_backlog_bytes(1 << 20)
+        .build()
+        .unwrap();
+    let got: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let sink = got.clone();
+    rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
+        if let Payload::Bytes(b) = m.payload {
+            sink.lock().unwrap().push(b[0]);
+        }
+    })));
+    let handle = rt.handle().clone();
+    let admitted = std::thread::spawn(move || {
+        let mut admitted = 0u8;
+        for _ in 0..100 {
+            match handle.emit(
+                "backlog/blob",
+                OwnedPayload::Bytes(vec![admitted; 64 << 10]),
+            ) {
+                Ok(()) => admitted += 1,
+                Err(Error::Backlog) => {}
+                Err(e) => panic!("emit: {e}"),
+            }
+        }
+        admitted
+    })
+    .join()
+    .unwrap();
+    assert_eq!(admitted, 16, "16 payloads of 64 KiB fill 1 MiB");
+    let stats = rt.stats();
+    assert_eq!(stats.main_queued_bytes, 16 << 16);
+    assert_eq!(stats.main_refused, 84);
+    drain(&rt, || got.lock().unwrap().len() == usize::from(admitted));
+    assert_eq!(*got.lock().unwrap(), (0..admitted).collect::<Vec<_>>());
+    assert_eq!(
+        rt.stats().main_queued_bytes,
+        0,
+        "the bytes are released with the items"
+    );
+}
+
+#[test]
+fn events_are_refused_at_the_limit_unless_they_coalesce_into_one_waiting() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .main_backlog_limit(10)
+        .build()
+        .unwrap();
+    type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let _sub = rt.subscribe(EventFilter::All, move |e, _| {
+        if let Event::Custom { topic, bytes, .. } = e {
+            s.lock().unwrap().push((topic.clone(), bytes.clone()));
+        }
+    });
+    let custom = |topic: &str, byte: u8, coalesce: bool| Event::Custom {
+        topic: topic.into(),
+        bytes: vec![byte],
+        coalesce,
+    };
+    for i in 0..9 {
+        rt.post_event(custom("e", i, false)).unwrap();
+    }
+    rt.post_event(custom("c", 0, true)).unwrap();
+    assert!(matches!(
+        rt.post_event(custom("e", 99, false)),
+        Err(Error::Backlog)
+    ));
+    assert!(matches!(
+        rt.post_event(custom("d", 0, true)),
+        Err(Error::Backlog)
+    ));
+    // Replacing the waiting "c" adds nothing: taken.
+    rt.post_event(custom("c", 1, true)).unwrap();
+    assert_eq!(rt.stats().main_refused, 2);
+    drain(&rt, || seen.lock().unwrap().len() == 10);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[..9].iter().map(|(_, b)| b[0]).collect::<Vec<_>>(),
+        (0..9).collect::<Vec<_>>()
+    );
+    assert_eq!(seen[9], ("c".to_owned(), vec![1]));
+}
+
+/// This process's resident set, in bytes.
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = status.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn a_stalled_host_holds_memory_to_the_limit_and_everything_admitted_arrives() {
+    // A producer emitting 1 KiB messages as fast as it can, retrying when refused, while the
+    // host does not pump; then the host pumps everything.
+    let rt = Runtime::builder()
+        .workers(1)
+        .main_backlog_limit(20_000)
+        .build()
+        .unwrap();
+    let got = Arc::new(AtomicUsize::new(0));
+    let sink = got.clone();
+    rt.set_sink(Some(Box::new(move |_m: &Message<'_>| {
+        sink.fetch_add(1, Ordering::Relaxed);
+    })));
+    let before = rss();
+    let handle = rt.handle().clone();
+    let (refused, admitted) = std::thread::spawn(move || {
+        let (mut refused, mut admitted) = (0u64, 0usize);
+        // Far more than the limit: unbounded, this is 200 MB.
+        for _ in 0..200_000 {
+            match handle.emit("stall/msg", OwnedPayload::Bytes(vec![7u8; 1024])) {
+                Ok(()) => admitted += 1,
+                Err(Error::Backlog) => refused += 1,
+                Err(e) => panic!("emit: {e}"),
+            }
+        }
+        (refused, admitted)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(admitted, 20_000);
+    assert_eq!(refused, 180_000);
+    let held = rss().saturating_sub(before);
+    assert!(
+        held < 100 << 20,
+        "the stalled backlog holds {held} bytes: bounded by the limit (20k x 1 KiB)"
+    );
+    drain(&rt, || got.load(Ordering::Relaxed) == admitted);
+    assert_eq!(rt.stats().queued.main, 0);
+}
+
+#[test]
+fn the_memory_of_a_large_drained_backlog_is_given_back() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .main_backlog_limit(usize::MAX)
+        .build()
+        .unwrap();
+    let before = rss();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let n = 400_000;
+    for _ in 0..n {
+        let (ran, bulk) = (ran.clone(), vec![1u8; 512]);
+        rt.post(move |_| {
+            std::hint::black_box(&bulk);
+            ran.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+    }
+    let peak = rss();
+    let grown = peak.saturating_sub(before);
+    assert!(grown > 100 << 20, "the backlog took memory: {grown} bytes");
+    drain(&rt, || ran.load(Ordering::Relaxed) == n);
+    // The trim runs on the IO lane after the drain: wait for it, with a deadline.
+    let deadline = Instant::now() + HANG_LIMIT;
+    loop {
+        let now = rss();
+        if now.saturating_sub(before) < grown / 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "resident memory stayed at {now} after the drain (before {before}, peak {peak})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
