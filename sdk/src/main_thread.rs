@@ -224,7 +224,7 @@ pub const DEFAULT_MAIN_BACKLOG_LIMIT: usize = 1 << 20;
 pub const DEFAULT_MAIN_BACKLOG_BYTES: usize = 256 << 20;
 /// A pump that finds at least this many items waiting drained a backlog worth handing its
 /// memory back to the system once it is empty (see `trim`).
-const TRIM_AFTER: usize = 1 << 16;
+pub(crate) const TRIM_AFTER: usize = 1 << 16;
 
 /// The bound on a runtime's main-thread backlog, and what it refused.
 ///
@@ -314,7 +314,7 @@ impl MainQueue {
 
 /// Hands freed memory back to the system (glibc keeps what a drained backlog freed in its
 /// arenas, so a host's resident size stayed at its peak after a stall).
-fn trim() {
+pub(crate) fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         unsafe extern "C" {

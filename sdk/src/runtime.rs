@@ -365,6 +365,11 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
         report.main_items_dropped += 1;
     }
     shared.latest.clear();
+    if report.main_items_dropped >= crate::main_thread::TRIM_AFTER {
+        // A large backlog was dropped: its memory goes back to the system, not at the next
+        // runtime's mercy.
+        crate::main_thread::trim();
+    }
     #[cfg(unix)]
     if let Some(w) = workers {
         w.wait(until);

@@ -221,6 +221,13 @@ fn events_are_refused_at_the_limit_unless_they_coalesce_into_one_waiting() {
     assert_eq!(seen[9], ("c".to_owned(), vec![1]));
 }
 
+/// The tests that read this process's resident set take turns (the others allocate little).
+static RSS_TESTS: Mutex<()> = Mutex::new(());
+
+fn rss_turn() -> std::sync::MutexGuard<'static, ()> {
+    RSS_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// This process's resident set, in bytes.
 fn rss() -> usize {
     let status = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -230,6 +237,7 @@ fn rss() -> usize {
 
 #[test]
 fn a_stalled_host_holds_memory_to_the_limit_and_everything_admitted_arrives() {
+    let _turn = rss_turn();
     // A producer emitting 1 KiB messages as fast as it can, retrying when refused, while the
     // host does not pump; then the host pumps everything.
     let rt = Runtime::builder()
@@ -271,6 +279,7 @@ fn a_stalled_host_holds_memory_to_the_limit_and_everything_admitted_arrives() {
 
 #[test]
 fn the_memory_of_a_large_drained_backlog_is_given_back() {
+    let _turn = rss_turn();
     let rt = Runtime::builder()
         .workers(1)
         .main_backlog_limit(usize::MAX)
@@ -304,4 +313,32 @@ fn the_memory_of_a_large_drained_backlog_is_given_back() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_large_backlog_dropped_by_shutdown_gives_its_memory_back() {
+    let _turn = rss_turn();
+    let rt = Runtime::builder()
+        .workers(1)
+        .main_backlog_limit(usize::MAX)
+        .build()
+        .unwrap();
+    let before = rss();
+    for _ in 0..400_000 {
+        let bulk = vec![1u8; 512];
+        rt.post(move |_| {
+            std::hint::black_box(&bulk);
+        })
+        .unwrap();
+    }
+    let grown = rss().saturating_sub(before);
+    assert!(grown > 100 << 20, "the backlog took memory: {grown} bytes");
+    let report = rt.shutdown(Duration::from_secs(10));
+    assert_eq!(report.main_items_dropped, 400_000);
+    drop(rt);
+    let after = rss().saturating_sub(before);
+    assert!(
+        after < grown / 4,
+        "{after} of the backlog's {grown} bytes stayed resident after shutdown"
+    );
 }
