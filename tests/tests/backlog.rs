@@ -342,3 +342,137 @@ fn a_large_backlog_dropped_by_shutdown_gives_its_memory_back() {
         "{after} of the backlog's {grown} bytes stayed resident after shutdown"
     );
 }
+
+/// What a producer sends while the host is stalled.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Post,
+    Emit,
+    Event,
+    Spawn,
+}
+
+/// One producer kind at full speed for `stall` while the main thread does not pump: the
+/// process's resident set stays bounded, and once the host pumps everything admitted arrives,
+/// in order (jobs: each continuation once).
+fn stall(kind: Kind, stall: Duration) {
+    let _turn = rss_turn();
+    let rt = Runtime::builder()
+        .workers(1)
+        .main_backlog_limit(50_000)
+        .build()
+        .unwrap();
+    let got: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let sink = got.clone();
+    rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
+        if let Payload::Bytes(b) = m.payload {
+            sink.lock()
+                .unwrap()
+                .push(u64::from_le_bytes(b[..8].try_into().unwrap()));
+        }
+    })));
+    let events = got.clone();
+    let _sub = rt.subscribe(EventFilter::All, move |e, _| {
+        if let Event::Custom { bytes, .. } = e {
+            events
+                .lock()
+                .unwrap()
+                .push(u64::from_le_bytes(bytes[..8].try_into().unwrap()));
+        }
+    });
+    let before = rss();
+    let handle = rt.handle().clone();
+    let record = got.clone();
+    let (admitted, refused, peak) = std::thread::spawn(move || {
+        let (mut admitted, mut refused, mut peak) = (0u64, 0u64, 0usize);
+        let end = Instant::now() + stall;
+        let mut i = 0u64;
+        while Instant::now() < end {
+            let mut bytes = i.to_le_bytes().to_vec();
+            bytes.resize(1024, 0);
+            let r = match kind {
+                Kind::Post => {
+                    let record = record.clone();
+                    handle.post(move |_| record.lock().unwrap().push(i))
+                }
+                Kind::Emit => handle.emit("stall/msg", OwnedPayload::Bytes(bytes)),
+                Kind::Event => handle.post_event(Event::Custom {
+                    topic: "stall/event".into(),
+                    bytes,
+                    coalesce: false,
+                }),
+                Kind::Spawn => {
+                    let record = record.clone();
+                    handle.spawn(move |_| Ok(i)).map(|job| {
+                        let _ = job.on_main(move |r, _| record.lock().unwrap().push(r.unwrap()));
+                    })
+                }
+            };
+            match r {
+                Ok(()) => {
+                    admitted += 1;
+                    i += 1;
+                }
+                Err(Error::Backlog) => refused += 1,
+                Err(e) => panic!("{kind:?} {i}: {e}"),
+            }
+            if (admitted + refused) % 4096 == 0 {
+                peak = peak.max(rss());
+                if peak.saturating_sub(before) > 1 << 30 {
+                    break; // unbounded: stop before the machine runs out (the test fails)
+                }
+            }
+        }
+        (admitted, refused, peak.max(rss()))
+    })
+    .join()
+    .unwrap();
+    let held = peak.saturating_sub(before);
+    eprintln!(
+        "{kind:?}: {admitted} admitted, {refused} refused in {stall:?}; peak resident growth {} MiB",
+        held >> 20
+    );
+    assert!(refused > 0, "{kind:?}: the stall reached the limit");
+    assert!(
+        held < 300 << 20,
+        "{kind:?}: {held} bytes resident during the stall (limit 50k items)"
+    );
+    assert_eq!(rt.stats().main_refused, refused);
+    drain(&rt, || got.lock().unwrap().len() as u64 == admitted);
+    let got = got.lock().unwrap();
+    match kind {
+        Kind::Spawn => {
+            let mut sorted = got.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..admitted).collect::<Vec<_>>(), "each job once");
+        }
+        _ => assert_eq!(
+            *got,
+            (0..admitted).collect::<Vec<_>>(),
+            "{kind:?}: in order"
+        ),
+    }
+}
+
+/// The reliability issue's stall: 10 s per producer kind.
+const STALL: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_ten_second_stall_with_a_posting_producer_stays_bounded() {
+    stall(Kind::Post, STALL);
+}
+
+#[test]
+fn a_ten_second_stall_with_an_emitting_producer_stays_bounded() {
+    stall(Kind::Emit, STALL);
+}
+
+#[test]
+fn a_ten_second_stall_with_an_event_producer_stays_bounded() {
+    stall(Kind::Event, STALL);
+}
+
+#[test]
+fn a_ten_second_stall_with_a_spawning_producer_stays_bounded() {
+    stall(Kind::Spawn, STALL);
+}
