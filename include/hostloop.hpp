@@ -432,6 +432,14 @@ struct ShutdownReport {
 /** \brief The runtime's counters: the C struct, with `struct_size` set. */
 using Stats = hl_stats_t;
 
+/** \brief The main-thread backlog (`hl_runtime_backlog`): items waiting for a pump, the limit
+ *  (`Options::main_backlog_limit`), and the calls refused with HL_STATUS_BACKLOG so far. */
+struct Backlog {
+    uint64_t queued = 0;
+    uint64_t limit = 0;
+    uint64_t refused = 0;
+};
+
 /** \brief What `Plugin::unload()` did (`hl_unload_report_t`). */
 struct UnloadReport {
     /** True when the image was retired (kept mapped, unused) instead of unmapped: always for a
@@ -966,6 +974,14 @@ public:
         stats.struct_size = sizeof stats;
         detail::check(hl_runtime_stats(raw_, &stats));
         return stats;
+    }
+
+    /** \brief The main-thread backlog, for a host's "N results waiting"; works after shutdown
+     *  too. Throws `Error` (INVALID_HANDLE). [any-thread] */
+    [[nodiscard]] Backlog backlog() const {
+        Backlog b;
+        detail::check(hl_runtime_backlog(raw_, &b.queued, &b.limit, &b.refused));
+        return b;
     }
 
     /** \brief A copy of the runtime's plugin counters; works after shutdown too. Throws `Error`

@@ -253,12 +253,51 @@ int cancel() {
     return failures == 0 ? 0 : 1;
 }
 
+// hostloop.hpp: past `Options::main_backlog_limit`, `emit` and `spawn` throw `Error` with
+// HL_STATUS_BACKLOG while the host does not pump; `backlog()` says so; a pump frees the limit.
+int backlog() {
+    hostloop::Runtime rt(hostloop::Options().workers(1).main_backlog_limit(4));
+    int admitted = 0;
+    hl_status_t refused_with = HL_STATUS_OK;
+    for (int i = 0; i < 10; i++) {
+        try {
+            rt.emit("backlog/msg", "x");
+            admitted++;
+        } catch (const hostloop::Error &e) {
+            refused_with = e.status();
+        }
+    }
+    hl_status_t spawn_refused_with = HL_STATUS_OK;
+    try {
+        hostloop::Job job = rt.spawn([](hostloop::JobContext &) -> int32_t { return 0; });
+        (void)job;
+    } catch (const hostloop::Error &e) {
+        spawn_refused_with = e.status();
+    }
+    const hostloop::Backlog b = rt.backlog();
+    std::printf("backlog admitted=%d refused_with=%s spawn_refused_with=%s queued=%llu limit=%llu "
+                "refused=%llu\n",
+                admitted, hostloop::status_name(refused_with), hostloop::status_name(spawn_refused_with),
+                static_cast<unsigned long long>(b.queued), static_cast<unsigned long long>(b.limit),
+                static_cast<unsigned long long>(b.refused));
+    check(admitted == 4, "the limit admits 4");
+    check(refused_with == HL_STATUS_BACKLOG, "emit past the limit throws BACKLOG");
+    check(spawn_refused_with == HL_STATUS_BACKLOG, "spawn past the limit throws BACKLOG");
+    check(b.queued == 4 && b.limit == 4 && b.refused == 7, "backlog() reports it");
+    pump_until(rt, [&] { return rt.backlog().queued == 0; });
+    rt.emit("backlog/msg", "x");  // admitted again: throws otherwise
+    return failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
     try {
         if (argc == 2 && std::strcmp(argv[1], "cancel") == 0) {
             return cancel();
+        }
+        if (argc == 2 && std::strcmp(argv[1], "backlog") == 0) {
+            return backlog();
         }
         return host();
     } catch (const std::exception &e) {

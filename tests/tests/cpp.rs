@@ -124,6 +124,22 @@ fn the_hostloop_hpp_host_is_clean_under_address_and_undefined_behaviour_sanitize
 /// throws) "ends the job quietly as cancelled"; its trampoline returns `HL_STATUS_CANCELLED` as
 /// the code, which the bridge turns into FAILED (see bad_input's
 /// a_job_cancelled_while_running_is_cancelled_whatever_run_returned).
+/// hostloop.hpp: `emit` and `spawn` past `Options::main_backlog_limit` throw `Error` with
+/// HL_STATUS_BACKLOG while the host does not pump, and `Runtime::backlog()` reports it.
+#[test]
+fn hpp_emits_and_spawns_past_the_backlog_limit_throw_backlog() {
+    let (_dir, exe) = build_hpp_host("cpp-hpp-backlog", &[]);
+    let run = run_program(&exe, &["backlog"], &[]);
+    run.assert_success("host_hpp.cpp backlog");
+    assert_eq!(
+        run.value("refused_with"),
+        Some("HL_STATUS_BACKLOG"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(run.number("refused"), 7, "{}", run.describe());
+}
+
 #[test]
 fn a_hpp_job_stopped_by_check_ends_cancelled() {
     let (_dir, exe) = build_hpp_host("cpp-hpp-cancel", &[]);
