@@ -317,14 +317,7 @@ if __name__ == "__main__":
 
 impl PoolBench {
     pub fn new(trips: usize) -> Result<PoolBench, String> {
-        let (_, worker) = programs()?;
-        let crashy = worker.with_file_name(format!(
-            "{}fixture_crashy{}",
-            std::env::consts::DLL_PREFIX,
-            std::env::consts::DLL_SUFFIX
-        ));
-        let profile_dir = worker.parent().ok_or("no target directory")?;
-        build_package(profile_dir, "hostloop-fixture-crashy")?;
+        let (crashy, worker) = crashy_and_worker()?;
         Ok(PoolBench {
             trips,
             crashy,
@@ -446,14 +439,7 @@ pub struct ShmBench {
 
 impl ShmBench {
     pub fn new(size: usize, trips: usize) -> Result<ShmBench, String> {
-        let (_, worker) = programs()?;
-        let crashy = worker.with_file_name(format!(
-            "{}fixture_crashy{}",
-            std::env::consts::DLL_PREFIX,
-            std::env::consts::DLL_SUFFIX
-        ));
-        let profile_dir = worker.parent().ok_or("no target directory")?;
-        build_package(profile_dir, "hostloop-fixture-crashy")?;
+        let (crashy, worker) = crashy_and_worker()?;
         Ok(ShmBench {
             size,
             trips,
@@ -569,6 +555,19 @@ impl ShmBench {
             Target::RatioAtMost(1.25),
         )]
     }
+}
+
+/// The `crashy` fixture plugin and the worker program, built beside this program if missing.
+fn crashy_and_worker() -> Result<(PathBuf, PathBuf), String> {
+    let (_, worker) = programs()?;
+    let crashy = worker.with_file_name(format!(
+        "{}fixture_crashy{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    let profile_dir = worker.parent().ok_or("no target directory")?;
+    build_package(profile_dir, "hostloop-fixture-crashy")?;
+    Ok((crashy, worker))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
