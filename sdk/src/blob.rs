@@ -78,6 +78,17 @@ impl Blob {
         self.0.fd.try_clone()
     }
 
+    /// Its memfd, to pass to another process (`SCM_RIGHTS`) while the blob lives.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.fd.as_fd()
+    }
+
+    /// A blob of its own (named `name`, in no runtime's table) holding a copy of `bytes`,
+    /// sealed: how large bytes cross to another process.
+    pub(crate) fn sealed(name: &str, bytes: &[u8]) -> Result<Blob> {
+        seal(name, |f| f.write_all(bytes))
+    }
+
     /// Maps a blob received as `fd` (from a host), after checking it cannot change under the
     /// mapping: a memfd sealed against shrinking, growing and writing, of `len` bytes.
     pub(crate) fn from_fd(name: &str, fd: OwnedFd, len: u64) -> Result<Blob> {

@@ -293,6 +293,71 @@ fn a_request_pending_when_the_worker_hangs_resolves_with_an_error() {
     wait_for("the hung worker reaped", || gone(pid));
 }
 
+/// The last `crashy/ballasted` answer: (length, checksum) of the plugin's ballast.
+fn ballast(host: &Host) -> Option<(u64, u64)> {
+    let got = host.inbox.lock().unwrap();
+    let (_, b) = got.iter().rev().find(|(t, _)| t == "crashy/ballasted")?;
+    Some((
+        u64::from_le_bytes(b[..8].try_into().unwrap()),
+        u64::from_le_bytes(b[8..16].try_into().unwrap()),
+    ))
+}
+
+/// A saved state larger than any frame may be (64 MiB) crosses in a sealed memfd both ways —
+/// the worker's checkpoints to the host, the host's copy back into the restarted worker — and
+/// the plugin comes back with all of it.
+#[test]
+fn a_state_larger_than_a_frame_is_saved_and_restored_across_a_crash() {
+    let host = Host::new();
+    let options = isolated().save_interval(Duration::from_millis(200));
+    let plugin = host
+        .rt
+        .load_plugin_with(fixture("fixture_crashy"), &options)
+        .unwrap();
+    let size: u64 = 80 << 20;
+    host.send("crashy/ballast", size.to_string().as_bytes());
+    host.pump_until("the ballast", |got| {
+        got.iter().any(|(t, _)| t == "crashy/ballasted")
+    });
+    let made = ballast(&host).unwrap();
+    assert_eq!(made.0, size);
+    let pid = count_to_and_save(&host, &plugin, 3);
+    assert!(
+        host.texts("hostloop/plugin/crashed").is_empty(),
+        "the checkpoints crossed without faulting the worker: {:?}",
+        host.texts("hostloop/plugin/crashed")
+    );
+
+    host.send("crashy/crash", b"segv");
+    host.pump_until("the restart", |got| {
+        !texts(got, "hostloop/plugin/restarted").is_empty()
+    });
+    let restarted = host.texts("hostloop/plugin/restarted").remove(0);
+    assert!(
+        restarted.contains("from its last saved state"),
+        "{restarted}"
+    );
+    let new_pid = plugin.info().pid.expect("restarted");
+    assert_ne!(new_pid, pid);
+    host.inbox.lock().unwrap().clear();
+    host.send("crashy/ballast", b"");
+    host.send("crashy/tick", b"");
+    host.pump_until("the restored ballast and count", |got| {
+        !counts(got).is_empty() && got.iter().any(|(t, _)| t == "crashy/ballasted")
+    });
+    assert_eq!(
+        ballast(&host),
+        Some(made),
+        "every byte of the state came back"
+    );
+    assert_eq!(
+        counts(&host.inbox.lock().unwrap()).last(),
+        Some(&(4, new_pid))
+    );
+    let report = plugin.unload(Duration::from_secs(5));
+    assert_eq!(report.stragglers, 0);
+}
+
 #[test]
 fn after_its_restart_limit_a_plugin_stays_down_and_says_why() {
     let host = Host::new();

@@ -277,3 +277,33 @@ fn an_isolated_plugin_submits_tasks_to_a_pool_of_its_own_workers() {
         options().isolation(bridge::sdk::plugin::Isolation::OwnProcess),
     );
 }
+
+/// A task's input and result above the inline limit (64 KiB) cross in sealed memfds, not
+/// through the socket, and arrive intact.
+#[test]
+fn large_task_inputs_and_results_arrive_intact() {
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let pool = rt
+        .task_pool(fixture("fixture_crashy"), 1, &options())
+        .unwrap();
+    let input: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 241) as u8).collect();
+    let echo = pool.submit("echo", input.clone());
+    let sum = pool.submit("sum", input.clone());
+    let report = rt
+        .run_until(
+            || echo.try_result().is_some() && sum.try_result().is_some(),
+            Duration::from_millis(2),
+            HANG_LIMIT,
+        )
+        .unwrap();
+    assert!(report.finished, "the answers did not come");
+    assert!(
+        echo.try_result().unwrap().unwrap() == input,
+        "the echo differs"
+    );
+    let summed = sum.try_result().unwrap().unwrap();
+    assert_eq!(
+        u64::from_le_bytes(summed[..8].try_into().unwrap()),
+        checksum(&input)
+    );
+}

@@ -220,8 +220,9 @@ pub(crate) struct Remote {
     pub(crate) slot: u32,
     pub(crate) name: Mutex<String>,
     pub(crate) path: Mutex<PathBuf>,
-    /// The last state it saved, for a restart.
-    pub(crate) state: Mutex<Option<Vec<u8>>>,
+    /// The last state it saved, for a restart (sealed in a memfd when large: the worker's
+    /// memory, handed over, never copied through the socket or on this side).
+    pub(crate) state: Mutex<Option<wire::WireBytes>>,
     pub(crate) status: Mutex<RemoteStatus>,
 }
 

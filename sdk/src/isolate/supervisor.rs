@@ -33,7 +33,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::pool::{TaskError, TaskResult, TaskShared};
 use super::shm::Mapped;
-use super::wire::{Inbox, Msg, Outbox, WirePayload};
+use super::wire::{Inbox, Msg, Outbox, WireBytes, WirePayload};
 use super::{LoadOptions, Remote};
 use crate::abi::elem_type;
 use crate::event::Event;
@@ -765,7 +765,7 @@ impl Thread {
                 req,
                 slot: p.plugins[0].slot,
                 name: task.name.clone(),
-                input: task.input.to_vec(),
+                input: WireBytes::copy_of(&task.input),
             });
             p.running = Some((req, task));
         }
@@ -998,7 +998,7 @@ impl Thread {
             }
             (Msg::TaskProgress { .. }, _) => return Ok(After::Nothing),
             (Msg::Done { req, bytes }, Some((r, _))) if req == r => {
-                self.task_answer(id, req, Ok(bytes));
+                self.task_answer(id, req, Ok(bytes.into_vec()));
                 return Ok(After::Nothing);
             }
             (
@@ -1077,7 +1077,7 @@ impl Thread {
             },
             Msg::Done { req, bytes } => match p.pending.remove(&req) {
                 Some(Pending::Caller(tx)) => {
-                    let _ = tx.send(Reply::Done(bytes));
+                    let _ = tx.send(Reply::Done(bytes.into_vec()));
                 }
                 Some(Pending::Save(slot)) => {
                     p.saved_one();

@@ -10,7 +10,9 @@
 //! worker is broken": it is killed and reported, the host goes on.
 //!
 //! The payload of each frame starts with a `u8` tag naming the message ([`Msg`]), then its
-//! fields in order.
+//! fields in order. Large byte fields (a saved state, a task's input or result: [`WireBytes`])
+//! and large sink payloads ([`WirePayload::Shared`]) are not in the frame: they travel in
+//! sealed memfds passed beside it with `SCM_RIGHTS`, one fd per frame, taken in order.
 //!
 //! # Conversation
 //!
@@ -29,6 +31,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
+use crate::blob::Blob;
 use crate::event::Event;
 use crate::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
 
@@ -36,9 +39,122 @@ use crate::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
 pub(crate) const KIND: &str = "hostloop.wire";
 /// The schema version of a frame's body: both sides of a socket speak exactly one, so a worker
 /// program of another hostloop build is refused at its first frame, with that reason.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// The largest frame body either side accepts (big payloads travel in shared memory instead).
 pub(crate) const MAX_FRAME: usize = 64 << 20;
+
+/// Bytes of a request or an answer (a saved state, a task's input or result) as they cross:
+/// inline in the frame, or — from [`shm::INLINE_MAX`](super::shm::INLINE_MAX) up — in a
+/// sealed memfd passed beside the frame, which the receiver maps and reads in place. So a
+/// checkpoint of a million-particle simulation never goes through the socket (nor is it
+/// copied out of it and checksummed on the host's side), and no state is too large to cross:
+/// frames stay under [`MAX_FRAME`], sealed bytes up to [`MAX_SEALED`].
+#[derive(Debug, Clone)]
+pub(crate) enum WireBytes {
+    Inline(Vec<u8>),
+    Sealed(Blob),
+}
+
+/// The largest sealed bytes a receiver maps.
+pub(crate) const MAX_SEALED: u64 = super::shm::MAX_REGION;
+
+impl WireBytes {
+    /// `bytes`, sealed in a memfd when they are large (inline if a memfd cannot be made).
+    pub(crate) fn new(bytes: Vec<u8>) -> WireBytes {
+        if bytes.len() < super::shm::INLINE_MAX {
+            return WireBytes::Inline(bytes);
+        }
+        match Blob::sealed("hostloop-wire", &bytes) {
+            Ok(b) => WireBytes::Sealed(b),
+            Err(_) => WireBytes::Inline(bytes),
+        }
+    }
+
+    /// As [`new`](WireBytes::new), from a borrowed slice (one copy either way).
+    pub(crate) fn copy_of(bytes: &[u8]) -> WireBytes {
+        if bytes.len() < super::shm::INLINE_MAX {
+            return WireBytes::Inline(bytes.to_vec());
+        }
+        match Blob::sealed("hostloop-wire", bytes) {
+            Ok(b) => WireBytes::Sealed(b),
+            Err(_) => WireBytes::Inline(bytes.to_vec()),
+        }
+    }
+
+    /// The bytes as a vector of their own (a copy only if they were sealed).
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self {
+            WireBytes::Inline(v) => v,
+            WireBytes::Sealed(b) => b.to_vec(),
+        }
+    }
+}
+
+impl Default for WireBytes {
+    fn default() -> Self {
+        WireBytes::Inline(Vec::new())
+    }
+}
+
+impl std::ops::Deref for WireBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            WireBytes::Inline(v) => v,
+            WireBytes::Sealed(b) => b,
+        }
+    }
+}
+
+impl PartialEq for WireBytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl From<Vec<u8>> for WireBytes {
+    fn from(v: Vec<u8>) -> Self {
+        WireBytes::Inline(v)
+    }
+}
+
+const B_INLINE: u8 = 0;
+const B_SEALED: u8 = 1;
+
+fn put_bytes(w: &mut SnapshotWriter, b: &WireBytes) {
+    match b {
+        WireBytes::Inline(v) => {
+            w.reserve(v.len() + 16);
+            w.u8(B_INLINE).bytes(v);
+        }
+        WireBytes::Sealed(blob) => {
+            w.u8(B_SEALED).u64(blob.len() as u64);
+        }
+    }
+}
+
+fn get_bytes(
+    r: &mut SnapshotReader<'_>,
+    fds: &mut dyn FnMut() -> Option<OwnedFd>,
+) -> Result<WireBytes, WireError> {
+    match r.u8()? {
+        B_INLINE => Ok(WireBytes::Inline(r.bytes()?.to_vec())),
+        B_SEALED => {
+            let len = r.u64()?;
+            if len > MAX_SEALED {
+                return Err(WireError::Sealed(format!(
+                    "sealed bytes of {len} bytes (at most {MAX_SEALED} are accepted)"
+                )));
+            }
+            let fd =
+                fds().ok_or_else(|| WireError::Sealed("sealed bytes without their fd".into()))?;
+            Blob::from_fd("hostloop-wire", fd, len)
+                .map(WireBytes::Sealed)
+                .map_err(|e| WireError::Sealed(format!("sealed bytes that do not map: {e}")))
+        }
+        other => Err(WireError::Unknown("bytes", other)),
+    }
+}
 
 /// A sink message's payload as it crosses: a typed array keeps its layout, bytes and all, so
 /// the host's sink sees what it would have seen in-process.
@@ -87,7 +203,8 @@ pub(crate) enum Msg {
         path: String,
         deadline_ms: u64,
     },
-    /// Save slot `slot`'s state (answered by `Done` with the bytes, empty for none).
+    /// Save slot `slot`'s state (answered by `Done` with the bytes, empty for none; sealed when
+    /// large).
     Save {
         req: u64,
         slot: u32,
@@ -96,7 +213,7 @@ pub(crate) enum Msg {
     Restore {
         req: u64,
         slot: u32,
-        state: Vec<u8>,
+        state: WireBytes,
     },
     /// A host event, for every plugin in the worker.
     Event(Event),
@@ -121,7 +238,7 @@ pub(crate) enum Msg {
     },
     Done {
         req: u64,
-        bytes: Vec<u8>,
+        bytes: WireBytes,
     },
     /// `status` is the `HL_STATUS_*` of the failure's [`PluginErrorKind`](crate::plugin::PluginErrorKind).
     Failed {
@@ -153,7 +270,7 @@ pub(crate) enum Msg {
         req: u64,
         slot: u32,
         name: String,
-        input: Vec<u8>,
+        input: WireBytes,
     },
     /// Host to worker: cancel the running task `req`.
     CancelTask {
@@ -259,7 +376,8 @@ impl Msg {
                 w.u8(T_SAVE).u64(*req).u32(*slot);
             }
             Msg::Restore { req, slot, state } => {
-                w.u8(T_RESTORE).u64(*req).u32(*slot).bytes(state);
+                w.u8(T_RESTORE).u64(*req).u32(*slot);
+                put_bytes(&mut w, state);
             }
             Msg::Event(e) => {
                 w.u8(T_EVENT);
@@ -283,8 +401,8 @@ impl Msg {
                 name,
                 input,
             } => {
-                w.reserve(input.len() + 64);
-                w.u8(T_RUN_TASK).u64(*req).u32(*slot).str(name).bytes(input);
+                w.u8(T_RUN_TASK).u64(*req).u32(*slot).str(name);
+                put_bytes(&mut w, input);
             }
             Msg::CancelTask { req } => {
                 w.u8(T_CANCEL_TASK).u64(*req);
@@ -304,7 +422,8 @@ impl Msg {
                 w.u8(T_LOADED).u64(*req).str(name).str(version).u32(*flags);
             }
             Msg::Done { req, bytes } => {
-                w.u8(T_DONE).u64(*req).bytes(bytes);
+                w.u8(T_DONE).u64(*req);
+                put_bytes(&mut w, bytes);
             }
             Msg::Failed {
                 req,
@@ -372,8 +491,31 @@ impl Msg {
         frame
     }
 
-    /// Decodes one frame body (without its length prefix).
-    pub(crate) fn decode(body: &[u8]) -> Result<Msg, WireError> {
+    /// The memfd of the sealed bytes this message carries, if any: passed beside its frame.
+    fn sealed(&self) -> Option<&Blob> {
+        match self {
+            Msg::Restore {
+                state: WireBytes::Sealed(b),
+                ..
+            }
+            | Msg::Done {
+                bytes: WireBytes::Sealed(b),
+                ..
+            }
+            | Msg::RunTask {
+                input: WireBytes::Sealed(b),
+                ..
+            } => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Decodes one frame body (without its length prefix); `fds` gives the fds received beside
+    /// it, in order, for sealed bytes.
+    pub(crate) fn decode(
+        body: &[u8],
+        fds: &mut dyn FnMut() -> Option<OwnedFd>,
+    ) -> Result<Msg, WireError> {
         let mut r = SnapshotReader::open(body, KIND, VERSION..=VERSION)?;
         let msg = match r.u8()? {
             T_LOAD => Msg::Load {
@@ -399,7 +541,7 @@ impl Msg {
             T_RESTORE => Msg::Restore {
                 req: r.u64()?,
                 slot: r.u32()?,
-                state: r.bytes()?.to_vec(),
+                state: get_bytes(&mut r, fds)?,
             },
             T_EVENT => Msg::Event(decode_event(&mut r)?),
             T_ACK => Msg::Ack { seq: r.u64()? },
@@ -413,7 +555,7 @@ impl Msg {
                 req: r.u64()?,
                 slot: r.u32()?,
                 name: r.str()?.to_owned(),
-                input: r.bytes()?.to_vec(),
+                input: get_bytes(&mut r, fds)?,
             },
             T_CANCEL_TASK => Msg::CancelTask { req: r.u64()? },
             T_TASK_PROGRESS => Msg::TaskProgress {
@@ -429,7 +571,7 @@ impl Msg {
             },
             T_DONE => Msg::Done {
                 req: r.u64()?,
-                bytes: r.bytes()?.to_vec(),
+                bytes: get_bytes(&mut r, fds)?,
             },
             T_FAILED => Msg::Failed {
                 req: r.u64()?,
@@ -546,6 +688,8 @@ pub(crate) enum WireError {
     Unknown(&'static str, u8),
     /// A length prefix above [`MAX_FRAME`].
     Oversized(usize),
+    /// Sealed bytes that are missing their fd, too large, or not a sealed memfd of their size.
+    Sealed(String),
 }
 
 impl From<SnapshotError> for WireError {
@@ -567,6 +711,7 @@ impl std::fmt::Display for WireError {
             WireError::Oversized(n) => {
                 write!(f, "a frame of {n} bytes (at most {MAX_FRAME} are accepted)")
             }
+            WireError::Sealed(why) => f.write_str(why),
         }
     }
 }
@@ -577,7 +722,8 @@ pub(crate) struct Inbox {
     buf: Vec<u8>,
     /// Where the next frame starts in `buf`.
     at: usize,
-    /// Fds received with `SCM_RIGHTS`, in order; each `region` frame takes the next one.
+    /// Fds received with `SCM_RIGHTS`, in order; each `region` or `blob` frame, and each frame
+    /// with sealed bytes, takes the next one.
     pub(crate) fds: VecDeque<OwnedFd>,
 }
 
@@ -646,7 +792,8 @@ impl Inbox {
         let Some(body) = rest.get(4..4 + n) else {
             return Ok(None);
         };
-        let msg = Msg::decode(body);
+        let fds = &mut self.fds;
+        let msg = Msg::decode(body, &mut || fds.pop_front());
         self.at += 4 + n;
         msg.map(Some)
     }
@@ -655,23 +802,42 @@ impl Inbox {
 /// Frames (and the fds some carry) waiting to be written to a socket.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    frames: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
+    frames: VecDeque<(Vec<u8>, Option<Attached>)>,
     /// Bytes of the first frame already sent.
     sent: usize,
     queued: usize,
 }
 
+/// The fd sent with a frame: one handed over, or a sealed blob's (kept open until it is sent).
+#[derive(Debug)]
+enum Attached {
+    Fd(OwnedFd),
+    Sealed(Blob),
+}
+
+impl Attached {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Attached::Fd(fd) => fd.as_fd(),
+            Attached::Sealed(b) => b.fd(),
+        }
+    }
+}
+
 impl Outbox {
+    /// Queues `msg`, with the memfd of its sealed bytes if it has them.
     pub(crate) fn push(&mut self, msg: &Msg) {
-        self.push_frame(msg.encode(), None);
+        let sealed = msg.sealed().cloned().map(Attached::Sealed);
+        self.push_frame(msg.encode(), sealed);
     }
 
     /// Queues `msg` with `fd` attached to its first byte (`SCM_RIGHTS`).
     pub(crate) fn push_with_fd(&mut self, msg: &Msg, fd: OwnedFd) {
-        self.push_frame(msg.encode(), Some(fd));
+        debug_assert!(msg.sealed().is_none(), "one fd per frame");
+        self.push_frame(msg.encode(), Some(Attached::Fd(fd)));
     }
 
-    fn push_frame(&mut self, frame: Vec<u8>, fd: Option<OwnedFd>) {
+    fn push_frame(&mut self, frame: Vec<u8>, fd: Option<Attached>) {
         self.queued += frame.len();
         self.frames.push_back((frame, fd));
     }
@@ -697,7 +863,7 @@ impl Outbox {
                     let mut space =
                         [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
                     let mut control = SendAncillaryBuffer::new(&mut space);
-                    let fds = [std::os::fd::AsFd::as_fd(&passed)];
+                    let fds = [passed.as_fd()];
                     control.push(SendAncillaryMessage::ScmRights(&fds));
                     let r = rustix::net::sendmsg(
                         &fd,
@@ -756,7 +922,7 @@ mod tests {
             Msg::Restore {
                 req: 6,
                 slot: 0,
-                state: vec![1, 2, 3],
+                state: vec![1, 2, 3].into(),
             },
             Msg::Event(Event::FrameChanged { frame: 12.5 }),
             Msg::Event(Event::Custom {
@@ -776,7 +942,7 @@ mod tests {
                 req: 4,
                 slot: 1,
                 name: "sum".into(),
-                input: vec![1, 2, 3],
+                input: vec![1, 2, 3].into(),
             },
             Msg::CancelTask { req: 4 },
             Msg::TaskProgress {
@@ -792,7 +958,7 @@ mod tests {
             },
             Msg::Done {
                 req: 5,
-                bytes: vec![9; 100],
+                bytes: vec![9; 100].into(),
             },
             Msg::Failed {
                 req: 1,
@@ -877,6 +1043,80 @@ mod tests {
         );
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn large_bytes_cross_sealed_beside_their_frame_and_a_missing_or_unsealed_fd_is_an_error() {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let big: Vec<u8> = (0..super::super::shm::INLINE_MAX * 3)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let state = WireBytes::new(big.clone());
+        assert!(
+            matches!(state, WireBytes::Sealed(_)),
+            "large bytes are sealed"
+        );
+        assert!(matches!(WireBytes::new(vec![1; 10]), WireBytes::Inline(_)));
+        let mut out = Outbox::default();
+        let msg = Msg::Restore {
+            req: 1,
+            slot: 2,
+            state,
+        };
+        out.push(&msg);
+        out.push(&Msg::Done {
+            req: 3,
+            bytes: WireBytes::copy_of(&big[1..]),
+        });
+        assert!(
+            out.queued() < 200,
+            "the frames carry no payload: {}",
+            out.queued()
+        );
+        let mut inbox = Inbox::default();
+        while out.flush(&a).map(|done| !done).unwrap() {
+            inbox.fill(&b).unwrap();
+        }
+        inbox.fill(&b).unwrap();
+        let got = inbox.next().unwrap().unwrap();
+        assert_eq!(got, msg);
+        let Msg::Restore {
+            state: WireBytes::Sealed(blob),
+            ..
+        } = got
+        else {
+            panic!("not sealed on arrival: {got:?}");
+        };
+        assert_eq!(&blob[..], &big[..], "read in place, the same bytes");
+        let Some(Msg::Done { bytes, .. }) = inbox.next().unwrap() else {
+            panic!("the second frame")
+        };
+        assert_eq!(bytes.into_vec(), big[1..].to_vec());
+        assert!(inbox.fds.is_empty(), "each frame took its own fd");
+
+        // A frame announcing sealed bytes whose fd did not come, or whose fd is not a sealed
+        // memfd of that size: an error naming why, never a mapping that could fault.
+        let frame = Msg::Done {
+            req: 4,
+            bytes: WireBytes::new(big.clone()),
+        }
+        .encode();
+        let mut inbox = Inbox {
+            buf: frame.clone(),
+            ..Inbox::default()
+        };
+        assert!(matches!(inbox.next(), Err(WireError::Sealed(why)) if why.contains("fd")));
+        let mut inbox = Inbox {
+            buf: frame,
+            ..Inbox::default()
+        };
+        inbox
+            .fds
+            .push_back(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+        assert!(matches!(inbox.next(), Err(WireError::Sealed(why)) if why.contains("map")));
+    }
+
     #[test]
     fn damaged_truncated_oversized_and_unknown_frames_are_errors() {
         let good = Msg::Ping { seq: 1 }.encode();
@@ -909,12 +1149,15 @@ mod tests {
         let mut w = SnapshotWriter::new(KIND, VERSION);
         w.u8(200);
         let body = w.finish();
-        assert_eq!(Msg::decode(&body), Err(WireError::Unknown("message", 200)));
+        assert_eq!(
+            Msg::decode(&body, &mut || None),
+            Err(WireError::Unknown("message", 200))
+        );
         // Trailing garbage inside an intact body.
         let mut w = SnapshotWriter::new(KIND, VERSION);
         w.u8(T_PING).u64(1).u8(0);
         assert!(matches!(
-            Msg::decode(&w.finish()),
+            Msg::decode(&w.finish(), &mut || None),
             Err(WireError::Snapshot(SnapshotError::TrailingBytes { .. }))
         ));
     }

@@ -20,7 +20,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::shm::{self, Pool};
-use super::wire::{Inbox, Msg, Outbox, WirePayload};
+use super::wire::{Inbox, Msg, Outbox, WireBytes, WirePayload};
 use crate::internal::sync::lock;
 use crate::plugin::LoadedPlugin;
 use crate::runtime::Runtime;
@@ -368,7 +368,7 @@ impl Worker {
                     p.unload(Duration::from_millis(deadline_ms));
                     self.reply(Msg::Done {
                         req,
-                        bytes: Vec::new(),
+                        bytes: WireBytes::default(),
                     });
                 }
                 None => self.no_slot(req, slot),
@@ -383,7 +383,10 @@ impl Worker {
                     Ok(()) => {
                         // The new build's version, for the host's `info`.
                         let bytes = p.info().version.into_bytes();
-                        self.reply(Msg::Done { req, bytes });
+                        self.reply(Msg::Done {
+                            req,
+                            bytes: bytes.into(),
+                        });
                     }
                     Err(e) => self.failed(req, &e),
                 },
@@ -393,7 +396,7 @@ impl Worker {
                 Some(p) => match p.checkpoint() {
                     Ok(bytes) => self.reply(Msg::Done {
                         req,
-                        bytes: bytes.unwrap_or_default(),
+                        bytes: WireBytes::new(bytes.unwrap_or_default()),
                     }),
                     Err(e) => self.failed(req, &e),
                 },
@@ -403,7 +406,7 @@ impl Worker {
                 Some(p) => match p.restore_state(&state) {
                     Ok(()) => self.reply(Msg::Done {
                         req,
-                        bytes: Vec::new(),
+                        bytes: WireBytes::default(),
                     }),
                     Err(e) => self.failed(req, &e),
                 },
@@ -445,7 +448,7 @@ impl Worker {
 impl Worker {
     /// Starts pool task `req` on a thread of its own; its answer (and progress) go to the host
     /// from there, and the loop is woken to write them.
-    fn run_task(&mut self, req: u64, slot: u32, name: String, input: Vec<u8>) -> io::Result<()> {
+    fn run_task(&mut self, req: u64, slot: u32, name: String, input: WireBytes) -> io::Result<()> {
         let Some(runner) = self.plugins.get(&slot).and_then(LoadedPlugin::task_runner) else {
             self.no_slot(req, slot);
             return Ok(());
@@ -464,7 +467,10 @@ impl Worker {
                     }
                 };
                 let answer = match runner.run(&name, &input, &flag, &mut progress) {
-                    Ok(bytes) => Msg::Done { req, bytes },
+                    Ok(bytes) => Msg::Done {
+                        req,
+                        bytes: WireBytes::new(bytes),
+                    },
                     Err((status, reason)) => Msg::Failed {
                         req,
                         status,
