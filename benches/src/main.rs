@@ -192,6 +192,8 @@ fn run(config: &Config, write_report: bool) -> Result<(), Box<dyn Error>> {
             _ => "",
         }
     );
+    // Before anything is written: the report's own files would make every tree look dirty.
+    let measured_at = commit(&workspace_root());
     let load_before = load_average();
     let results = measure(config)?;
     let load_after = load_average();
@@ -208,7 +210,7 @@ fn run(config: &Config, write_report: bool) -> Result<(), Box<dyn Error>> {
         println!("- {note}");
     }
     if write_report {
-        write_files(config, &command, &table, &results)?;
+        write_files(config, &command, &measured_at, &table, &results)?;
     }
     Ok(())
 }
@@ -458,6 +460,7 @@ const KEEP_MARKER: &str =
 fn write_files(
     config: &Config,
     command: &str,
+    measured_at: &str,
     table: &str,
     results: &Results,
 ) -> Result<(), Box<dyn Error>> {
@@ -547,7 +550,7 @@ fn write_files(
         config.rounds,
         results.elapsed.as_secs_f64()
     );
-    let _ = writeln!(md, "Measured at commit `{}`.\n", commit(&root));
+    let _ = writeln!(md, "Measured at commit `{measured_at}`.\n");
     let _ = writeln!(md, "## The machine\n\n{}", machine());
     let _ = writeln!(
         md,
