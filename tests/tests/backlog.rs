@@ -3,6 +3,11 @@
 //! nothing queued, nothing silently lost — while what the API already promised (the
 //! continuations of jobs already spawned) still arrives; once the host pumps, everything
 //! admitted arrives in order, and the memory a large backlog took is given back.
+//!
+//! Every way work reaches the main thread is stalled for 10 s with a producer at full speed:
+//! posts, sink emits, host events and spawned jobs' continuations (capped and counted), and
+//! progress reports, `Latest` frames (coalesced), `Every` frames and stream items
+//! (back-pressured: the producer waits for the host).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -475,4 +480,238 @@ fn a_ten_second_stall_with_an_event_producer_stays_bounded() {
 #[test]
 fn a_ten_second_stall_with_a_spawning_producer_stays_bounded() {
     stall(Kind::Spawn, STALL);
+}
+
+// The producers that never queue without bound by design — coalesced (progress, `Latest`
+// frames) or back-pressured (`Every` frames, streams) — under the same 10 s stall: the main
+// queue holds a handful of items, memory stays flat, and once the host pumps everything the
+// API promised arrives, in order, within a bounded number of pumps.
+
+/// A simulation whose frame is its step: nothing to allocate, so any growth is hostloop's.
+struct Counter(u64);
+
+impl bridge::sdk::Simulation for Counter {
+    type Frame = u64;
+    fn step(&mut self, _: &bridge::sdk::StepContext<'_>) -> bridge::sdk::Result<()> {
+        self.0 += 1;
+        Ok(())
+    }
+    fn frame(&self) -> u64 {
+        self.0
+    }
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
+/// The host does not pump for `stall`: samples the resident set and the main queue while it
+/// waits (this is the modal dialog, not a wait for a thread), and returns the peak growth of
+/// each.
+fn hold_still(rt: &Runtime, stall: Duration) -> (usize, usize) {
+    let before = rss();
+    let (mut peak_rss, mut peak_queue) = (0usize, 0usize);
+    let end = Instant::now() + stall;
+    while Instant::now() < end {
+        peak_rss = peak_rss.max(rss().saturating_sub(before));
+        peak_queue = peak_queue.max(rt.stats().queued.main);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (peak_rss, peak_queue)
+}
+
+/// Pumps (waiting on the doorbell) until `done`; returns how many times it looked, which
+/// bounds the pumps it took.
+fn pumps_until(rt: &Runtime, mut done: impl FnMut() -> bool) -> usize {
+    let mut looks = 0;
+    let report = rt
+        .run_until(
+            || {
+                looks += 1;
+                done()
+            },
+            Duration::from_millis(5),
+            HANG_LIMIT,
+        )
+        .unwrap();
+    assert!(report.finished, "not drained after {HANG_LIMIT:?}");
+    looks
+}
+
+#[test]
+fn a_ten_second_stall_with_progress_reports_and_latest_frames_holds_one_item_each() {
+    let _turn = rss_turn();
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    // Progress at full speed, coalesced into at most one item waiting.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reports = Arc::new(AtomicUsize::new(0));
+    let (calls, last) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(-1.0f32)));
+    let job = {
+        let (stop, reports) = (stop.clone(), reports.clone());
+        let (calls, last) = (calls.clone(), last.clone());
+        rt.spawn(move |ctx| {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Acquire) {
+                ctx.progress((i % 1000) as f32 / 1000.0);
+                i = i.wrapping_add(1);
+                reports.fetch_add(1, Ordering::Relaxed);
+            }
+            ctx.progress(1.0);
+            Ok(())
+        })
+        .unwrap()
+        .on_progress(move |p, _| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            *last.lock().unwrap() = p.fraction;
+        })
+    };
+    // A `Latest` simulation playing as fast as it can: it never waits, its frames coalesce.
+    let frames: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let sim = {
+        let frames = frames.clone();
+        rt.simulate(
+            Counter(0),
+            bridge::sdk::SimOptions {
+                playing: true,
+                ..Default::default()
+            },
+            move |frame, info, _| {
+                assert_eq!(*frame, info.step);
+                frames.lock().unwrap().push(*frame);
+            },
+        )
+        .unwrap()
+    };
+    let (held, queued) = hold_still(&rt, STALL);
+    let stalled_at = sim.step();
+    eprintln!(
+        "progress + latest: {} reports, {stalled_at} steps during the stall; peak main queue \
+         {queued}, peak resident growth {} KiB",
+        reports.load(Ordering::Relaxed),
+        held >> 10
+    );
+    assert!(
+        reports.load(Ordering::Relaxed) > 1000 && stalled_at > 1000,
+        "both produced"
+    );
+    assert!(
+        queued <= 4,
+        "{queued} items waited: progress and frames coalesce"
+    );
+    assert!(
+        held < 32 << 20,
+        "{held} bytes resident growth during the stall"
+    );
+
+    stop.store(true, Ordering::Release);
+    let pumps = pumps_until(&rt, || {
+        job.is_finished()
+            && *last.lock().unwrap() == 1.0
+            && frames
+                .lock()
+                .unwrap()
+                .last()
+                .is_some_and(|&s| s >= stalled_at)
+    });
+    assert!(
+        pumps <= 100,
+        "{pumps} pumps to catch up with two coalesced producers"
+    );
+    assert!(
+        calls.load(Ordering::Relaxed) <= pumps,
+        "at most one progress call per pump"
+    );
+    let frames = frames.lock().unwrap();
+    assert!(
+        frames.windows(2).all(|w| w[0] < w[1]),
+        "latest frames only move forward"
+    );
+    sim.stop();
+}
+
+#[test]
+fn a_ten_second_stall_with_every_frames_and_a_stream_waits_for_the_host_and_loses_nothing() {
+    let _turn = rss_turn();
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    const CAPACITY: usize = 64;
+    // Every frame, in order: the simulation waits once `CAPACITY` frames wait for the host.
+    let frames: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let sim = {
+        let frames = frames.clone();
+        rt.simulate(
+            Counter(0),
+            bridge::sdk::SimOptions {
+                playing: true,
+                delivery: bridge::sdk::Delivery::Every { capacity: CAPACITY },
+                ..Default::default()
+            },
+            move |frame, _, _| frames.lock().unwrap().push(*frame),
+        )
+        .unwrap()
+    };
+    // A stream whose producer blocks when `CAPACITY` items wait.
+    let items: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let tx = {
+        let items = items.clone();
+        rt.stream(CAPACITY, move |i: u64, _| items.lock().unwrap().push(i))
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                match tx.send_timeout(sent, Duration::from_millis(20)) {
+                    Ok(()) => sent += 1,
+                    Err(bridge::sdk::TrySendError::Full(_)) => {}
+                    Err(e) => panic!("stream send: {e:?}"),
+                }
+            }
+            sent
+        })
+    };
+    let (held, queued) = hold_still(&rt, STALL);
+    let stalled_at = sim.step();
+    stop.store(true, Ordering::Release);
+    let sent = producer.join().unwrap();
+    eprintln!(
+        "every + stream: the simulation waited at step {stalled_at}, the stream at {sent} \
+         items; peak main queue {queued}, peak resident growth {} KiB",
+        held >> 10
+    );
+    let bound = 2 * CAPACITY as u64 + 8;
+    assert!(
+        stalled_at <= bound,
+        "the simulation ran {stalled_at} steps ahead of the host"
+    );
+    assert!(
+        sent <= bound,
+        "the stream took {sent} items without the host"
+    );
+    assert!(queued <= 2 * CAPACITY + 8, "{queued} items waited");
+    assert!(
+        held < 32 << 20,
+        "{held} bytes resident growth during the stall"
+    );
+
+    let target = stalled_at + 200;
+    let pumps = pumps_until(&rt, || {
+        items.lock().unwrap().len() as u64 == sent
+            && frames.lock().unwrap().last().is_some_and(|&s| s >= target)
+    });
+    assert!(
+        pumps <= 10_000,
+        "{pumps} pumps to drain {CAPACITY}-deep queues"
+    );
+    sim.stop();
+    let frames = frames.lock().unwrap();
+    assert_eq!(
+        frames[..],
+        (0..frames.len() as u64).collect::<Vec<_>>()[..],
+        "every frame, once, in order, from step 0"
+    );
+    assert_eq!(
+        *items.lock().unwrap(),
+        (0..sent).collect::<Vec<_>>(),
+        "every item, in order"
+    );
 }
