@@ -54,15 +54,42 @@
 //! 3D/DCC applications (Maya, Houdini, Blender, Nuke, a studio's own viewer) may only call their
 //! APIs from the main thread. A [`Runtime`] gives them a work-stealing pool for jobs, an IO lane
 //! for blocking work, and a main-thread queue that the host drains with [`Handle::pump`] from its
-//! idle callback, woken by a file descriptor ([`Handle::doorbell_fd`]) or a callback
+//! event loop, woken by a file descriptor ([`Handle::doorbell_fd`]) or a callback
 //! ([`Builder::request_pump`]).
+//!
+//! ## Where to start
+//!
+//! | you are | start at |
+//! |---|---|
+//! | a host integrator, in Rust | [`Runtime`], [`Handle::pump`], [`Handle::doorbell_fd`], the loop below |
+//! | a host integrator, in C or C++ | `include/hostloop.h` (one header per concept under `include/hostloop/`) and `include/hostloop.hpp`, in the repository; the README's C example |
+//! | a plugin author | [`plugin`]: the [`Plugin`](plugin::Plugin) trait, [`export_plugin!`], and [`SimPlugin`](plugin::SimPlugin) for a simulation tool; `examples/plugin-template` to copy |
+//! | running a tool in its own process | [`plugin::LoadOptions`] (isolation), [`Handle::task_pool`] (a process pool) |
+//! | writing a simulation | [`sim`]: [`Simulation`], [`Handle::simulate`], [`SimOptions`]; [`snapshot`] for its saved state |
+//!
+//! ## Which spawn
+//!
+//! | call | runs on | use it for |
+//! |---|---|---|
+//! | [`Handle::spawn`] | a pool worker | CPU work: a solve, a mesh rebuild, a parse |
+//! | [`Handle::spawn_with`] | a pool worker, at a [`Priority`] | the same, ahead of (or behind) other work |
+//! | [`Handle::spawn_io`] | the IO lane | blocking work: files, sockets, a download — it never takes a CPU worker |
+//! | [`Handle::spawn_latest`] | a pool worker | re-evaluation on every edit: a newer job with the same key cancels the older, whose result never lands |
+//! | [`Handle::job`] | as configured | any of the above with options: a name, a [`JobGroup`], a key, the IO lane |
+//!
+//! Each returns a [`Job`]: [`Job::on_main`] runs its result on the main thread,
+//! [`Job::on_progress`] its coalesced progress, [`Job::cancel`] stops it at its next check.
+//!
+//! ## A host loop
 //!
 //! ```
 //! use std::time::Duration;
 //!
 //! let rt = hostloop::Runtime::builder().workers(2).build()?;
+//! let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
 //!
 //! // Heavy work on a worker; the continuation runs on the main thread, at a pump.
+//! let flag = done.clone();
 //! rt.spawn(|ctx| {
 //!     let mut total = 0u64;
 //!     for i in 0..1_000_000u64 {
@@ -74,17 +101,24 @@
 //!     }
 //!     Ok(total)
 //! })?
-//! .on_main(|total, _main| {
+//! .on_main(move |total, _main| {
 //!     // Safe to call host APIs here.
 //!     println!("total = {}", total.unwrap());
+//!     flag.store(true, std::sync::atomic::Ordering::Release);
 //! });
 //!
-//! // The host's idle callback (or its wake fd's handler):
-//! while rt.stats().jobs_finished < 1 || rt.stats().queued.main > 0 {
-//!     let report = rt.pump(Duration::from_millis(2))?;
-//!     # let _ = report;
-//!     # std::thread::yield_now();
-//! }
+//! // A host with an event loop watches `rt.doorbell_fd()` (a Qt `QSocketNotifier`, a GLib
+//! // `g_unix_fd_add`, its own `poll`) and calls `rt.pump(budget)` when it is readable; the fd
+//! // rings once per batch of work, so the host sleeps while there is none. A host without a
+//! // loop of its own (a batch tool, a test) lets `run_until` do exactly that: it sleeps on the
+//! // doorbell and pumps when it rings.
+//! let budget = Duration::from_millis(2);
+//! let report = rt.run_until(
+//!     || done.load(std::sync::atomic::Ordering::Acquire),
+//!     budget,
+//!     Duration::from_secs(60),
+//! )?;
+//! assert!(report.finished);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

@@ -278,3 +278,41 @@ fn the_crowd_plugin_moves_its_camera_live_and_keeps_its_agents_across_a_reload()
     assert!(last_frame(&got, "crowd/positions").is_some_and(|(_, v, _)| v.len() == 4000));
     plugin.unload(Duration::from_secs(10));
 }
+
+/// The template's docs tell its author to rebuild the build its host loads: every `cargo`
+/// command they show for the template uses the release profile, as the README's host
+/// command (`cargo run --release ... --example host`) does — a debug rebuild would never
+/// reach a host watching the release library.
+#[test]
+fn the_template_docs_rebuild_the_profile_their_host_loads() {
+    let dir = hostloop_tests::repo_root().join("examples/plugin-template");
+    let mut commands = Vec::new();
+    for file in ["README.md", "src/lib.rs"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for line in text.lines() {
+            let mut rest = line;
+            while let Some(at) = rest.find("cargo ") {
+                let cmd = &rest[at..];
+                let end = cmd.find(['`', ')']).unwrap_or(cmd.len());
+                if cmd.contains("hostloop-plugin-template") {
+                    commands.push((file, cmd[..end].trim().to_owned()));
+                }
+                rest = &cmd[end..];
+            }
+        }
+    }
+    assert!(
+        commands.iter().any(|(_, c)| c.starts_with("cargo run")),
+        "the host command is shown: {commands:?}"
+    );
+    assert!(
+        commands.iter().any(|(_, c)| c.starts_with("cargo build")),
+        "a rebuild command is shown: {commands:?}"
+    );
+    for (file, cmd) in &commands {
+        assert!(
+            cmd.contains("--release"),
+            "{file}: `{cmd}` is not the release build"
+        );
+    }
+}

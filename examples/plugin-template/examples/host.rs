@@ -148,7 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// `cargo run --example` builds only the rlib of this package; the plugin is the cdylib, so build
-/// it with the same profile and target directory (as `cargo build -p hostloop-plugin-template`).
+/// it with the same profile and target directory as this host (`--release` under `cargo run --release`).
 fn build_plugin(plugin: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let profile_dir = plugin.parent().ok_or("no profile directory")?;
     let target_dir = profile_dir.parent().ok_or("no target directory")?;

@@ -5,9 +5,10 @@
 //! - It keeps its state across a hot reload: `save_state` pauses the simulation and snapshots
 //!   it, `restore_state` puts the snapshot into the new build and plays on.
 //!
-//! Change [`SPEED`], rebuild (`cargo build -p hostloop-plugin-template`), and a running host
-//! that reloads the library (`examples/host.rs` does, when the file changes) continues from the
-//! same step with the new speed. See `README.md`.
+//! Change [`SPEED`], rebuild (`cargo build --release -p hostloop-plugin-template`: the release
+//! build is the one the README's host loads), and a running host that reloads the library
+//! (`examples/host.rs` does, when the file changes) continues from the same step with the new
+//! speed. See `README.md`.
 
 use std::time::Duration;
 
