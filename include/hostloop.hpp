@@ -718,9 +718,15 @@ private:
     hl_job_t *raw_ = nullptr;
 };
 
+/** \brief A job's progress, 0 to 1, coalesced: at most once per pump with the newest value,
+ *  never after its `done`. [main-thread] */
+using JobProgress = std::function<void(float fraction)>;
+
 /**
- * \brief How to run a job: priority (CPU lane only), lane and a name shown in shutdown reports,
- * e.g. `SpawnOptions{Priority::low, Lane::io, "load cache"}` or `SpawnOptions{Priority::high}`.
+ * \brief How to run a job: priority (CPU lane only), lane, a name shown in shutdown reports and
+ * a main-thread progress callable, e.g. `SpawnOptions{Priority::low, Lane::io, "load cache"}`,
+ * `SpawnOptions{Priority::high}`, or any one of them by name:
+ * `SpawnOptions{}.with_name("load cache").with_progress([&](float f) { bar.set(f); })`.
  */
 struct SpawnOptions {
     /** \brief Sets every field; each one may be left out from the right. Implicit, so a bare
@@ -729,12 +735,40 @@ struct SpawnOptions {
                  std::string job_name = {})
         : priority(job_priority), lane(job_lane), name(std::move(job_name)) {}
 
+    /** \brief A copy with `priority` set. */
+    [[nodiscard]] SpawnOptions with_priority(Priority p) const {
+        SpawnOptions o = *this;
+        o.priority = p;
+        return o;
+    }
+    /** \brief A copy with `lane` set. */
+    [[nodiscard]] SpawnOptions with_lane(Lane l) const {
+        SpawnOptions o = *this;
+        o.lane = l;
+        return o;
+    }
+    /** \brief A copy with `name` set (UTF-8). */
+    [[nodiscard]] SpawnOptions with_name(std::string n) const {
+        SpawnOptions o = *this;
+        o.name = std::move(n);
+        return o;
+    }
+    /** \brief A copy with `progress` set. */
+    [[nodiscard]] SpawnOptions with_progress(JobProgress f) const {
+        SpawnOptions o = *this;
+        o.progress = std::move(f);
+        return o;
+    }
+
     /** Workers take higher priorities first. */
     Priority priority = Priority::normal;
     /** The CPU pool or the IO lane. */
     Lane lane = Lane::cpu;
     /** UTF-8; empty = no name. */
     std::string name;
+    /** Called on the main thread at pumps with the job's progress (`JobContext::progress`),
+     *  coalesced; empty = none. Exceptions from it are swallowed. */
+    JobProgress progress;
 };
 
 /** \brief A job's work: return 0 for success, anything else for failure. [any-thread] (a
@@ -755,6 +789,7 @@ namespace detail {
 struct JobState {
     JobRun run;
     JobDone done;
+    JobProgress progress;
 };
 
 inline void sink_trampoline(void *user_data, const hl_message_t *message) noexcept {
@@ -815,6 +850,17 @@ inline int32_t job_run_trampoline(void *user_data, hl_job_ctx_t *ctx) noexcept {
         swallow_current_exception("job run");
     }
     return uncaught_exception_code;
+}
+
+inline void job_progress_trampoline(void *user_data, float fraction) noexcept {
+    try {
+        JobProgress &progress = static_cast<JobState *>(user_data)->progress;
+        if (progress) {
+            progress(fraction);
+        }
+    } catch (...) {
+        swallow_current_exception("job progress");
+    }
 }
 
 inline void job_done_trampoline(void *user_data, hl_status_t status, int32_t code) noexcept {
@@ -1160,8 +1206,9 @@ public:
 
     /**
      * \brief Queues a job: `run` on a worker (or the IO lane), then `done` (if not empty) on the
-     * main thread at a pump with the outcome. Not called if the runtime shuts down first. Both
-     * callables are destroyed together on any thread after the job ends. Exceptions from `run`
+     * main thread at a pump with the outcome, and `options.progress` (if not empty) at pumps
+     * before it. Not called if the runtime shuts down first. The callables are destroyed
+     * together on any thread after the job ends. Exceptions from `run`
      * end it (see the header's introduction); from `done`, they are swallowed. The returned
      * `Job` does not cancel the job when destroyed. Throws `Error` (NULL_ARG for an empty `run`,
      * INVALID_HANDLE, INVALID_ARG, INVALID_UTF8 for the name, SHUT_DOWN). [any-thread]
@@ -1207,7 +1254,8 @@ private:
         if (!run) {
             throw Error(HL_STATUS_NULL_ARG, "spawn: empty run callable");
         }
-        auto state = std::make_unique<detail::JobState>(detail::JobState{std::move(run), std::move(done)});
+        auto state = std::make_unique<detail::JobState>(
+            detail::JobState{std::move(run), std::move(done), options.progress});
         hl_job_desc_t desc{};
         desc.struct_size = sizeof desc;
         desc.priority = static_cast<uint32_t>(options.priority);
@@ -1215,6 +1263,7 @@ private:
         desc.name = options.name.empty() ? nullptr : options.name.c_str();
         desc.run = &detail::job_run_trampoline;
         desc.done = state->done ? &detail::job_done_trampoline : nullptr;
+        desc.progress = state->progress ? &detail::job_progress_trampoline : nullptr;
         desc.user_data = state.get();
         desc.finalize = &detail::finalize<detail::JobState>;
         detail::adopt_or_throw(state, hl_job_spawn(raw_, &desc, out));

@@ -36,6 +36,7 @@ fn spawn(rt: *mut hl_runtime_t, outcome: &Outcome) -> *mut hl_job_t {
         done: Some(record),
         user_data: (outcome as *const Outcome).cast_mut().cast(),
         finalize: None,
+        progress: None,
     };
     let mut job = std::ptr::null_mut();
     // SAFETY: a live runtime, a valid description whose user data outlives the job.

@@ -59,6 +59,16 @@ typedef int32_t (*hl_job_run_fn)(void *user_data, hl_job_ctx_t *ctx);
  */
 typedef void (*hl_job_done_fn)(void *user_data, hl_status_t status, int32_t code);
 
+/**
+ * \brief The job's progress, on the main thread at a pump: the latest `fraction` (0 to 1) the
+ * job reported with `hl_job_ctx_progress`, coalesced — however often the job reports between
+ * two pumps, this runs at most once per pump, with the newest value, so a progress bar costs
+ * the main thread one call per frame. Never called after `done`. It must not throw.
+ *
+ * [main-thread]
+ */
+typedef void (*hl_job_progress_fn)(void *user_data, float fraction);
+
 /** \brief Describes a job for `hl_job_spawn`. Zero-initialise, then set `struct_size`. */
 typedef struct hl_job_desc_t {
     /** `sizeof(hl_job_desc_t)`. */
@@ -77,8 +87,13 @@ typedef struct hl_job_desc_t {
     /** Passed to `run` and `done`. */
     void *user_data;
     /** Called once with `user_data` after `done` (or after `run` if the job never reaches
-     *  `done`, e.g. at shutdown), on any thread; may be NULL. */
+     *  `done`, e.g. at shutdown; with a `progress` callback, once the job has ended and no
+     *  progress call can follow), on any thread; may be NULL. */
     hl_finalizer_fn finalize;
+    /** The main-thread progress callback (see `hl_job_progress_fn`); may be NULL. Added after
+     *  `finalize`: a caller whose `struct_size` ends at `finalize` (built against an older
+     *  header) is accepted and gets none. */
+    hl_job_progress_fn progress;
 } hl_job_desc_t;
 
 /**
@@ -86,10 +101,10 @@ typedef struct hl_job_desc_t {
  *
  * \param desc  not NULL; read during the call.
  * \param out   receives a handle on success; may be NULL (fire and forget).
- * \return NULL_ARG (rt, desc, desc->run); INVALID_HANDLE; INVALID_ARG (struct_size, priority,
- * lane); INVALID_UTF8 (name); SHUT_DOWN; BACKLOG (the host has not pumped and the main-thread
- * backlog is at its limit: the job was not queued; the callbacks of jobs already spawned still
- * arrive). On error `finalize` is not called: `user_data` stays the caller's.
+ * \return NULL_ARG (rt, desc, desc->run); INVALID_HANDLE; INVALID_ARG (a struct_size that does
+ * not reach `finalize`, priority, lane); INVALID_UTF8 (name); SHUT_DOWN; BACKLOG (the host has
+ * not pumped and the main-thread backlog is at its limit: the job was not queued; the
+ * callbacks of jobs already spawned still arrive). On error `finalize` is not called: `user_data` stays the caller's.
  *
  * [any-thread]
  */

@@ -289,6 +289,46 @@ int backlog() {
     return failures == 0 ? 0 : 1;
 }
 
+// hostloop.hpp: `SpawnOptions{}.with_name(...).with_progress(...)` — a name without naming the
+// other fields, and the job's progress on the main thread, coalesced, before its `done`.
+int progress() {
+    hostloop::Runtime rt(hostloop::Options().workers(2));
+    const std::thread::id main_id = std::this_thread::get_id();
+    constexpr int reports = 100000;
+    int calls = 0, off_main = 0, after_done = 0, backwards = 0, pumps = 0;
+    float last = -1.0f;
+    bool done = false;
+    hostloop::Job job = rt.spawn(
+        [](hostloop::JobContext &ctx) -> int32_t {
+            for (int i = 0; i <= reports; i++) {
+                ctx.progress(static_cast<float>(i) / reports);
+            }
+            return 0;
+        },
+        [&](hl_status_t, int32_t) { done = true; },
+        hostloop::SpawnOptions{}.with_name("progress-job").with_progress([&](float f) {
+            calls++;
+            off_main += std::this_thread::get_id() != main_id;
+            after_done += done;
+            backwards += f < last;
+            last = f;
+        }));
+    pump_until(rt, [&] {
+        pumps++;
+        return done;
+    });
+    std::printf("progress calls=%d pumps=%d last=%.3f off_main=%d after_done=%d backwards=%d\n", calls,
+                pumps, static_cast<double>(last), off_main, after_done, backwards);
+    check(calls >= 1 && calls <= pumps, "progress is coalesced: at most one call per pump");
+    check(last == 1.0f, "the last progress seen is the final one");
+    check(off_main == 0 && after_done == 0 && backwards == 0, "on the main thread, before done, forward");
+    const hostloop::SpawnOptions named = hostloop::SpawnOptions{}.with_name("only a name");
+    check(named.priority == hostloop::Priority::normal && named.lane == hostloop::Lane::cpu &&
+              named.name == "only a name" && !named.progress,
+          "with_name keeps the other defaults");
+    return failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -298,6 +338,9 @@ int main(int argc, char **argv) {
         }
         if (argc == 2 && std::strcmp(argv[1], "backlog") == 0) {
             return backlog();
+        }
+        if (argc == 2 && std::strcmp(argv[1], "progress") == 0) {
+            return progress();
         }
         return host();
     } catch (const std::exception &e) {

@@ -327,3 +327,27 @@ fn the_cpp_wrapper_loads_a_plugin_into_a_worker_process() {
         );
     }
 }
+
+/// hostloop.hpp: `SpawnOptions{}.with_name(..).with_progress(..)` sets a name alone, and the
+/// progress callable runs on the main thread, coalesced, before `done` (natively and under
+/// the sanitizers).
+#[test]
+fn hpp_jobs_report_progress_on_the_main_thread_and_options_take_a_name_alone() {
+    let (_dir, exe) = build_hpp_host("cpp-hpp-progress", &[]);
+    for run in [
+        run_program(&exe, &["progress"], &[]),
+        run_sanitized(
+            &build_hpp_host("cpp-hpp-progress-asan", SANITIZER_FLAGS).1,
+            &["progress"],
+        ),
+    ] {
+        run.assert_success("host_hpp.cpp progress");
+        let calls = run.number("calls");
+        assert!(
+            calls >= 1 && calls <= run.number("pumps"),
+            "{}",
+            run.describe()
+        );
+        assert_eq!(run.value("last"), Some("1.000"), "{}", run.describe());
+    }
+}

@@ -252,6 +252,8 @@ callbacks! {
         => Option<unsafe extern "C" fn(*mut c_void, *mut hl_job_ctx_t) -> i32>;
     hl_job_done_fn: "void (*)(void *, hl_status_t, int32_t)"
         => Option<unsafe extern "C" fn(*mut c_void, hl_status_t, i32)>;
+    hl_job_progress_fn: "void (*)(void *, float)"
+        => Option<unsafe extern "C" fn(*mut c_void, f32)>;
     hl_task_done_fn: "void (*)(void *, hl_status_t, const uint8_t *, size_t)"
         => Option<unsafe extern "C" fn(*mut c_void, hl_status_t, *const u8, usize)>;
     hl_task_fn: "void (*)(void *)" => Option<unsafe extern "C" fn(*mut c_void)>;
@@ -564,7 +566,7 @@ layouts! {
     hl_message_t { struct_size, payload_kind, topic, topic_len, bytes, bytes_len, array }
     hl_event_t { struct_size, kind, frame, path, topic, bytes, bytes_len, coalesce, reserved }
     hl_job_desc_t {
-        struct_size, priority, lane, reserved, name, run, done, user_data, finalize,
+        struct_size, priority, lane, reserved, name, run, done, user_data, finalize, progress,
     }
     hl_plugin_info_t { struct_size, generation, flags, reserved, name, version, path, pending }
     hl_unload_report_t { struct_size, retired, dropped, stragglers, elapsed_us }

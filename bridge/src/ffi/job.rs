@@ -22,6 +22,7 @@ pub type hl_job_run_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, ctx: *mut hl_job_ctx_t) -> i32>;
 pub type hl_job_done_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, status: hl_status_t, code: i32)>;
+pub type hl_job_progress_fn = Option<unsafe extern "C" fn(user_data: *mut c_void, fraction: f32)>;
 
 pub const HL_PRIORITY_HIGH: u32 = 0;
 pub const HL_PRIORITY_NORMAL: u32 = 1;
@@ -42,6 +43,59 @@ pub struct hl_job_desc_t {
     pub done: hl_job_done_fn,
     pub user_data: *mut c_void,
     pub finalize: hl_finalizer_fn,
+    /// Added after `finalize`: read only when `struct_size` covers it.
+    pub progress: hl_job_progress_fn,
+}
+
+/// The size of a job description from before `progress` (still accepted).
+const DESC_V1: usize = std::mem::offset_of!(hl_job_desc_t, progress);
+
+/// Reads the caller's description: all of it, or the fields its `struct_size` covers (an older
+/// caller's struct ends before `progress`, which then reads as NULL). Never reads past it.
+///
+/// # Safety
+///
+/// `desc` is NULL or points to at least `struct_size` readable bytes, as the header says.
+unsafe fn read_desc(desc: *const hl_job_desc_t) -> Result<hl_job_desc_t, Failure> {
+    if desc.is_null() {
+        return Err(Failure::new(HL_STATUS_NULL_ARG, "desc is NULL"));
+    }
+    // SAFETY: `struct_size` is the first field, in every version.
+    let size = unsafe { desc.cast::<u32>().read_unaligned() } as usize;
+    let ours = std::mem::size_of::<hl_job_desc_t>();
+    if size >= ours {
+        // SAFETY: the caller's struct covers ours.
+        return Ok(unsafe { desc.read_unaligned() });
+    }
+    if size < DESC_V1 {
+        return Err(Failure::new(
+            HL_STATUS_INVALID_ARG,
+            format!("desc->struct_size is {size}, expected {ours} (or {DESC_V1})"),
+        ));
+    }
+    let mut copy = std::mem::MaybeUninit::<hl_job_desc_t>::zeroed();
+    // SAFETY: `DESC_V1` bytes are readable (checked above) and `copy` has room for them; the
+    // rest stays zero, a NULL `progress`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(desc.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), DESC_V1);
+        Ok(copy.assume_init())
+    }
+}
+
+/// A job's user data while its callbacks may still run: `done` (or the job's end) takes it
+/// out, so a progress report delivered after that finds nothing to call, and the finalizer
+/// runs once, when the job is done with it.
+type Shared = Arc<std::sync::Mutex<Option<Arc<UserData>>>>;
+
+/// Takes the user data out of its cell when dropped: with the continuation that ran (or was
+/// dropped by a shutdown), so the finalizer's timing does not depend on the handle.
+struct Release(Shared);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let taken = self.0.lock().map(|mut g| g.take()).unwrap_or(None);
+        drop(taken);
+    }
 }
 
 /// A C job's non-zero return code, carried as the job's error.
@@ -90,14 +144,7 @@ pub unsafe extern "C" fn hl_job_spawn(
     guard("hl_job_spawn", || {
         let state = live(rt)?;
         // SAFETY: per this function's contract.
-        let desc = unsafe { arg(desc, "desc") }?;
-        let ours = std::mem::size_of::<hl_job_desc_t>();
-        if (desc.struct_size as usize) < ours {
-            return Err(Failure::new(
-                HL_STATUS_INVALID_ARG,
-                format!("desc->struct_size is {}, expected {ours}", desc.struct_size),
-            ));
-        }
+        let desc = unsafe { read_desc(desc) }?;
         let run = desc
             .run
             .ok_or_else(|| Failure::new(HL_STATUS_NULL_ARG, "desc->run is NULL"))?;
@@ -155,17 +202,40 @@ pub unsafe extern "C" fn hl_job_spawn(
                 return Err(e.into());
             }
         };
-        let job = match desc.done {
-            None => {
-                drop(ud);
-                job
-            }
-            Some(done) => job.on_main(move |r, _main| {
-                let (status, code) = outcome(&r);
-                // SAFETY: the host registered `done` for this user_data, on the main thread.
-                unsafe { done(ud.ptr(), status, code) };
-                drop(ud);
-            }),
+        let job = if desc.done.is_none() && desc.progress.is_none() {
+            drop(ud);
+            job
+        } else {
+            let cell: Shared = Arc::new(std::sync::Mutex::new(Some(ud)));
+            let job = match desc.progress {
+                None => job,
+                Some(progress) => {
+                    let cell = cell.clone();
+                    job.on_progress(move |p, _main| {
+                        let ud = cell.lock().ok().and_then(|g| g.clone());
+                        if let Some(ud) = ud {
+                            // SAFETY: the host registered `progress` for this user_data, on
+                            // the main thread, until `done` has run.
+                            unsafe { progress(ud.ptr(), p.fraction) };
+                        }
+                    })
+                }
+            };
+            let release = Release(cell);
+            let done = desc.done;
+            job.on_main(move |r, _main| {
+                let release = release;
+                if let Some(done) = done {
+                    let ud = release.0.lock().ok().and_then(|g| g.clone());
+                    if let Some(ud) = ud {
+                        let (status, code) = outcome(&r);
+                        // SAFETY: the host registered `done` for this user_data, on the main
+                        // thread.
+                        unsafe { done(ud.ptr(), status, code) };
+                    }
+                }
+                drop(release);
+            })
         };
         let handle = JOBS.insert(JobState { job });
         if !out.is_null() {
