@@ -316,3 +316,85 @@ fn the_template_docs_rebuild_the_profile_their_host_loads() {
         );
     }
 }
+
+/// The template is a starting point, not a workspace member only: copied out of the
+/// repository, with its one dependency pointed at this checkout (the step its README gives),
+/// it builds on its own, and the library it builds loads as the `orbits` plugin and sends
+/// frames.
+#[test]
+fn the_plugin_template_builds_and_loads_once_copied_out_of_the_workspace() {
+    let root = hostloop_tests::repo_root();
+    let src = root.join("examples/plugin-template");
+    // Outside the repository (a copy inside it would be claimed by its workspace).
+    let dir = std::env::temp_dir().join(format!("hostloop-template-copy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let copy = dir.join("my-tool");
+    copy_dir(&src, &copy);
+    let manifest = std::fs::read_to_string(copy.join("Cargo.toml")).unwrap();
+    assert!(
+        !manifest.contains("workspace = true") && !manifest.contains(".workspace"),
+        "the template leans on the workspace:\n{manifest}"
+    );
+    let sdk = root.join("sdk");
+    let pointed = manifest.replace(
+        "path = \"../../sdk\"",
+        &format!("path = {:?}", sdk.display().to_string()),
+    );
+    assert_ne!(
+        pointed, manifest,
+        "the README's dependency line is in Cargo.toml"
+    );
+    std::fs::write(copy.join("Cargo.toml"), pointed).unwrap();
+    // The repository's lock file pins the versions already in the local registry cache, so the
+    // copy builds without the network (a user's copy resolves its own).
+    std::fs::copy(root.join("Cargo.lock"), copy.join("Cargo.lock")).unwrap();
+    // A target directory of its own that survives runs (a first build compiles hostloop).
+    let target = root.join("target").join("template-copy");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(&copy)
+        .args(["build", "--offline", "--lib"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env_remove("CARGO_PKG_NAME");
+    hostloop_tests::run(&mut cmd, std::time::Duration::from_secs(900))
+        .assert_success("cargo build in a copy of the template");
+    let lib = target.join("debug").join("libhostloop_plugin_template.so");
+    assert!(lib.is_file(), "{} was not built", lib.display());
+
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let steps = Arc::new(Mutex::new(0u64));
+    let seen = steps.clone();
+    rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
+        if let ("orbits/step", Payload::Bytes(b)) = (m.topic, m.payload) {
+            if let Ok(b) = <[u8; 8]>::try_from(b) {
+                *seen.lock().unwrap() = u64::from_le_bytes(b);
+            }
+        }
+    })));
+    let plugin = rt.load_plugin(&lib).unwrap();
+    assert_eq!(plugin.info().name, "orbits");
+    let report = rt
+        .run_until(
+            || *steps.lock().unwrap() >= 3,
+            std::time::Duration::from_millis(2),
+            std::time::Duration::from_secs(120),
+        )
+        .unwrap();
+    assert!(report.finished, "the copied plugin's frames did not arrive");
+    drop(plugin);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! library file changes (rebuild it in another terminal).
 //!
 //! ```text
-//! cargo run -p hostloop-plugin-template --example host -- --seconds 60
+//! cargo run --release -p hostloop-plugin-template --example host -- --seconds 60
 //! ```
 //!
 //! Flags: `--seconds N` (default 3), `--plugin PATH` (default: the library built beside this
@@ -153,14 +153,18 @@ fn build_plugin(plugin: &std::path::Path) -> Result<(), Box<dyn std::error::Erro
     let profile_dir = plugin.parent().ok_or("no profile directory")?;
     let target_dir = profile_dir.parent().ok_or("no target directory")?;
     let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-    cmd.args(["build", "-p", "hostloop-plugin-template"])
+    // This package, wherever it was copied and whatever it was renamed to.
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .args(["-p", env!("CARGO_PKG_NAME")])
         .env("CARGO_TARGET_DIR", target_dir);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
     println!("building the plugin: {cmd:?}");
     if !cmd.status()?.success() {
-        return Err("cargo build -p hostloop-plugin-template failed".into());
+        return Err(format!("cargo build -p {} failed", env!("CARGO_PKG_NAME")).into());
     }
     Ok(())
 }
