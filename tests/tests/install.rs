@@ -63,7 +63,9 @@ fn words(s: &str) -> Vec<String> {
 fn the_install_script_copies_libraries_headers_and_writes_pkg_config_and_cmake_files() {
     let prefix = prefix();
     let mut expected = vec![
+        format!("lib/libhostloop.so.{}", env!("CARGO_PKG_VERSION")),
         "lib/libhostloop.so".to_owned(),
+        "lib/libhostloop.so.0".to_owned(),
         "lib/libhostloop.a".to_owned(),
         "lib/pkgconfig/hostloop.pc".to_owned(),
         "lib/cmake/hostloop/hostloop-config.cmake".to_owned(),
@@ -94,7 +96,7 @@ fn the_install_script_copies_libraries_headers_and_writes_pkg_config_and_cmake_f
         "Name: hostloop",
         &format!("Version: {}", env!("CARGO_PKG_VERSION")),
         "Cflags: -I${includedir}",
-        "Libs: -L${libdir} -lhostloop",
+        "Libs: -L${libdir} -Wl,-rpath,${libdir} -lhostloop",
         "Libs.private: -lpthread -ldl -lm",
     ] {
         assert!(
@@ -113,6 +115,35 @@ fn the_install_script_copies_libraries_headers_and_writes_pkg_config_and_cmake_f
     assert!(
         cmake.contains("add_library(hostloop::hostloop SHARED IMPORTED)"),
         "{cmake}"
+    );
+
+    // The layout distributions use: the file carries the version, its SONAME link names the
+    // major version, and the linker's name points at that.
+    let lib = prefix.join("lib");
+    let link = |name: &str| std::fs::read_link(lib.join(name)).ok();
+    assert_eq!(
+        link("libhostloop.so"),
+        Some(PathBuf::from("libhostloop.so.0"))
+    );
+    assert_eq!(
+        link("libhostloop.so.0"),
+        Some(PathBuf::from(format!(
+            "libhostloop.so.{}",
+            env!("CARGO_PKG_VERSION")
+        )))
+    );
+    let dynamic = run(
+        Command::new("readelf")
+            .arg("-d")
+            .arg(lib.join("libhostloop.so.0")),
+        HANG_LIMIT,
+    );
+    assert!(
+        dynamic
+            .stdout
+            .contains("Library soname: [libhostloop.so.0]"),
+        "{}",
+        dynamic.describe()
     );
 
     // --no-build: the same files from the already-built library.
@@ -146,13 +177,86 @@ fn the_c_host_builds_with_only_pkg_config_flags_and_runs_with_the_installed_libr
     assert!(out.has_line("host: OK"), "{}", out.describe());
     assert_eq!(out.number("results"), 50, "{}", out.describe());
 
-    // Nothing but LD_LIBRARY_PATH pointed it at the library: no rpath into target/ leaked in.
+    // Without LD_LIBRARY_PATH too: the .pc file's rpath names the prefix, and nothing else
+    // (no rpath into target/ leaked in); the program needs the library by its SONAME.
     let without = run_program(&exe, &[], &[]);
+    without.assert_success("host.c without LD_LIBRARY_PATH");
+    let dynamic = run(Command::new("readelf").arg("-d").arg(&exe), HANG_LIMIT);
     assert!(
-        !without.status.success() && without.stderr.contains("libhostloop.so"),
-        "the program found a libhostloop without LD_LIBRARY_PATH:\n{}",
-        without.describe()
+        dynamic
+            .stdout
+            .contains("Shared library: [libhostloop.so.0]"),
+        "{}",
+        dynamic.describe()
     );
+    let runpaths: Vec<&str> = dynamic
+        .stdout
+        .lines()
+        .filter(|l| l.contains("RUNPATH") || l.contains("RPATH"))
+        .collect();
+    assert_eq!(
+        runpaths.len(),
+        1,
+        "one run path, the prefix's:\n{}",
+        dynamic.describe()
+    );
+    assert!(runpaths[0].contains(&format!("[{lib}]")), "{}", runpaths[0]);
+}
+
+/// The README's install-and-build commands (after its C example), run line by line as
+/// written — in the repository, then in host.c's directory as its comment says — with a
+/// fresh `$HOME` for the prefix: no `PKG_CONFIG_PATH` or `LD_LIBRARY_PATH` of the test's.
+#[test]
+fn the_readmes_install_build_and_run_commands_work_as_written() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = &readme[readme.find("## Integrating from C").expect("the C section")..];
+    let start = section
+        .find("\n```sh\n")
+        .expect("a ```sh block in the C section")
+        + 7;
+    let block = &section[start..start + section[start..].find("\n```").unwrap()];
+    let lines: Vec<&str> = block.lines().collect();
+    let cc = lines
+        .iter()
+        .position(|l| l.starts_with("cc "))
+        .expect("a cc line");
+    let dir = test_dir!("install-readme");
+    let home = dir.join("home");
+    let host_dir = home.join("my-host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(c_dir().join("readme_example.c"), host_dir.join("host.c")).unwrap();
+    let real_home = std::env::var("HOME").unwrap_or_default();
+    let script = format!(
+        "set -euo pipefail\ncd {repo:?}\n{install}\ncd {host:?}\n{build}\n",
+        repo = repo_root().display().to_string(),
+        install = lines[..cc].join("\n"),
+        host = host_dir.display().to_string(),
+        build = lines[cc..].join("\n"),
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(&script)
+        .env("HOME", &home)
+        // The toolchain and the registry cache stay where they are.
+        .env(
+            "CARGO_HOME",
+            std::env::var("CARGO_HOME").unwrap_or(format!("{real_home}/.cargo")),
+        )
+        .env(
+            "RUSTUP_HOME",
+            std::env::var("RUSTUP_HOME").unwrap_or(format!("{real_home}/.rustup")),
+        )
+        .env("CARGO_TARGET_DIR", profile_dir().parent().unwrap())
+        .env_remove("PKG_CONFIG_PATH")
+        .env_remove("LD_LIBRARY_PATH");
+    let out = run(&mut cmd, HANG_LIMIT * 10);
+    out.assert_success("the README's commands");
+    assert!(
+        out.stdout.contains("demo/answer: 42") && out.stdout.contains("job: HL_STATUS_OK (0)"),
+        "{}",
+        out.describe()
+    );
+    assert!(home.join("hostloop/lib/libhostloop.so.0").exists());
 }
 
 #[test]
