@@ -398,3 +398,74 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A reconfigure changes only what it names: `rate`, `playing`, `delivery` and `lockstep`
+/// apply to the running simulation and its step goes on (no frame after them is of a step
+/// before them); only a key that changes the state (`agents`) starts again at step 0.
+#[test]
+fn reconfiguring_keys_that_need_no_rebuild_keeps_the_running_simulation_and_its_step() {
+    let host = Host::new();
+    let plugin = host.rt.load_plugin(fixture("hostloop_particles")).unwrap();
+    host.configure("particles/configure", "agents=2000");
+    host.pump_until("the 2000-particle simulation past step 20", |got| {
+        last_frame(got, "particles/positions").is_some_and(|(s, v, _)| s >= 20 && v.len() == 6000)
+    });
+    // Each entry is sent as one configure or more (a pause and a play again).
+    for texts in [
+        &["rate=500"][..],
+        &["delivery=every"],
+        &["lockstep=1 rate=0", "lockstep=0"],
+        &["playing=0", "playing=1"],
+        &["delivery=latest"],
+    ] {
+        host.take();
+        // Frames already queued may still arrive; the step reached is read after a pump.
+        host.pump_until("a frame", |got| !steps(got).is_empty());
+        let before = steps(&host.take()).into_iter().max().unwrap();
+        for text in texts {
+            host.configure("particles/configure", text);
+        }
+        let text = texts.join(", then ");
+        host.pump_until("20 more steps", |got| {
+            steps(got)
+                .into_iter()
+                .max()
+                .is_some_and(|s| s >= before + 20)
+        });
+        let got = host.take();
+        let after = steps(&got);
+        assert!(
+            after.iter().all(|&s| s >= before),
+            "`{text}` went back from step {before}: {after:?}"
+        );
+        assert!(
+            last_frame(&got, "particles/positions").is_some_and(|(_, v, _)| v.len() == 6000),
+            "`{text}` kept the 2000 particles"
+        );
+    }
+    // A state key does rebuild: it starts again from step 0 (a `latest` host may see a later
+    // first step, never the old simulation's).
+    host.pump_until("a frame", |got| !steps(got).is_empty());
+    let before = steps(&host.take()).into_iter().max().unwrap();
+    host.configure("particles/configure", "agents=1000");
+    host.pump_until("the rebuilt simulation", |got| {
+        last_frame(got, "particles/positions").is_some_and(|(_, v, _)| v.len() == 3000)
+    });
+    let got = host.take();
+    let first = got
+        .iter()
+        .position(|(_, g)| matches!(g, Got::Floats(v, _) if v.len() == 3000))
+        .unwrap();
+    let Some((_, Got::Step(step))) = got[..first]
+        .iter()
+        .rev()
+        .find(|(_, g)| matches!(g, Got::Step(_)))
+    else {
+        panic!("no step before the first rebuilt frame")
+    };
+    assert!(
+        *step < before,
+        "the rebuilt simulation's first frame is step {step}, after {before}"
+    );
+    assert_eq!(plugin.unload(Duration::from_secs(10)).stragglers, 0);
+}

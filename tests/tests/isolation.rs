@@ -309,7 +309,12 @@ fn ballast(host: &Host) -> Option<(u64, u64)> {
 #[test]
 fn a_state_larger_than_a_frame_is_saved_and_restored_across_a_crash() {
     let host = Host::new();
-    let options = isolated().save_interval(Duration::from_millis(200));
+    // An 80 MiB state costs the fixture's (debug-built) main thread seconds per save on a
+    // loaded machine, during which it cannot answer the heartbeat: this test is about size, so
+    // the heartbeat only catches a real hang.
+    let options = isolated()
+        .save_interval(Duration::from_millis(200))
+        .heartbeat(HANG_LIMIT);
     let plugin = host
         .rt
         .load_plugin_with(fixture("fixture_crashy"), &options)

@@ -371,9 +371,13 @@ impl SimSlot {
 /// playback, errors, hot reload with state) comes with it.
 ///
 /// The host configures it with a custom event `<NAME>/configure` whose bytes are `key=value`
-/// pairs ([`SimTool::apply_key`], then [`SimSettings`]), resets it with `<NAME>/reset`, plays and pauses it with the
-/// playback events, and receives `<NAME>/step` then what [`SimTool::emit`] sends for each frame,
-/// and `<NAME>/error` text.
+/// pairs ([`SimTool::apply_key`], then [`SimSettings`]), resets it with `<NAME>/reset`, plays
+/// and pauses it with the playback events, and receives `<NAME>/step` then what
+/// [`SimTool::emit`] sends for each frame, and `<NAME>/error` text. A configure rebuilds the
+/// simulation (from step 0, on a worker) only for a tool key whose `apply_key` says so; `rate`,
+/// `playing` and the tool's live keys change the running simulation, and `delivery` and
+/// `lockstep` move its state to a new driver at the step it reached (by a snapshot, so a
+/// simulation without [`Simulation::save`] starts again from its initial state there).
 ///
 /// ```no_run
 /// use hostloop::plugin::{SimPlugin, SimTool};
@@ -446,25 +450,44 @@ struct Setup<T> {
     sim: SimSettings,
 }
 
+/// What a new configuration asks of the running simulation, least first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Change {
+    /// Applied to it as it runs: the tool's live keys ([`SimTool::aim`]), `rate`, `playing`.
+    Live,
+    /// A new driver for the same state (`delivery`, `lockstep`): it pauses, is snapshotted at
+    /// a step boundary, and a simulation resumed from that snapshot takes its place — the step
+    /// goes on from where it was.
+    Respawn,
+    /// A new simulation from [`SimTool::build`] (a tool key that changes the state), at step 0.
+    Rebuild,
+}
+
 impl<T: SimTool> Setup<T> {
-    /// This setup with the `key=value` pairs of `text` applied, and whether that needs a
-    /// rebuild (a change to a [`SimSettings`] key always does).
-    fn apply(&self, text: &str) -> std::result::Result<(Self, bool), String> {
+    /// This setup with the `key=value` pairs of `text` applied, and what that asks of the
+    /// running simulation.
+    fn apply(&self, text: &str) -> std::result::Result<(Self, Change), String> {
         let mut c = self.clone();
-        let mut rebuild = false;
+        let mut change = Change::Live;
         for pair in settings_pairs(text) {
             let (key, value) = pair?;
-            rebuild |= match c.tool.apply_key(key, value) {
-                Some(r) => r?,
+            match c.tool.apply_key(key, value) {
+                Some(r) => {
+                    if r? {
+                        change = Change::Rebuild;
+                    }
+                }
                 None => {
                     c.sim
                         .apply(key, value)
                         .unwrap_or_else(|| Err(format!("unknown key `{key}`")))?;
-                    true
                 }
-            };
+            }
         }
-        Ok((c, rebuild))
+        if c.sim.every != self.sim.every || c.sim.lockstep != self.sim.lockstep {
+            change = change.max(Change::Respawn);
+        }
+        Ok((c, change))
     }
 
     /// The text [`Setup::apply`] reads back.
@@ -506,21 +529,50 @@ impl<T: SimTool> SimPlugin<T> {
         &self.setup.sim
     }
 
-    /// Applies a `<NAME>/configure`: a rebuild happens on a worker and replaces the running
-    /// simulation when it is ready; live settings change the running one at its next step.
+    /// Applies a `<NAME>/configure`. A key that changes the state (the tool's, when
+    /// [`SimTool::apply_key`] says so) rebuilds on a worker, replacing the running simulation
+    /// when it is ready; `delivery` and `lockstep` move the running state, at its step, to a new
+    /// driver; everything else (`rate`, `playing`, the tool's live keys) changes the running
+    /// simulation at its next step.
     fn configure(&mut self, bytes: &[u8], main: &mut Main<'_>) {
         let result = std::str::from_utf8(bytes)
             .map_err(|_| "not UTF-8".to_owned())
             .and_then(|text| self.setup.apply(text))
-            .and_then(|(setup, rebuild)| {
-                if rebuild {
-                    let wanted = setup.clone();
-                    self.slot
-                        .start_in_background(&self.rt, move || Ok(wanted.build()), T::emit)
-                        .map_err(|e| e.to_string())?;
-                } else if let Some(c) = self.slot.control() {
-                    let live = setup.tool.clone();
-                    c.edit(move |sim: &mut T::Sim| live.aim(sim));
+            .and_then(|(setup, change)| {
+                match (change, self.slot.control()) {
+                    (Change::Live, Some(c)) => {
+                        let live = setup.tool.clone();
+                        c.edit(move |sim: &mut T::Sim| live.aim(sim));
+                        let options = setup.sim.options(T::NAME);
+                        if setup.sim.rate != self.setup.sim.rate {
+                            c.set_rate(options.rate);
+                        }
+                        if setup.sim.playing != self.setup.sim.playing {
+                            if setup.sim.playing {
+                                c.play();
+                            } else {
+                                c.pause();
+                            }
+                        }
+                    }
+                    (Change::Respawn, Some(c)) => {
+                        // The live keys first (the snapshot carries them), then paused, so the
+                        // snapshot is its last step and nothing newer is shown before the new
+                        // driver's frames.
+                        let live = setup.tool.clone();
+                        c.edit(move |sim: &mut T::Sim| live.aim(sim));
+                        c.pause();
+                        let wanted = setup.clone();
+                        self.slot
+                            .start_in_background(&self.rt, move || respawned(&wanted, &c), T::emit)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    _ => {
+                        let wanted = setup.clone();
+                        self.slot
+                            .start_in_background(&self.rt, move || Ok(wanted.build()), T::emit)
+                            .map_err(|e| e.to_string())?;
+                    }
                 }
                 self.setup = setup;
                 Ok(())
@@ -530,6 +582,15 @@ impl<T: SimTool> SimPlugin<T> {
             self.slot.report(main, &message);
         }
     }
+}
+
+/// On a worker: `wanted`'s simulation resumed from a snapshot of the paused `old` one, so it
+/// goes on at the same step; from its initial state if `old` cannot be saved (a simulation
+/// without [`Simulation::save`]).
+fn respawned<T: SimTool>(wanted: &Setup<T>, old: &SimControl) -> Result<(T::Sim, SimOptions)> {
+    let (sim, mut options) = wanted.build();
+    options.resume = old.save_now(STATE_TIMEOUT).ok();
+    Ok((sim, options))
 }
 
 impl<T: SimTool> Plugin for SimPlugin<T> {
@@ -582,7 +643,7 @@ impl<T: SimTool> Plugin for SimPlugin<T> {
             &self.rt,
             input,
             |text| {
-                let (setup, _) = Setup::<T>::default()
+                let (setup, _change) = Setup::<T>::default()
                     .apply(text)
                     .map_err(crate::Error::failed)?;
                 let built = setup.build();
