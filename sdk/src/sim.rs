@@ -856,11 +856,11 @@ impl<S: Simulation> Driver<S> {
                 target = None;
                 continue;
             }
-            step += 1;
+            // A restored snapshot names its step, and may name the last one there is.
+            step = step.saturating_add(1);
             self.state.step.store(step, Ordering::Release);
             if let Some(rate) = self.rate {
-                next_at = next_at.max(Instant::now() - Duration::from_secs_f64(1.0 / rate))
-                    + Duration::from_secs_f64(1.0 / rate);
+                next_at = next_step_at(next_at, rate, Instant::now());
             }
             if seeking {
                 continue; // only the target step's frame is shown
@@ -992,6 +992,20 @@ fn save<S: Simulation>(sim: &S, step: u64) -> Result<Vec<u8>> {
     w.u64(step);
     catch(|| sim.save(&mut w)).unwrap_or_else(|p| Err(Error::from_panic(p)))?;
     Ok(w.finish())
+}
+
+/// When the step after one taken at `now` is due at `rate` steps per second (positive and
+/// finite), catching up on a late `next_at` by at most one period. A period the clock cannot
+/// hold — a rate of `1e-300` is positive and finite — is as far off as the clock counts: no
+/// step is due until `play`, `step_by` or a seek asks for one.
+fn next_step_at(next_at: Instant, rate: f64, now: Instant) -> Instant {
+    let period = Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::MAX);
+    let from = now
+        .checked_sub(period)
+        .map_or(next_at, |late| next_at.max(late));
+    from.checked_add(period)
+        .or_else(|| now.checked_add(Duration::from_secs(u64::from(u32::MAX))))
+        .unwrap_or(from)
 }
 
 /// Restores `bytes` into `sim`; returns the step it was taken at. The snapshot is fully

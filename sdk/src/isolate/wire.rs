@@ -897,10 +897,14 @@ impl Outbox {
 }
 
 #[cfg(test)]
+#[path = "wire_fuzz.rs"]
+mod wire_fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn all() -> Vec<Msg> {
+    pub(super) fn all() -> Vec<Msg> {
         vec![
             Msg::Load {
                 req: 1,
