@@ -348,14 +348,7 @@ fn post_item(shared: &Arc<Shared>, item: MainItem) -> Result<()> {
 struct PumpState {
     /// A chunked item that asked to continue.
     carry: Option<MainTask>,
-    /// Items run between two clock reads, adapted to the items' cost.
-    batch: usize,
 }
-
-/// A batch of items shorter than this doubles the batch; longer halves it.
-const BATCH_FAST: Duration = Duration::from_micros(8);
-const BATCH_SLOW: Duration = Duration::from_micros(32);
-const MAX_BATCH: usize = 1024;
 
 impl Handle {
     /// Runs queued main-thread work in FIFO order until the queue is empty or `budget` is spent,
@@ -365,8 +358,10 @@ impl Handle {
     /// At least one item runs per call, so `Duration::ZERO` runs exactly one item (in C,
     /// `hl_runtime_pump` with `budget_us == 0` means the options' `default_budget_us` instead,
     /// since C has no "no budget given"; a C host passes 1 µs to run one item). The clock is read
-    /// after each batch of items, and the batch adapts so that cheap items are not dominated by
-    /// clock reads while a slow item is never followed by another once the budget is spent.
+    /// after every item, so no item starts once the budget is spent: a pump takes at most its
+    /// budget plus the item that was running when the budget ran out. (Reading it only once per
+    /// batch of cheap items saved a few tens of ns per item, but let a pump that met slow items
+    /// in a batch run them all, tens of milliseconds past a 1 ms budget.)
     /// Panics in items are caught and counted in [`Stats::main_items_panicked`](crate::Stats).
     ///
     /// # Errors
@@ -392,10 +387,7 @@ impl Handle {
         let start = Instant::now();
         let deadline = start + budget;
         q.doorbell.acknowledge();
-        let (mut carry, mut batch) = {
-            let mut st = lock(&q.pump.state);
-            (st.carry.take(), st.batch.max(1))
-        };
+        let mut carry = lock(&q.pump.state).carry.take();
         let mut ran = 0usize;
         let mut panicked = 0u64;
         if q.main_rx.len() >= TRIM_AFTER {
@@ -410,44 +402,23 @@ impl Handle {
             }
             ran += 1;
         }
-        let mut batch_start = start;
-        let mut now;
-        'pump: loop {
-            let mut empty = false;
-            for _ in 0..batch {
-                let Some(task) = carry.take().or_else(|| q.main_rx.try_recv().ok()) else {
-                    empty = true;
-                    break;
-                };
-                let mut main = Main::new(self, deadline);
-                match catch(|| task.run(&mut main)) {
-                    Ok(next) => carry = next,
-                    Err(_) => panicked += 1,
-                }
-                ran += 1;
-                if carry.is_some() {
-                    // A chunked item decides its own slice: read the clock after it.
-                    break;
-                }
+        let now = loop {
+            let Some(task) = carry.take().or_else(|| q.main_rx.try_recv().ok()) else {
+                break Instant::now();
+            };
+            let mut main = Main::new(self, deadline);
+            match catch(|| task.run(&mut main)) {
+                Ok(next) => carry = next,
+                Err(_) => panicked += 1,
             }
-            now = Instant::now();
-            if empty || now >= deadline {
-                break 'pump;
+            ran += 1;
+            let now = Instant::now();
+            if now >= deadline {
+                break now;
             }
-            let took = now - batch_start;
-            if took < BATCH_FAST {
-                batch = (batch * 2).min(MAX_BATCH);
-            } else if took > BATCH_SLOW {
-                batch = (batch / 2).max(1);
-            }
-            batch_start = now;
-        }
+        };
         let remaining = q.backlog(self.shared(), carry.is_some());
-        {
-            let mut st = lock(&q.pump.state);
-            st.carry = carry;
-            st.batch = batch;
-        }
+        lock(&q.pump.state).carry = carry;
         if remaining > 0 {
             // Budget spent with work left: keep the doorbell rung so the host comes back.
             q.doorbell.notify();

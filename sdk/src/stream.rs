@@ -14,9 +14,6 @@ use crate::internal::sync::lock;
 use crate::main_thread::{post_task, Main, MainTask, Step};
 use crate::shared::Shared;
 
-/// Items handled per clock read while draining a stream.
-const DRAIN_SLICE: usize = 64;
-
 type Handler<T> = Box<dyn FnMut(T, &mut Main<'_>) + Send>;
 
 struct StreamInner<T> {
@@ -45,14 +42,14 @@ impl<T: Send + 'static> StreamInner<T> {
         self.scheduled.swap(false, Ordering::AcqRel);
         let mut handler = lock(&self.handler);
         loop {
-            for _ in 0..DRAIN_SLICE {
-                let Ok(item) = self.rx.try_recv() else {
-                    return Step::Done;
-                };
-                if catch(|| handler(item, main)).is_err() {
-                    main.handle().shared().stats.record_main_panic();
-                }
+            let Ok(item) = self.rx.try_recv() else {
+                return Step::Done;
+            };
+            if catch(|| handler(item, main)).is_err() {
+                main.handle().shared().stats.record_main_panic();
             }
+            // After every item, as the pump does: a handler may be slow, and no item starts
+            // once the budget is spent.
             if main.time_left().is_zero() {
                 if self.rx.is_empty() {
                     return Step::Done;
