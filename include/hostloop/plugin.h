@@ -334,7 +334,8 @@ hl_status_t hl_plugin_info(const hl_plugin_t *plugin, hl_plugin_info_t *info);
  * \param name  NUL-terminated UTF-8, not empty; copied.
  * \return OK; NULL_ARG (name, or data with len > 0); INVALID_HANDLE; INVALID_UTF8; INVALID_ARG
  * (empty name, a blob of that name exists, or a plugin's runtime); FAILED (no memfd could be
- * made or filled: out of memory, no fd left, not Linux — the reason is in `hl_last_error()`).
+ * made or filled: out of memory, no fd left, not Linux — the reason is in `hl_last_error()`);
+ * SHUT_DOWN (the runtime is shut down, as every later call on it).
  * [any-thread]
  */
 hl_status_t hl_blob_create(hl_runtime_t *rt, const char *name, const void *data, size_t len);

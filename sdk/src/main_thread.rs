@@ -412,6 +412,16 @@ impl Handle {
                 Err(_) => panicked += 1,
             }
             ran += 1;
+            if self.shared().is_shutting_down() {
+                // The item shut the runtime down (a host callback called `hl_runtime_shutdown`
+                // or `_free`). Shutdown has dropped the queue already; an item carried over
+                // now would never run nor be dropped, and a chunked one holds the runtime
+                // (the event dispatcher does): a cycle that leaked the whole runtime.
+                if let Some(task) = carry.take() {
+                    let _ = catch(|| MainItem::Task(task).release());
+                }
+                break Instant::now();
+            }
             let now = Instant::now();
             if now >= deadline {
                 break now;
