@@ -452,6 +452,11 @@ int main(int argc, char **argv) {
           "plugin stats: images retired %" PRIu64 " closed %" PRIu64, stats.images_retired,
           stats.images_closed);
     CHECK(stats.stragglers == 0, "plugin stats: stragglers %" PRIu64, stats.stragglers);
+    /* Process-wide: at least the images this runtime retired (the two Rust builds here) stay
+     * mapped; other runtimes of this process may have retired more. */
+    CHECK(stats.images_retained >= 1, "plugin stats: images retained %" PRIu64,
+          stats.images_retained);
+    printf("images_retained=%" PRIu64 "\n", stats.images_retained);
     printf("loaded=%" PRIu64 " loads=%" PRIu64 " unloads=%" PRIu64 " reloads=%" PRIu64
            " failed_reloads=%" PRIu64 " images_retired=%" PRIu64 " images_closed=%" PRIu64
            " plugin_stragglers=%" PRIu64 "\n",

@@ -580,7 +580,7 @@ layouts! {
     }
     hl_plugin_stats_t {
         struct_size, reserved, loaded, loads, unloads, reloads, failed_reloads, images_retired,
-        images_closed, stragglers,
+        images_closed, stragglers, images_retained,
     }
     hl_plugin_services_t {
         struct_size, abi_version, host, spawn, post_main, emit, post_event, is_main_thread,

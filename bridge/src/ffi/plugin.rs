@@ -92,6 +92,7 @@ pub struct hl_plugin_stats_t {
     pub images_retired: u64,
     pub images_closed: u64,
     pub stragglers: u64,
+    pub images_retained: u64,
 }
 
 /// What a plugin handle stands for.
@@ -574,6 +575,7 @@ pub unsafe extern "C" fn hl_runtime_plugin_stats(
             images_retired: s.images_retired,
             images_closed: s.images_closed,
             stragglers: s.stragglers,
+            images_retained: s.images_retained,
         };
         // SAFETY: non-NULL per the check above and sized per the contract.
         unsafe { write_sized(stats, out, "stats") }

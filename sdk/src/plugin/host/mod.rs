@@ -66,6 +66,12 @@ pub struct PluginStats {
     pub images_closed: u64,
     /// Calls into plugins still running at an unload's deadline.
     pub stragglers: u64,
+    /// Retired images that stay mapped in this process, all its runtimes together (not a
+    /// count of this runtime's): one per distinct build retired, however often it was loaded
+    /// and retired again — a load or reload of a build mapped before reuses its image. It only
+    /// grows, by one per reload or load of a build not seen before (see the platform notes of
+    /// [`crate::plugin`]). An isolated plugin's images are in its worker process.
+    pub images_retained: u64,
 }
 
 /// The plugin bookkeeping of one runtime.
@@ -410,7 +416,9 @@ impl Handle {
 
     /// Counters of this runtime's plugin activity.
     pub fn plugin_stats(&self) -> PluginStats {
-        lock(&self.shared().plugins).stats
+        let mut stats = lock(&self.shared().plugins).stats;
+        stats.images_retained = image::images_retained();
+        stats
     }
 
     pub(crate) fn check_plugin_call(&self, path: &Path) -> Result<(), PluginError> {
