@@ -458,6 +458,67 @@ pub fn run_program(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     run(&mut cmd, HANG_LIMIT)
 }
 
+/// Runs a program built with [`SANITIZER_FLAGS`] (leak detection on, UBSan halting on its
+/// first report) and fails on any AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer
+/// report; the caller checks what the program itself says.
+#[track_caller]
+pub fn run_sanitized(path: &Path, args: &[&str]) -> Run {
+    let run = run_program(
+        path,
+        args,
+        &[
+            ("ASAN_OPTIONS", "detect_leaks=1"),
+            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+        ],
+    );
+    assert!(
+        !run.stderr.contains("Sanitizer") && !run.stderr.contains("runtime error:"),
+        "sanitizer report:\n{}",
+        run.describe()
+    );
+    run
+}
+
+/// The arguments every valgrind run of the tests starts with. Valgrind runs one thread at a
+/// time and its default lock is unfair: a busy worker can starve the host thread for minutes,
+/// so fair scheduling hands the lock round.
+pub const VALGRIND_ARGS: &[&str] = &[
+    "--fair-sched=yes",
+    "--error-exitcode=99",
+    "--leak-check=full",
+    "--errors-for-leak-kinds=definite,indirect",
+];
+
+/// Runs a program (built with `-g`) under valgrind and fails on any error or definite or
+/// indirect leak; `None`, with a `SKIPPED` line, when valgrind is not installed
+/// (`scripts/test-deps` installs it).
+#[track_caller]
+pub fn run_valgrind(path: &Path, args: &[&str]) -> Option<Run> {
+    if !tool_available("valgrind") {
+        println!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
+        eprintln!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
+        return None;
+    }
+    let mut cmd = Command::new("valgrind");
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .args(VALGRIND_ARGS)
+        .arg(path)
+        .args(args);
+    let run = run(&mut cmd, HANG_LIMIT);
+    assert!(
+        run.stderr.contains("ERROR SUMMARY: 0 errors"),
+        "valgrind found errors:\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("definitely lost: 0 bytes")
+            || run.stderr.contains("no leaks are possible"),
+        "valgrind found leaks:\n{}",
+        run.describe()
+    );
+    Some(run)
+}
+
 /// Whether `tool` can be started (`tool --version` runs).
 pub fn tool_available(tool: &str) -> bool {
     Command::new(tool)

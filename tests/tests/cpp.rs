@@ -2,31 +2,12 @@
 //! host (`tests/cpp/host_hpp.cpp`), a host of plugins (`tests/cpp/plugin_hpp.cpp`) and two
 //! translation units that both include it twice (`tests/cpp/tu_a.cpp`, `tests/cpp/tu_b.cpp`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hostloop_tests::{
-    c_plugin, cpp_dir, fixture, include_dir, run_program, test_dir, Build, Lang, Run, TestDir,
-    SANITIZER_FLAGS,
+    c_plugin, cpp_dir, fixture, include_dir, run_program, run_sanitized, test_dir, Build, Lang,
+    Run, TestDir, SANITIZER_FLAGS,
 };
-
-/// Runs a program built with [`SANITIZER_FLAGS`], leak detection on, and fails on any
-/// AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer report.
-fn run_sanitized(exe: &Path, args: &[&str]) -> Run {
-    let run = run_program(
-        exe,
-        args,
-        &[
-            ("ASAN_OPTIONS", "detect_leaks=1"),
-            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
-        ],
-    );
-    assert!(
-        !run.stderr.contains("Sanitizer") && !run.stderr.contains("runtime error:"),
-        "sanitizer report:\n{}",
-        run.describe()
-    );
-    run
-}
 
 /// Fails listing every `key=value` of `expected` that the program did not print as expected.
 #[track_caller]

@@ -1,7 +1,7 @@
 //! `tests/c/host.c`, a real C11 host loop on libhostloop: natively, under ASan/UBSan and under
 //! valgrind.
 
-use hostloop_tests::{c_dir, run_program, test_dir, tool_available, Build, Lang, Run};
+use hostloop_tests::{c_dir, run_program, run_sanitized, run_valgrind, test_dir, Build, Lang, Run};
 use hostloop_tests::{TestDir, SANITIZER_FLAGS};
 
 const JOBS: u64 = 50;
@@ -95,56 +95,13 @@ fn a_c_host_loop_runs_jobs_pumps_on_the_doorbell_and_finalizes_everything() {
 fn the_c_host_is_clean_under_address_and_undefined_behaviour_sanitizers() {
     let dir = test_dir!("host-asan");
     let exe = build_host(&dir, SANITIZER_FLAGS);
-    let run = run_program(
-        &exe,
-        &[],
-        &[
-            ("ASAN_OPTIONS", "detect_leaks=1"),
-            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
-        ],
-    );
-    assert!(
-        !run.stderr.contains("ERROR: AddressSanitizer")
-            && !run.stderr.contains("ERROR: LeakSanitizer")
-            && !run.stderr.contains("runtime error:"),
-        "sanitizer report:\n{}",
-        run.describe()
-    );
-    assert_host_behaviour(&run);
+    assert_host_behaviour(&run_sanitized(&exe, &[]));
 }
 
 #[test]
 fn the_c_host_is_clean_under_valgrind() {
-    if !tool_available("valgrind") {
-        println!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
-        eprintln!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
-        return;
-    }
     let dir = test_dir!("host-valgrind");
-    let exe = build_host(&dir, &["-g"]);
-    let mut cmd = std::process::Command::new("valgrind");
-    cmd.env_remove("LD_LIBRARY_PATH")
-        .args([
-            // Valgrind runs one thread at a time; its default lock is unfair, and a job
-            // spinning on hl_job_ctx_check can then starve the host thread that would cancel
-            // it for minutes. Fair scheduling hands the lock round.
-            "--fair-sched=yes",
-            "--error-exitcode=99",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite,indirect",
-        ])
-        .arg(&exe);
-    let run = hostloop_tests::run(&mut cmd, hostloop_tests::HANG_LIMIT);
-    assert!(
-        run.stderr.contains("ERROR SUMMARY: 0 errors"),
-        "valgrind found errors:\n{}",
-        run.describe()
-    );
-    assert!(
-        run.stderr.contains("definitely lost: 0 bytes")
-            || run.stderr.contains("no leaks are possible"),
-        "valgrind found leaks:\n{}",
-        run.describe()
-    );
-    assert_host_behaviour(&run);
+    if let Some(run) = run_valgrind(&build_host(&dir, &["-g"]), &[]) {
+        assert_host_behaviour(&run);
+    }
 }

@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
-use hostloop_tests::{c_dir, fixture, run_program, test_dir, tool_available, worker_program};
+use hostloop_tests::{
+    c_dir, fixture, run_program, run_sanitized, run_valgrind, test_dir, worker_program,
+};
 use hostloop_tests::{Build, Lang, Run, TestDir, SANITIZER_FLAGS};
 
 fn build_host(dir: &TestDir, extra_flags: &[&str]) -> PathBuf {
@@ -119,54 +121,18 @@ fn the_isolation_host_is_clean_under_address_and_undefined_behaviour_sanitizers(
     let exe = build_host(&dir, SANITIZER_FLAGS);
     let args = args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = run_program(
-        &exe,
-        &args,
-        &[
-            ("ASAN_OPTIONS", "detect_leaks=1"),
-            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
-        ],
-    );
-    assert!(
-        !run.stderr.contains("ERROR: AddressSanitizer")
-            && !run.stderr.contains("ERROR: LeakSanitizer")
-            && !run.stderr.contains("runtime error:"),
-        "sanitizer report:\n{}",
-        run.describe()
-    );
+    let run = run_sanitized(&exe, &args);
     assert_isolation_host_behaviour(&run);
 }
 
 #[test]
 fn the_isolation_host_is_clean_under_valgrind() {
-    if !tool_available("valgrind") {
-        println!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
-        eprintln!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
-        return;
-    }
     let dir = test_dir!("isolation-host-valgrind");
     let exe = build_host(&dir, &["-g"]);
-    let mut cmd = std::process::Command::new("valgrind");
-    cmd.env_remove("LD_LIBRARY_PATH")
-        .args([
-            "--fair-sched=yes",
-            "--error-exitcode=99",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite,indirect",
-        ])
-        .arg(&exe)
-        .args(args());
-    let run = hostloop_tests::run(&mut cmd, hostloop_tests::HANG_LIMIT);
-    assert!(
-        run.stderr.contains("ERROR SUMMARY: 0 errors"),
-        "valgrind found errors:\n{}",
-        run.describe()
-    );
-    assert!(
-        run.stderr.contains("definitely lost: 0 bytes")
-            || run.stderr.contains("no leaks are possible"),
-        "valgrind found leaks:\n{}",
-        run.describe()
-    );
+    let args = args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(run) = run_valgrind(&exe, &args) else {
+        return;
+    };
     assert_isolation_host_behaviour(&run);
 }

@@ -1,7 +1,7 @@
 //! `tests/c/job_progress.c`: a C job's coalesced main-thread progress callback
 //! (`hl_job_desc_t::progress`), natively, under ASan/UBSan and under valgrind.
 
-use hostloop_tests::{c_dir, run_program, test_dir, tool_available, Build, Lang, Run};
+use hostloop_tests::{c_dir, run_program, run_sanitized, run_valgrind, test_dir, Build, Lang, Run};
 use hostloop_tests::{TestDir, SANITIZER_FLAGS};
 
 fn build(dir: &TestDir, flags: &[&str]) -> std::path::PathBuf {
@@ -38,47 +38,13 @@ fn a_c_job_reports_progress_to_the_main_thread_coalesced() {
 #[test]
 fn the_progress_callback_is_clean_under_sanitizers() {
     let dir = test_dir!("job-progress-asan");
-    let run = run_program(
-        &build(&dir, SANITIZER_FLAGS),
-        &[],
-        &[
-            ("ASAN_OPTIONS", "detect_leaks=1"),
-            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
-        ],
-    );
-    assert!(
-        !run.stderr.contains("ERROR: AddressSanitizer")
-            && !run.stderr.contains("ERROR: LeakSanitizer")
-            && !run.stderr.contains("runtime error:"),
-        "sanitizer report:\n{}",
-        run.describe()
-    );
-    assert_behaviour(&run);
+    assert_behaviour(&run_sanitized(&build(&dir, SANITIZER_FLAGS), &[]));
 }
 
 #[test]
 fn the_progress_callback_is_clean_under_valgrind() {
-    if !tool_available("valgrind") {
-        println!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
-        eprintln!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
-        return;
-    }
     let dir = test_dir!("job-progress-valgrind");
-    let exe = build(&dir, &["-g"]);
-    let mut cmd = std::process::Command::new("valgrind");
-    cmd.env_remove("LD_LIBRARY_PATH")
-        .args([
-            "--fair-sched=yes",
-            "--error-exitcode=99",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite,indirect",
-        ])
-        .arg(&exe);
-    let run = hostloop_tests::run(&mut cmd, hostloop_tests::HANG_LIMIT);
-    assert!(
-        run.stderr.contains("ERROR SUMMARY: 0 errors"),
-        "valgrind found errors:\n{}",
-        run.describe()
-    );
-    assert_behaviour(&run);
+    if let Some(run) = run_valgrind(&build(&dir, &["-g"]), &[]) {
+        assert_behaviour(&run);
+    }
 }

@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use hostloop_tests::{c_dir, c_plugin, fixture, run_program, test_dir, tool_available};
+use hostloop_tests::{
+    c_dir, c_plugin, fixture, run_program, run_sanitized, run_valgrind, test_dir,
+};
 use hostloop_tests::{Build, Lang, Run, TestDir, SANITIZER_FLAGS};
 
 /// The `work` items the host asks of the C plugin, and what each one adds to its total.
@@ -196,58 +198,19 @@ fn the_c_plugin_host_is_clean_under_address_and_undefined_behaviour_sanitizers()
     // first, and libraries opened later with dlopen() (the plugins) are not subject to it.
     let args = plugin_args(&dir, SANITIZER_FLAGS);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = run_program(
-        &exe,
-        &args,
-        &[
-            ("ASAN_OPTIONS", "detect_leaks=1"),
-            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
-        ],
-    );
-    assert!(
-        !run.stderr.contains("ERROR: AddressSanitizer")
-            && !run.stderr.contains("ERROR: LeakSanitizer")
-            && !run.stderr.contains("runtime error:"),
-        "sanitizer report:\n{}",
-        run.describe()
-    );
+    let run = run_sanitized(&exe, &args);
     assert_plugin_host_behaviour(&run);
 }
 
 #[test]
 fn the_c_plugin_host_is_clean_under_valgrind() {
-    if !tool_available("valgrind") {
-        println!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
-        eprintln!("SKIPPED: valgrind is not installed (scripts/test-deps installs it)");
-        return;
-    }
     let dir = test_dir!("plugin-host-valgrind");
     let exe = build_host(&dir, &["-g"]);
     let args = plugin_args(&dir, &["-g"]);
-    let mut cmd = std::process::Command::new("valgrind");
-    cmd.env_remove("LD_LIBRARY_PATH")
-        .args([
-            // Valgrind runs one thread at a time; its default lock is unfair, and a busy worker
-            // can then starve the host thread for minutes. Fair scheduling hands the lock round.
-            "--fair-sched=yes",
-            "--error-exitcode=99",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite,indirect",
-        ])
-        .arg(&exe)
-        .args(&args);
-    let run = hostloop_tests::run(&mut cmd, hostloop_tests::HANG_LIMIT);
-    assert!(
-        run.stderr.contains("ERROR SUMMARY: 0 errors"),
-        "valgrind found errors:\n{}",
-        run.describe()
-    );
-    assert!(
-        run.stderr.contains("definitely lost: 0 bytes")
-            || run.stderr.contains("no leaks are possible"),
-        "valgrind found leaks:\n{}",
-        run.describe()
-    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(run) = run_valgrind(&exe, &args) else {
+        return;
+    };
     assert_plugin_host_behaviour(&run);
 }
 
