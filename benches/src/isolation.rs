@@ -209,9 +209,10 @@ thread_local! {
 
 fn record(seen: &Seen, m: &Message<'_>, bytes_per_frame: usize) {
     match (m.topic, m.payload) {
-        ("particles/step", Payload::Bytes(b)) if b.len() == 8 => {
-            seen.pending_step
-                .set(Some(u64::from_le_bytes(b.try_into().expect("8 bytes"))));
+        ("particles/step", Payload::Bytes(b)) if b.len() >= 8 => {
+            seen.pending_step.set(Some(u64::from_le_bytes(
+                b[..8].try_into().expect("8 bytes"),
+            )));
         }
         ("particles/positions", Payload::Array(a)) if a.bytes().len() == bytes_per_frame => {
             if let Some(step) = seen.pending_step.take() {

@@ -64,8 +64,15 @@
  * - `HL_EVENT_FRAME_CHANGED`: with `lockstep=1`, the simulation seeks to that frame.
  *
  * Sink messages it sends, on the main thread at a pump, per delivered frame in this order:
- * - `NAME/step`: `HL_PAYLOAD_BYTES`, 8 bytes, the frame's step as a little-endian `uint64_t`
- *   (step 0 is the initial state);
+ * - `NAME/step`: `HL_PAYLOAD_BYTES`, 16 bytes: the frame's step (step 0 is the initial state)
+ *   and the number of the configuration it belongs to, each a little-endian `uint64_t`. The
+ *   number is 0 for the simulation the plugin loads with and grows by one with every
+ *   `NAME/configure` it accepts (a refused one counts nothing; a hot reload keeps it). A host
+ *   that configures the plugin waits for frames of a number above the last it saw: the
+ *   particle count cannot tell a configure to the default's own size from the default.
+ *   Frames of a simulation being rebuilt keep its old number until the new one replaces it;
+ *   a change applied to the running simulation (`rate`, `playing`) renames its frames at once.
+ *   Read the first 8 bytes for the step alone;
  * - then the plugin's frame: for `particles`, `particles/positions`, `HL_PAYLOAD_ARRAY` of
  *   `HL_ELEM_F32` with 3 components (x, y, z) per particle; for `crowd`, `crowd/positions`
  *   (`HL_ELEM_F32`, 2 components: x, y) and `crowd/modes` (`HL_ELEM_U8`, 1 component: 0 wander,

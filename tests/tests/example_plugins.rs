@@ -35,7 +35,7 @@ impl Host {
         rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
             let got = match m.payload {
                 Payload::Bytes(b) if m.topic.ends_with("/step") => {
-                    Got::Step(u64::from_le_bytes(b.try_into().unwrap()))
+                    Got::Step(u64::from_le_bytes(b[..8].try_into().unwrap()))
                 }
                 Payload::Bytes(b) if m.topic.ends_with("/error") => {
                     Got::Error(String::from_utf8_lossy(b).into_owned())
@@ -467,5 +467,75 @@ fn reconfiguring_keys_that_need_no_rebuild_keeps_the_running_simulation_and_its_
         *step < before,
         "the rebuilt simulation's first frame is step {step}, after {before}"
     );
+    assert_eq!(plugin.unload(Duration::from_secs(10)).stragglers, 0);
+}
+
+/// A condition over the (step, configuration) pairs received.
+type StepsDone = dyn Fn(&[(u64, u64)]) -> bool;
+
+/// Every frame names the configuration it belongs to (`<name>/step` = step, configuration): a
+/// host that configures the particles plugin to its own default size (100,000) can tell the
+/// frames it asked for from the default simulation's, which the size alone cannot. Numbers
+/// count accepted configures; a refused one counts nothing.
+#[test]
+fn frames_name_their_configuration_even_at_the_defaults_own_size() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let got: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let sink = got.clone();
+    rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
+        if let ("particles/step", Payload::Bytes(b)) = (m.topic, m.payload) {
+            assert_eq!(b.len(), 16, "step and configuration");
+            let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+            sink.lock().unwrap().push((word(0), word(8)));
+        }
+    })));
+    let plugin = rt.load_plugin(fixture("hostloop_particles")).unwrap();
+    let wait = |what: &str, done: &StepsDone| {
+        let report = rt
+            .run_until(
+                || done(&got.lock().unwrap()),
+                Duration::from_millis(2),
+                Duration::from_secs(120),
+            )
+            .unwrap();
+        assert!(report.finished, "{what}: {:?}", got.lock().unwrap().last());
+    };
+    wait("frames of the default", &|g| {
+        g.iter().any(|&(s, c)| c == 0 && s > 0)
+    });
+    let post = |text: &str| {
+        rt.post_event(Event::Custom {
+            topic: "particles/configure".into(),
+            bytes: text.as_bytes().to_vec(),
+            coalesce: false,
+        })
+        .unwrap();
+    };
+    post("agents=0"); // refused: counts nothing
+    post("agents=100000 delivery=every");
+    wait("10 frames of configuration 1", &|g| {
+        g.iter().filter(|&&(_, c)| c == 1).count() >= 10
+    });
+    let g = got.lock().unwrap().clone();
+    let first = g.iter().position(|&(_, c)| c == 1).unwrap();
+    assert!(g[..first].iter().all(|&(_, c)| c == 0), "{g:?}");
+    let ours: Vec<u64> = g[first..].iter().map(|&(s, _)| s).collect();
+    assert!(
+        g[first..].iter().all(|&(_, c)| c == 1),
+        "only frames of configuration 1 follow"
+    );
+    assert_eq!(
+        ours,
+        (0..ours.len() as u64).collect::<Vec<_>>(),
+        "the configured simulation's every frame, from its step 0"
+    );
+    // A live change is a configuration too: the running simulation's frames take its number.
+    post("rate=0");
+    wait("frames of configuration 2", &|g| {
+        g.iter().any(|&(_, c)| c == 2)
+    });
+    let g = got.lock().unwrap().clone();
+    let at = g.iter().position(|&(_, c)| c == 2).unwrap();
+    assert!(g[at].0 > 0, "the live change kept the step: {:?}", g[at]);
     assert_eq!(plugin.unload(Duration::from_secs(10)).stragglers, 0);
 }

@@ -209,7 +209,8 @@ impl Frames {
         };
         match kind {
             b"step" => {
-                if let Ok(b) = <[u8; 8]>::try_from(bytes()) {
+                // The step, then the configuration's number (`hostloop/plugin.h`).
+                if let Some(Ok(b)) = bytes().get(..8).map(<[u8; 8]>::try_from) {
                     self.pending_step.set(Some(u64::from_le_bytes(b)));
                 }
             }

@@ -53,6 +53,7 @@ class Exporter:
         self.args = args
         self.main_ident = threading.get_ident()
         self.pending_step = None
+        self.pending_configuration = None
         self.written = 0
         self.start_frames = 0  # step 0: the simulation's start state, before its first step
         self.steps_seen = []  # the first steps received, for error messages
@@ -65,10 +66,16 @@ class Exporter:
         if threading.get_ident() != self.main_ident:
             self.sink_off_main += 1
         if m.topic == "particles/step":
-            self.pending_step = struct.unpack("<Q", m.bytes())[0]
+            b = m.bytes()
+            self.pending_step = struct.unpack_from("<Q", b)[0]
+            # Then the number of the configuration the frame belongs to: 0 is the plugin's own
+            # default (100,000 particles, latest delivery), 1 the configure posted below. The
+            # particle count alone cannot tell them apart when --agents is the default's.
+            self.pending_configuration = struct.unpack_from("<Q", b, 8)[0] if len(b) >= 16 else None
         elif m.topic == "particles/positions":
             comps, count, data = m.array_f32()
-            if comps != 3 or count != self.args.agents:
+            ours = self.pending_configuration is None or self.pending_configuration >= 1
+            if comps != 3 or count != self.args.agents or not ours:
                 self.frames_other += 1  # from before the configure event applied
                 return
             step, self.pending_step = self.pending_step, None

@@ -125,7 +125,7 @@ static void on_message(void *user_data, const hl_message_t *m) {
         s->off_main++;
     }
     if (strcmp(m->topic, TOPIC_STEP) == 0 && m->payload_kind == HL_PAYLOAD_BYTES &&
-        m->bytes_len == 8) {
+        m->bytes_len >= 8) { /* the step, then the configuration's number */
         s->step = read_le64(m->bytes);
     } else if (strcmp(m->topic, TOPIC_POSITIONS) == 0) {
         const hl_array_view_t *a = &m->array;

@@ -54,6 +54,7 @@ class Host:
         self.first_step = None  # a (re)built simulation delivers its start state as step 0
         self.last_step = -1
         self.pending_step = None
+        self.pending_configuration = None
         self.errors = []
         self.bad_frames = 0
         self.first_copy = None
@@ -76,13 +77,19 @@ class Host:
             self.sink_off_main += 1
         topic = m.topic
         if topic == self.prefix + "/step":
-            self.pending_step = struct.unpack("<Q", m.bytes())[0]
+            b = m.bytes()
+            self.pending_step = struct.unpack_from("<Q", b)[0]
+            # Then the number of the configuration the frame belongs to (0: the plugin's own
+            # default; the configure this host sends at start is 1).
+            self.pending_configuration = struct.unpack_from("<Q", b, 8)[0] if len(b) >= 16 else None
         elif topic == self.prefix + "/positions":
             comps, count, arr = m.array_f32()
             if comps != 3:
                 self.bad_frames += 1
                 return
-            if self.args.agents and count != self.args.agents:
+            want = 1 if self.args.configure else 0  # without a configure, the default is ours
+            ours = self.pending_configuration is None or self.pending_configuration >= want
+            if (self.args.agents and count != self.args.agents) or not ours:
                 self.frames_other += 1
                 return
             step = self.pending_step

@@ -405,7 +405,7 @@ private:
         if (std::this_thread::get_id() != main_thread_) {
             ++sink_off_main_;
         }
-        if (m.topic() == kTopicStep && m.bytes_len() == 8) {
+        if (m.topic() == kTopicStep && m.bytes_len() >= 8) {  // the step, then the configuration
             uint64_t step = 0;
             for (int i = 7; i >= 0; --i) {
                 step = step << 8 | m.bytes()[i];

@@ -162,12 +162,17 @@ pub struct SimSlot {
 struct Slot {
     running: Mutex<Option<Running>>,
     generation: AtomicU64,
+    /// The configuration the next start runs, as its frames name it ([`SimSlot::configured`]).
+    configuration: AtomicU64,
 }
 
 struct Running {
     control: SimControl,
     /// Cleared when replaced: its frames and errors still queued are dropped.
     live: Arc<AtomicBool>,
+    /// The configuration its frames name: the one it started with, or a later one applied to
+    /// it as it runs.
+    configuration: Arc<AtomicU64>,
 }
 
 impl Slot {
@@ -217,7 +222,9 @@ impl SimSlot {
     }
 
     /// Starts `sim` in place of the running simulation, on this thread. Each frame reaches the
-    /// host as `<topic>/step` (the step, u64 little-endian) followed by what `emit` sends.
+    /// host as `<topic>/step` — 16 bytes: the step and the number of the configuration it
+    /// belongs to ([`configured`](SimSlot::configured)), each u64 little-endian — followed by
+    /// what `emit` sends.
     ///
     /// # Errors
     ///
@@ -228,9 +235,29 @@ impl SimSlot {
         F: FnMut(&S::Frame, &mut Main<'_>) + Send + 'static,
     {
         let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let running = run(rt, &self.topic, sim, options, emit)?;
+        let configuration = self.shared.configuration.load(Ordering::Acquire);
+        let running = run(rt, &self.topic, sim, options, configuration, emit)?;
         self.shared.install(generation, running);
         Ok(())
+    }
+
+    /// Counts one more configuration accepted, and returns its number; the frames of the next
+    /// start name it, and with `running_too` so do the running simulation's from now on (a
+    /// change applied to it as it runs). Numbers start at 0 (the configuration a plugin loads
+    /// with) and are kept across a hot reload.
+    pub fn configured(&self, running_too: bool) -> u64 {
+        let n = self.shared.configuration.fetch_add(1, Ordering::AcqRel) + 1;
+        if running_too {
+            if let Some(r) = lock(&self.shared.running).as_ref() {
+                r.configuration.store(n, Ordering::Release);
+            }
+        }
+        n
+    }
+
+    /// The number of the latest configuration accepted (see [`configured`](SimSlot::configured)).
+    pub fn configuration(&self) -> u64 {
+        self.shared.configuration.load(Ordering::Acquire)
     }
 
     /// As [`start`](SimSlot::start), but `build` makes the simulation, and the simulation
@@ -249,12 +276,13 @@ impl SimSlot {
         F: FnMut(&S::Frame, &mut Main<'_>) + Send + 'static,
     {
         let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let configuration = self.shared.configuration.load(Ordering::Acquire);
         let (shared, topic, worker_rt) = (self.shared.clone(), self.topic.clone(), rt.clone());
         let error_topic = format!("{}/error", self.topic);
         let _job = rt
             .spawn(move |_| {
                 let (sim, options) = build()?;
-                let running = run(&worker_rt, &topic, sim, options, emit)?;
+                let running = run(&worker_rt, &topic, sim, options, configuration, emit)?;
                 shared.install(generation, running);
                 Ok(())
             })?
@@ -311,7 +339,9 @@ impl SimSlot {
     pub fn save(&self, settings: &str, out: &mut SnapshotWriter) -> Result<()> {
         let c = self.control().ok_or(crate::Error::ShutDown)?;
         out.str(settings);
-        c.save_into(out, STATE_TIMEOUT)
+        c.save_into(out, STATE_TIMEOUT)?;
+        out.u64(self.configuration());
+        Ok(())
     }
 
     /// For [`Plugin::checkpoint_state`](super::Plugin::checkpoint_state): as
@@ -325,7 +355,7 @@ impl SimSlot {
     pub fn checkpoint(&self, settings: &str, out: &mut SnapshotWriter) -> Result<()> {
         let c = self.control().ok_or(crate::Error::ShutDown)?;
         let snapshot = c.save_now(STATE_TIMEOUT)?;
-        out.str(settings).bytes(&snapshot);
+        out.str(settings).bytes(&snapshot).u64(self.configuration());
         Ok(())
     }
 
@@ -352,6 +382,11 @@ impl SimSlot {
         let text = input.str().map_err(crate::Error::failed)?;
         let (sim, mut options) = configure(text)?;
         options.resume = Some(input.bytes().map_err(crate::Error::failed)?.to_vec());
+        // The configuration number, from a build that wrote it (older ones did not).
+        if input.remaining() >= 8 {
+            let n = input.u64().map_err(crate::Error::failed)?;
+            self.shared.configuration.store(n, Ordering::Release);
+        }
         self.start(rt, sim, options, emit)
     }
 
@@ -539,7 +574,12 @@ impl<T: SimTool> SimPlugin<T> {
             .map_err(|_| "not UTF-8".to_owned())
             .and_then(|text| self.setup.apply(text))
             .and_then(|(setup, change)| {
-                match (change, self.slot.control()) {
+                let control = self.slot.control();
+                // Counted before a start, so the new simulation's frames name it; a change
+                // applied as it runs renames the running one's frames from now on.
+                self.slot
+                    .configured(change == Change::Live && control.is_some());
+                match (change, control) {
                     (Change::Live, Some(c)) => {
                         let live = setup.tool.clone();
                         c.edit(move |sim: &mut T::Sim| live.aim(sim));
@@ -662,19 +702,32 @@ impl<T: SimTool> Plugin for SimPlugin<T> {
 }
 
 /// Starts `sim` with frames and errors under `topic`, silenced once replaced.
-fn run<S, F>(rt: &Handle, topic: &str, sim: S, options: SimOptions, mut emit: F) -> Result<Running>
+fn run<S, F>(
+    rt: &Handle,
+    topic: &str,
+    sim: S,
+    options: SimOptions,
+    configuration: u64,
+    mut emit: F,
+) -> Result<Running>
 where
     S: Simulation,
     F: FnMut(&S::Frame, &mut Main<'_>) + Send + 'static,
 {
     let live = Arc::new(AtomicBool::new(true));
     let (frames_live, errors_live) = (live.clone(), live.clone());
+    let configuration = Arc::new(AtomicU64::new(configuration));
+    let frames_configuration = configuration.clone();
     let step_topic = format!("{topic}/step");
     let error_topic = format!("{topic}/error");
     let control = rt.simulate(sim, options, move |frame, info: FrameInfo, main| {
         // A frame of a replaced simulation may still be waiting for this pump.
         if frames_live.load(Ordering::Acquire) {
-            let _ = main.emit(&step_topic, Payload::Bytes(&info.step.to_le_bytes()));
+            let mut step = [0u8; 16];
+            step[..8].copy_from_slice(&info.step.to_le_bytes());
+            let c = frames_configuration.load(Ordering::Acquire);
+            step[8..].copy_from_slice(&c.to_le_bytes());
+            let _ = main.emit(&step_topic, Payload::Bytes(&step));
             emit(frame, main);
         }
     })?;
@@ -683,7 +736,11 @@ where
             let _ = main.emit(&error_topic, Payload::Bytes(message.as_bytes()));
         }
     });
-    Ok(Running { control, live })
+    Ok(Running {
+        control,
+        live,
+        configuration,
+    })
 }
 
 #[cfg(test)]
