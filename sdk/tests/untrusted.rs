@@ -640,9 +640,10 @@ fn mutated_plugin_states_restore_or_fail_within_their_size() {
     slot.save(SETTINGS, &mut w).unwrap();
     slot.stop();
     let state = w.finish();
-    // The settings' length prefix, and the snapshot's.
+    // The settings' length prefix, the snapshot's, and the configuration number at the end.
+    let end = payload(&state).len() - 8;
     let real = Real {
-        u64_fields: vec![0, 8 + SETTINGS.len()],
+        u64_fields: vec![0, 8 + SETTINGS.len(), end],
         bytes: state,
     };
     let slack = SIMULATE_SLACK + 6 * 4 * MAX_PARTICLES;
@@ -671,7 +672,8 @@ fn mutated_plugin_states_restore_or_fail_within_their_size() {
     // checks and the simulation's reads find it.
     let inner_at = 8 + SETTINGS.len() + 8;
     let outer_payload = payload(&real.bytes);
-    let snapshot = &outer_payload[inner_at..];
+    // After it, the configuration number (a u64) ends the state.
+    let snapshot = &outer_payload[inner_at..outer_payload.len() - 8];
     let inner = Real {
         bytes: snapshot.to_vec(),
         u64_fields: std::iter::once(0)
@@ -687,7 +689,7 @@ fn mutated_plugin_states_restore_or_fail_within_their_size() {
         slack,
         |snapshot| {
             let mut w = SnapshotWriter::new(TOOL, 1);
-            w.str(SETTINGS).bytes(&snapshot);
+            w.str(SETTINGS).bytes(&snapshot).u64(0);
             let state = w.finish();
             let mut r = SnapshotReader::open(&state, TOOL, 1..=1)?;
             let restored = slot.restore(
