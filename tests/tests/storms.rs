@@ -55,7 +55,10 @@ impl Host {
         let (s, f, n) = (step.clone(), frames.clone(), floats.clone());
         rt.set_sink(Some(Box::new(move |m: &Message<'_>| match m.payload {
             Payload::Bytes(b) if m.topic == "particles/step" => {
-                s.store(u64::from_le_bytes(b.try_into().unwrap()), Ordering::SeqCst);
+                s.store(
+                    u64::from_le_bytes(b[..8].try_into().unwrap()),
+                    Ordering::SeqCst,
+                );
                 f.fetch_add(1, Ordering::SeqCst);
             }
             Payload::Array(a) if m.topic == "particles/positions" => {

@@ -11,7 +11,7 @@
 //!
 //! | sink topic (main thread, per delivered frame, in this order) | payload |
 //! |---|---|
-//! | `crowd/step` | 8 bytes: the frame's step, u64 little-endian |
+//! | `crowd/step` | 16 bytes: the frame's step and its configuration's number, u64 little-endian each |
 //! | `crowd/positions` | `f32` array, 2 components (x, y) per agent |
 //! | `crowd/modes` | `u8` array, one [`Mode`](crate::Mode) per agent |
 //! | `crowd/error` | UTF-8 text: a failed step or a refused configure |

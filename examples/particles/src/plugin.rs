@@ -13,7 +13,7 @@
 //!
 //! | sink topic (main thread, per delivered frame, in this order) | payload |
 //! |---|---|
-//! | `particles/step` | 8 bytes: the frame's step, u64 little-endian |
+//! | `particles/step` | 16 bytes: the frame's step and its configuration's number, u64 little-endian each |
 //! | `particles/positions` | `f32` array, 3 components (x, y, z) per particle |
 //! | `particles/error` | UTF-8 text: a failed step (the simulation pauses) or a refused configure |
 //!
