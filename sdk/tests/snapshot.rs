@@ -1,6 +1,9 @@
 //! Snapshots: round trips, the documented layout, and rejection of damaged, foreign and hostile
 //! bytes — with an error, never a panic, never an allocation bomb.
 
+mod common;
+use common::crc32c;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -106,22 +109,6 @@ fn read_small_snapshot(bytes: &[u8]) -> Result<(), SnapshotError> {
     assert_eq!(r.u32s()?, [1, 2, 3]);
     assert_eq!(r.u64s()?, [u64::MAX]);
     r.finish()
-}
-
-/// CRC-32C bit by bit, from the definition in the module docs (independent of the crate's).
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// A snapshot whose payload is exactly `payload`, checksum and all.

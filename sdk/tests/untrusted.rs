@@ -16,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use common::{runtime, wait_for, HANG};
+use common::{crc32c, runtime, wait_for, HANG};
 use hostloop::plugin::{count_setting, settings_pairs, SimSettings, SimSlot};
 use hostloop::{
     Handle, SimControl, SimOptions, Simulation, SnapshotReader, SnapshotWriter, StepContext,
@@ -200,22 +200,6 @@ fn mutate(rng: &mut Rng, real: &Real) -> (Vec<u8>, &'static str) {
 
 // ---------------------------------------------------------------------------------------------
 // Snapshot containers, taken apart and resealed.
-
-/// CRC-32C bit by bit, from the definition in the snapshot module's docs.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
 
 /// Where a snapshot's payload starts (after magic, format, kind and version, and its length).
 fn payload_start(snapshot: &[u8]) -> usize {

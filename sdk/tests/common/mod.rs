@@ -61,3 +61,21 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::yield_now();
     }
 }
+
+/// CRC-32C bit by bit, from the definition in the snapshot module's docs: an oracle
+/// independent of the crate's table-driven implementation, for tests that check or reseal
+/// snapshot checksums.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
