@@ -412,11 +412,12 @@ impl Handle {
                 Err(_) => panicked += 1,
             }
             ran += 1;
-            if self.shared().is_shutting_down() {
-                // The item shut the runtime down (a host callback called `hl_runtime_shutdown`
-                // or `_free`). Shutdown has dropped the queue already; an item carried over
-                // now would never run nor be dropped, and a chunked one holds the runtime
-                // (the event dispatcher does): a cycle that leaked the whole runtime.
+            // Only a carried item needs the check (an atomic load kept off the per-item path):
+            // if the item shut the runtime down (a host callback called `hl_runtime_shutdown`
+            // or `_free`), shutdown has dropped the queue already, so the next `try_recv` ends
+            // the loop, but an item carried over would never run nor be dropped, and a chunked
+            // one holds the runtime (the event dispatcher does): a cycle that leaked it.
+            if carry.is_some() && self.shared().is_shutting_down() {
                 if let Some(task) = carry.take() {
                     let _ = catch(|| MainItem::Task(task).release());
                 }
