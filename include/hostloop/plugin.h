@@ -55,10 +55,11 @@
  *   `lockstep=0|1` (`true` and `false` are accepted for both). `particles` adds `agents=N`
  *   (1..16000000) and `kernel=rust|cpp`; `crowd` adds `agents=N` (1..4000000) and the live
  *   settings `view=x0,y0,x1,y1` (the camera), `goal=x,y`, `threat=x,y` (decimal numbers) and
- *   `thin=k` (k >= 1: agents outside the view step every k-th step). A configure with any key
- *   but the live ones rebuilds the simulation from its deterministic start, on a worker (the
- *   running one plays on until the new one is ready); live settings change the running crowd
- *   at its next step.
+ *   `thin=k` (k >= 1: agents outside the view step every k-th step). A configure with a key
+ *   that changes the state (`agents`, `kernel`) rebuilds the simulation from its deterministic
+ *   start, on a worker (the running one plays on until the new one is ready); `delivery` and
+ *   `lockstep` move the running state to a new driver at the step it reached; `rate`,
+ *   `playing` and the live settings change the running simulation at its next step.
  * - custom topic `NAME/reset`: back to step 0.
  * - `HL_EVENT_PLAYBACK_STARTED` / `HL_EVENT_PLAYBACK_STOPPED`: play / pause.
  * - `HL_EVENT_FRAME_CHANGED`: with `lockstep=1`, the simulation seeks to that frame.
