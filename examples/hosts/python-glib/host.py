@@ -4,7 +4,8 @@
 The GLib loop watches hostloop's doorbell fd (`GLib.unix_fd_add_full`) and pumps with a 2 ms
 budget when it becomes readable; a 60 Hz `GLib.timeout_add` "frame" tick pumps too (the host's
 frame) and records the loop's cadence. Frames arrive through the sink on this (the main) thread.
-After `--seconds` it unloads the plugin, shuts hostloop down and prints `key=value` lines.
+After `--seconds` (and on until `--min-frames`/`--min-ticks` were reached, at most
+`--max-seconds`) it unloads the plugin, shuts hostloop down and prints `key=value` lines.
 
 Run with the system Python, which has PyGObject (`python3-gi`):
     /usr/bin/python3 examples/hosts/python-glib/host.py --seconds 3
@@ -141,9 +142,17 @@ class Host:
         self.pump("timer")
         return GLib.SOURCE_CONTINUE
 
-    def on_deadline(self):
-        self.loop.quit()
-        return GLib.SOURCE_REMOVE
+    def on_check_end(self):
+        """Ends the run once --seconds have passed and --min-frames/--min-ticks were reached
+        (a loaded machine takes longer), or at --max-seconds whatever was reached."""
+        ran = time.monotonic() - self.started
+        args = self.args
+        reached = self.frames >= args.min_frames and self.ticks >= args.min_ticks
+        if (ran >= args.seconds and reached) or ran >= args.max_seconds:
+            self.loop.quit()
+            self.end_source = None
+            return GLib.SOURCE_REMOVE
+        return GLib.SOURCE_CONTINUE
 
     # -- the run
 
@@ -155,12 +164,14 @@ class Host:
         fd_source = GLib.unix_fd_add_full(GLib.PRIORITY_DEFAULT, self.fd, GLib.IOCondition.IN,
                                           self.on_doorbell)
         tick_source = GLib.timeout_add(1000 // 60, self.on_frame)
-        GLib.timeout_add(int(args.seconds * 1000), self.on_deadline)
-        started = time.monotonic()
+        self.started = time.monotonic()
+        self.end_source = GLib.timeout_add(50, self.on_check_end)
         try:
             self.loop.run()
         finally:
-            ran_s = time.monotonic() - started
+            ran_s = time.monotonic() - self.started
+            if self.end_source is not None:  # the run ended otherwise (a failed pump)
+                GLib.source_remove(self.end_source)
             GLib.source_remove(tick_source)
             GLib.source_remove(fd_source)  # before the runtime (and its fd) goes away
         unload = plugin.unload(deadline_ms=2000)
@@ -219,7 +230,13 @@ class Host:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--seconds", type=float, default=3.0, help="run at least this long")
+    p.add_argument("--min-frames", type=int, default=0,
+                   help="then on until this many frames arrived (a loaded machine is slower)")
+    p.add_argument("--min-ticks", type=int, default=0,
+                   help="and until the 60 Hz tick ran this many times")
+    p.add_argument("--max-seconds", type=float, default=120.0,
+                   help="but never longer than this")
     p.add_argument("--agents", type=int, default=100_000,
                    help="particles (frames of another size are not counted; 0 = any size)")
     p.add_argument("--delivery", choices=("latest", "every"), default="latest")
