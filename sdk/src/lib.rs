@@ -13,6 +13,7 @@
 //   sim.rs          simulations: the driver thread, delivery, SimControl
 //   parallel.rs     parallel_for / join on the pool
 //   snapshot.rs     the versioned, checksummed snapshot format
+//   cache.rs        frame caches: append-only frame files, read back by memory map
 //   blob.rs         shared read-only blobs: sealed memfds every plugin and worker maps
 //   plugin/         plugins: the Plugin trait and export_plugin! (mod.rs), SimPlugin and
 //                   SimTool (sim_tool.rs), the plugin side (guest.rs), the host side
@@ -66,6 +67,7 @@
 //! | a plugin author | [`plugin`]: the [`Plugin`](plugin::Plugin) trait, [`export_plugin!`], and [`SimPlugin`](plugin::SimPlugin) for a simulation tool; `examples/plugin-template` to copy |
 //! | running a tool in its own process | [`plugin::LoadOptions`] (isolation), [`Handle::task_pool`] (a process pool) |
 //! | writing a simulation | [`sim`]: [`Simulation`], [`Handle::simulate`], [`SimOptions`]; [`snapshot`] for its saved state |
+//! | keeping a simulation's frames on disk | [`cache`]: [`CacheWriter`](cache::CacheWriter) appends frames, [`Cache`](cache::Cache) reads them back by memory map |
 //!
 //! ## Which spawn
 //!
@@ -147,6 +149,8 @@ pub mod abi;
 mod backend;
 #[cfg(not(loom))]
 mod blob;
+#[cfg(not(loom))]
+pub mod cache;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]

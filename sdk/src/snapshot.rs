@@ -126,6 +126,7 @@ use std::fmt;
 use std::ops::RangeInclusive;
 
 use crate::error::Error;
+use crate::internal::crc32c::crc32c;
 
 /// The first 8 bytes of every snapshot.
 const MAGIC: [u8; 8] = *b"HLSNAP\r\n";
@@ -904,105 +905,3 @@ macro_rules! impl_le {
 
 // `f32::to_le_bytes` / `from_le_bytes` go through `to_bits` / `from_bits`: every bit is kept.
 impl_le!(u8 => 1, u16 => 2, u32 => 4, u64 => 8, i32 => 4, i64 => 8, f32 => 4, f64 => 8);
-
-/// CRC-32C (Castagnoli, reflected polynomial `0x82F63B78`), slicing by 8.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let t = &CRC32C_TABLES;
-    let mut crc = !0u32;
-    let (chunks, tail) = bytes.as_chunks::<8>();
-    for c in chunks {
-        let low = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        crc = t[7][(low & 0xFF) as usize]
-            ^ t[6][((low >> 8) & 0xFF) as usize]
-            ^ t[5][((low >> 16) & 0xFF) as usize]
-            ^ t[4][(low >> 24) as usize]
-            ^ t[3][usize::from(c[4])]
-            ^ t[2][usize::from(c[5])]
-            ^ t[1][usize::from(c[6])]
-            ^ t[0][usize::from(c[7])];
-    }
-    for &b in tail {
-        crc = (crc >> 8) ^ t[0][((crc ^ u32::from(b)) & 0xFF) as usize];
-    }
-    !crc
-}
-
-/// `CRC32C_TABLES[0]` is the byte-at-a-time table; `CRC32C_TABLES[k][b]` is the CRC of byte `b`
-/// followed by `k` zero bytes. A `static`, so it lives once in read-only memory.
-static CRC32C_TABLES: [[u32; 256]; 8] = crc32c_tables();
-
-const fn crc32c_tables() -> [[u32; 256]; 8] {
-    let mut tables = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        tables[0][i] = crc;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut k = 1;
-        while k < 8 {
-            let prev = tables[k - 1][i];
-            tables[k][i] = (prev >> 8) ^ tables[0][(prev & 0xFF) as usize];
-            k += 1;
-        }
-        i += 1;
-    }
-    tables
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bit by bit, straight from the definition.
-    fn crc32c_reference(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-
-    #[test]
-    fn crc32c_matches_the_published_check_values() {
-        // The standard check value and the RFC 3720 (iSCSI) test vectors.
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
-        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
-        let ascending: Vec<u8> = (0..32).collect();
-        assert_eq!(crc32c(&ascending), 0x46DD_794E);
-        assert_eq!(crc32c(&[]), 0);
-    }
-
-    #[test]
-    fn crc32c_by_8_bytes_matches_the_bit_by_bit_definition_at_every_length() {
-        let data: Vec<u8> = (0u32..300)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        for len in 0..data.len() {
-            assert_eq!(
-                crc32c(&data[..len]),
-                crc32c_reference(&data[..len]),
-                "{len}"
-            );
-        }
-    }
-}

@@ -2,6 +2,8 @@
 //! use only each other, `std` and crossbeam, and the protocols among them are model-checked
 //! with loom (`sdk/tests/loom.rs`).
 
+#[cfg(not(loom))]
+pub(crate) mod crc32c;
 pub(crate) mod doorbell;
 pub mod latest;
 pub(crate) mod panic;
