@@ -280,9 +280,10 @@ fn the_crowd_plugin_moves_its_camera_live_and_keeps_its_agents_across_a_reload()
 }
 
 /// The template's docs tell its author to rebuild the build its host loads: every `cargo`
-/// command they show for the template uses the release profile, as the README's host
-/// command (`cargo run --release ... --example host`) does — a debug rebuild would never
-/// reach a host watching the release library.
+/// command they show for the template uses the release profile, and the generic host they
+/// run it in (`cargo run --release -p hostloop-host -- target/release/lib....so`) is given the
+/// library of that profile — a debug rebuild would never reach a host watching the release
+/// library.
 #[test]
 fn the_template_docs_rebuild_the_profile_their_host_loads() {
     let dir = hostloop_tests::repo_root().join("examples/plugin-template");
@@ -294,25 +295,47 @@ fn the_template_docs_rebuild_the_profile_their_host_loads() {
             while let Some(at) = rest.find("cargo ") {
                 let cmd = &rest[at..];
                 let end = cmd.find(['`', ')']).unwrap_or(cmd.len());
-                if cmd.contains("hostloop-plugin-template") {
+                if cmd.contains("hostloop-plugin-template")
+                    || cmd.contains("hostloop_plugin_template")
+                {
                     commands.push((file, cmd[..end].trim().to_owned()));
                 }
                 rest = &cmd[end..];
             }
         }
     }
+    let host_runs: Vec<&String> = commands
+        .iter()
+        .map(|(_, c)| c)
+        .filter(|c| c.starts_with("cargo run") && c.contains("-p hostloop-host"))
+        .collect();
     assert!(
-        commands.iter().any(|(_, c)| c.starts_with("cargo run")),
-        "the host command is shown: {commands:?}"
+        !host_runs.is_empty(),
+        "the generic host's command is shown: {commands:?}"
     );
     assert!(
-        commands.iter().any(|(_, c)| c.starts_with("cargo build")),
+        commands
+            .iter()
+            .any(|(_, c)| c.starts_with("cargo build") && c.contains("-p hostloop-plugin-template")),
         "a rebuild command is shown: {commands:?}"
     );
     for (file, cmd) in &commands {
         assert!(
             cmd.contains("--release"),
             "{file}: `{cmd}` is not the release build"
+        );
+    }
+    for cmd in host_runs {
+        let libraries: Vec<&str> = cmd
+            .split_whitespace()
+            .filter(|w| w.ends_with(".so"))
+            .collect();
+        assert!(
+            !libraries.is_empty()
+                && libraries
+                    .iter()
+                    .all(|l| l.starts_with("target/release/libhostloop_plugin_template")),
+            "`{cmd}` gives the host the release library"
         );
     }
 }

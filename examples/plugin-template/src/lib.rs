@@ -7,7 +7,7 @@
 //!
 //! Change [`SPEED`], rebuild (`cargo build --release -p hostloop-plugin-template`: the release
 //! build is the one the README's host loads), and a running host that reloads the library
-//! (`examples/host.rs` does, when the file changes) continues from the same step with the new
+//! (`hostloop-host` does, when the file changes) continues from the same step with the new
 //! speed. See `README.md`.
 
 use std::time::Duration;
