@@ -11,12 +11,14 @@
 //!    frame, and calls `hl_runtime_pump` with a time budget — when the doorbell rings, and once
 //!    per frame from the frame timer;
 //! 4. `hl_plugin_unload`, `hl_runtime_shutdown` with a deadline, `hl_runtime_free`;
-//! 5. a summary table, a PNG of the particles (heights of a sample over the run, and the final
-//!    frame from above) and an SVG of the frame times.
+//! 5. a summary table that says how many pumps kept their budget and what the others ran, a
+//!    PNG of the particles (heights of a sample over the run, and the final frame from above)
+//!    and an SVG of each pump's time against the budget of one pump, over the host's frames.
 //!
 //! See `README.md` beside this crate for the flags and what the numbers mean.
 
 mod args;
+mod budget;
 mod picture;
 mod plot;
 mod png;
@@ -47,8 +49,8 @@ use bridge::ffi::sink::{
 };
 
 use args::Options;
+use budget::{Copies, PumpSample};
 use picture::group;
-use plot::FrameSample;
 
 /// The host's frame rate.
 const HZ: f64 = 60.0;
@@ -135,6 +137,8 @@ struct Frames {
     /// The latest positions, x y z per particle: the host's copy, as a viewer uploading the
     /// frame into its vertex buffer makes one.
     positions: RefCell<Vec<f32>>,
+    /// The copies into `positions` since the host last asked ([`Frames::take_copies`]).
+    copies: Cell<Copies>,
     errors: RefCell<Vec<String>>,
     /// `--isolated`: when the crash report reached the sink, and its text.
     crash_report: RefCell<Option<(Instant, String)>>,
@@ -160,6 +164,7 @@ impl Frames {
             since: Cell::new(None),
             last_frame: Cell::new(None),
             positions: RefCell::new(Vec::new()),
+            copies: Cell::new(Copies::default()),
             errors: RefCell::new(Vec::new()),
             crash_report: RefCell::new(None),
             restarted: Cell::new(None),
@@ -243,6 +248,7 @@ impl Frames {
                 .push("positions: not an f32 xyz array view that fits its bytes".into());
             return;
         }
+        let copy_started = Instant::now();
         let mut out = self.positions.borrow_mut();
         out.clear();
         let n = a.count as usize;
@@ -266,6 +272,13 @@ impl Frames {
             }
         }
         drop(out);
+        let copy_ms = ms(copy_started.elapsed());
+        let mut c = self.copies.get();
+        c.count += 1;
+        c.ms += copy_ms;
+        c.longest_ms = c.longest_ms.max(copy_ms);
+        c.bytes = a.count * record;
+        self.copies.set(c);
 
         let now = Instant::now();
         let previous = self.step.get();
@@ -309,6 +322,11 @@ impl Frames {
                 .heights
                 .extend((0..k).map(|j| xyz[3 * j * stride + 1]));
         }
+    }
+
+    /// The frame copies made since the last call (during one pump, when called around it).
+    fn take_copies(&self) -> Copies {
+        self.copies.take()
     }
 
     /// Starts the counters afresh (after setup), keeping the current step.
@@ -359,13 +377,13 @@ enum Source {
     Timer,
 }
 
+/// One host frame: how long it lasted and how long the pumps inside it took together, in ms,
+/// and when it ended, in seconds since the host loop began.
 #[derive(Debug, Clone, Copy)]
-struct PumpSample {
-    source: Source,
-    ran: u64,
-    /// Measured around the call, sink included.
-    ms: f64,
-    over_budget: bool,
+struct FrameSample {
+    frame_ms: f64,
+    pump_ms: f64,
+    end_s: f64,
 }
 
 fn run(o: &Options) -> Result<(), String> {
@@ -493,13 +511,13 @@ fn run(o: &Options) -> Result<(), String> {
     let is_tty = std::io::stdout().is_terminal() && !o.quiet;
     println!(
         "hostloop-demo: {name} {version} loaded in {:.1} ms; {} particles, {} kernel, {} worker{}, \
-         {:.1} ms pump budget, {} s at {HZ} Hz",
+         {} pump budget, {} s at {HZ} Hz",
         ms(load_time),
         group(o.agents),
         o.kernel,
         o.workers,
         if o.workers == 1 { "" } else { "s" },
-        o.budget_ms,
+        budget::ms_text(budget_us(o.budget_ms)),
         o.seconds
     );
 
@@ -544,6 +562,8 @@ fn run(o: &Options) -> Result<(), String> {
         setup_longest
     );
     frames.restart_counting();
+    // hostloop's own counters at the start of the loop, to compare with what the host measured.
+    let stats_before = runtime_stats(&rt)?;
 
     // The host loop.
     let period = Duration::from_secs_f64(1.0 / HZ);
@@ -563,14 +583,22 @@ fn run(o: &Options) -> Result<(), String> {
     // --kill-worker-at: when the worker was killed, and the step the host had then.
     let mut killed: Option<(Instant, u64)> = None;
     let mut pump = |source: Source, pump_in_frame: &mut f64| -> Result<(), String> {
-        let (report, took) = pump_once(&rt, budget)?;
-        *pump_in_frame += took;
-        pumps.push(PumpSample {
+        let at_s = start.elapsed().as_secs_f64();
+        frames.take_copies();
+        let (report, _) = pump_once(&rt, budget)?;
+        let sample = PumpSample {
             source,
             ran: report.ran,
-            ms: took,
-            over_budget: report.overrun_us > 0,
-        });
+            at_s,
+            elapsed_us: report.elapsed_us,
+            // At least the budget in whole microseconds: `hl_pump_report_t` truncates, so a
+            // pump over by less than a microsecond reports `overrun_us == 0` and
+            // `elapsed_us == budget`, yet ran over (and hostloop's counter says so).
+            over_budget: report.elapsed_us >= budget,
+            copies: frames.take_copies(),
+        };
+        *pump_in_frame += sample.ms();
+        pumps.push(sample);
         Ok(())
     };
     loop {
@@ -588,6 +616,7 @@ fn run(o: &Options) -> Result<(), String> {
             samples.push(FrameSample {
                 frame_ms,
                 pump_ms: pump_in_frame,
+                end_s: (now - start).as_secs_f64(),
             });
             pump_in_frame = 0.0;
             pump(Source::Timer, &mut pump_in_frame)?;
@@ -633,6 +662,7 @@ fn run(o: &Options) -> Result<(), String> {
         println!();
     }
     let ran_for = start.elapsed();
+    let stats_after = runtime_stats(&rt)?;
     if killed.is_some() {
         // The restart may still be under way (a loaded machine): pump until the restored
         // simulation's first frame, within the setup timeout, so the report has its times.
@@ -661,14 +691,7 @@ fn run(o: &Options) -> Result<(), String> {
     check("hl_plugin_unload", unsafe {
         hl_plugin_unload(plugin, DEADLINE_MS, &mut unload)
     })?;
-    let mut stats = hl_stats_t {
-        struct_size: std::mem::size_of::<hl_stats_t>() as u32,
-        ..Default::default()
-    };
-    // SAFETY: a live runtime and a sized stats struct.
-    check("hl_runtime_stats", unsafe {
-        hl_runtime_stats(rt.0, &mut stats)
-    })?;
+    let stats = runtime_stats(&rt)?;
     let rt_age = rt_created.elapsed();
     let mut shutdown = hl_shutdown_report_t {
         struct_size: std::mem::size_of::<hl_shutdown_report_t>() as u32,
@@ -698,11 +721,17 @@ fn run(o: &Options) -> Result<(), String> {
             group(o.agents)
         );
     }
+    let figures = budget::Figures::new(&pumps, budget);
     let summary = Summary {
         o,
         ran_for,
         samples: &samples,
         pumps: &pumps,
+        figures: &figures,
+        counted: Counted {
+            pumps: stats_after.pumps - stats_before.pumps,
+            overruns: stats_after.budget_overruns - stats_before.budget_overruns,
+        },
         frames: &frames,
         shown,
         stale,
@@ -734,17 +763,38 @@ fn run(o: &Options) -> Result<(), String> {
             },
         )
         .map_err(|e| format!("cannot write {}: {e}", shown_path(&png_path)))?;
-        let frame_p = percentiles(samples.iter().map(|s| s.frame_ms));
-        let title = format!(
-            "hostloop-demo: {} particles, {} worker{}, {:.1} ms pump budget. Frame time p50 {:.2} ms, p99 {:.2} ms",
-            group(frames.particles.get()),
-            o.workers,
-            if o.workers == 1 { "" } else { "s" },
-            o.budget_ms,
-            frame_p.p50,
-            frame_p.p99
-        );
-        plot::write(&svg_path, &samples, ms(period), o.budget_ms, &title)
+        let chart = plot::Chart {
+            title: format!(
+                "hostloop-demo: {} particles, {} worker{}: {} of {} pumps within the {} budget of one pump",
+                group(frames.particles.get()),
+                o.workers,
+                if o.workers == 1 { "" } else { "s" },
+                group(figures.within as u64),
+                group(figures.working as u64),
+                budget::ms_text(budget),
+            ),
+            subtitle: figures.sentence(),
+            pumps: pumps
+                .iter()
+                .filter(|p| p.ran > 0)
+                .map(|p| plot::Pump {
+                    at_s: p.at_s,
+                    elapsed_us: p.elapsed_us,
+                    over_budget: p.over_budget,
+                })
+                .collect(),
+            frames: samples
+                .iter()
+                .map(|s| plot::Frame {
+                    end_s: s.end_s,
+                    ms: s.frame_ms,
+                })
+                .collect(),
+            budget_us: budget,
+            period_ms: ms(period),
+            seconds: ran_for.as_secs_f64(),
+        };
+        plot::write(&svg_path, &chart)
             .map_err(|e| format!("cannot write {}: {e}", shown_path(&svg_path)))?;
         println!("  pictures          {}", shown_path(&png_path));
         println!("                    {}", shown_path(&svg_path));
@@ -765,6 +815,19 @@ fn pump_once(rt: &Runtime, budget_us: u64) -> Result<(hl_pump_report_t, f64), St
     let took = ms(t0.elapsed());
     check("hl_runtime_pump", status)?;
     Ok((report, took))
+}
+
+/// `hl_runtime_stats`: hostloop's counters now.
+fn runtime_stats(rt: &Runtime) -> Result<hl_stats_t, String> {
+    let mut stats = hl_stats_t {
+        struct_size: std::mem::size_of::<hl_stats_t>() as u32,
+        ..Default::default()
+    };
+    // SAFETY: a live runtime and a sized stats struct.
+    check("hl_runtime_stats", unsafe {
+        hl_runtime_stats(rt.0, &mut stats)
+    })?;
+    Ok(stats)
 }
 
 /// The library's name and version, from `hl_plugin_info`.
@@ -971,7 +1034,7 @@ impl Live {
         let steps = frames.steps_total.get();
         let rate = steps.saturating_sub(self.steps) as f64 / dt;
         let line = format!(
-            "{:5.1} s  frame {mean:4.1} ms (max {max:4.1})  pump {pump:4.1} ms  {rate:4.0} steps/s  \
+            "{:5.1} s  frame {mean:4.1} ms (max {max:4.1})  pumps {pump:4.1} ms/frame  {rate:4.0} steps/s  \
              shown {} skipped {}  {} agents",
             (now - self.start).as_secs_f64(),
             group(shown),
@@ -993,12 +1056,21 @@ impl Live {
     }
 }
 
+/// Pumps and overruns of the host loop as hostloop itself counted them (`hl_stats_t`).
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    pumps: u64,
+    overruns: u64,
+}
+
 /// Everything the summary table reports.
 struct Summary<'a> {
     o: &'a Options,
     ran_for: Duration,
     samples: &'a [FrameSample],
     pumps: &'a [PumpSample],
+    figures: &'a budget::Figures,
+    counted: Counted,
     frames: &'a Frames,
     shown: u64,
     stale: u64,
@@ -1013,9 +1085,8 @@ struct Summary<'a> {
 impl Summary<'_> {
     fn print(&self) {
         let f = percentiles(self.samples.iter().map(|s| s.frame_ms));
-        let working: Vec<&PumpSample> = self.pumps.iter().filter(|p| p.ran > 0).collect();
-        let p = percentiles(working.iter().map(|s| s.ms));
-        let overruns = self.pumps.iter().filter(|p| p.over_budget).count();
+        let fig = self.figures;
+        let p = fig.time;
         let by = |src: Source| {
             let of: Vec<_> = self.pumps.iter().filter(|p| p.source == src).collect();
             let empty = of.iter().filter(|p| p.ran == 0).count();
@@ -1048,14 +1119,43 @@ impl Summary<'_> {
             1.5 * period
         );
         println!(
-            "  pump time         {:>8.2} ms {:>7.2} ms {:>7.2} ms   {} pumps ran work; {} over the {:.1} ms budget",
+            "  pump time         {:>8.2} ms {:>7.2} ms {:>7.2} ms   each of the {} pumps that ran work, as hostloop timed it",
             p.p50,
             p.p99,
             p.max,
-            group(working.len() as u64),
-            overruns,
-            self.o.budget_ms
+            group(fig.working as u64),
         );
+        for line in fig.lines() {
+            println!("{line}");
+        }
+        // hostloop counts every pump, those that found nothing to run too.
+        let ours = (fig.pumps as u64, (fig.over + fig.idle_over) as u64);
+        println!(
+            "                    hostloop's own counters {}: {} pumps in the loop ({} found nothing to run), {} over the budget (hl_stats_t)",
+            if (self.counted.pumps, self.counted.overruns) == ours {
+                "agree"
+            } else {
+                "say"
+            },
+            group(self.counted.pumps),
+            group((fig.pumps - fig.working) as u64),
+            group(self.counted.overruns)
+        );
+        // Whether the pumps, together, left the host its frames.
+        let together = percentiles(self.samples.iter().map(|s| s.pump_ms));
+        let filled = self.samples.iter().filter(|s| s.pump_ms >= period).count();
+        if filled == 0 {
+            println!(
+                "  main thread       all the pumps of one host frame took at most {:.2} ms together (p99 {:.2} ms) of its {period:.1} ms",
+                together.max, together.p99
+            );
+        } else {
+            println!(
+                "  main thread       in {} the pumps together took the whole {period:.1} ms or more (at most {:.2} ms)",
+                count(filled as u64, "host frame"),
+                together.max
+            );
+        }
         println!(
             "  simulation        {} steps, {:.1} steps/s (it reached step {}); workers busy {:.0} % of the time",
             group(steps),

@@ -1,19 +1,21 @@
 //! The particle picture, on a dark background, every pixel shaded by how many points (or
-//! lines) fall on it, on a log scale:
+//! lines) fall on it, on a log scale, with a colour scale under each view saying so. Both views
+//! name their axes as the simulation has them: Y up, the floor at y = 0 (as in Maya and
+//! Houdini).
 //!
-//! - left, the height of a sample of particles over the run, step by step, from the frames the
-//!   host showed: each particle falls, bounces on the floor and loses a fifth of its speed per
-//!   bounce;
-//! - right, the top view (x across, z up) of every particle of the final frame, at one scale for
-//!   both axes.
+//! - left, the height y of a sample of particles over the run, step by step, from the frames
+//!   the host showed: each particle falls, bounces on the floor and loses speed per bounce;
+//! - right, the top view of every particle of the final frame, looking down the y axis as a
+//!   Y-up host's top view does: +x to the right, +z down, one scale for both axes.
 
 use std::io;
 use std::path::Path;
 
+use crate::plot::nice_step;
 use crate::png;
 
 pub const WIDTH: u32 = 960;
-pub const HEIGHT: u32 = 540;
+pub const HEIGHT: u32 = 572;
 
 const BACKGROUND: u8 = 0;
 const FRAME: u8 = 1;
@@ -22,6 +24,19 @@ const DIM: u8 = 3;
 /// Palette entries `WARM..COOL` run from sparse to dense in warm colours, `COOL..=255` in cool.
 const WARM: u8 = 16;
 const COOL: u8 = 136;
+
+/// Where the views start, and the left view's size.
+const TOP: u32 = 88;
+const CHART_X: u32 = 72;
+const CHART_W: u32 = 456;
+const CHART_H: u32 = 360;
+/// The top view fits a square of `PLAN_EDGE` whose left edge is at `PLAN_X`; its text starts at
+/// `PLAN_TEXT_X`.
+const PLAN_X: u32 = 600;
+const PLAN_EDGE: u32 = 336;
+const PLAN_TEXT_X: u32 = 568;
+/// The row of the colour scales' names; the bars are under them.
+const LEGEND_Y: u32 = TOP + CHART_H + 40;
 
 /// Heights of the same `particles` particles at several steps: `heights` holds `particles`
 /// values per entry of `steps`.
@@ -51,15 +66,18 @@ pub fn write(path: &Path, xyz: &[f32], trails: &Trails, caption: &Caption<'_>) -
         caption.kernel.to_uppercase()
     );
     canvas.text(24, 16, &title, TEXT, 2);
-    let (top, box_h) = (60u32, 400u32);
-    let label_y = top + box_h + 14;
+    height_chart(&mut canvas, trails);
+    top_view(&mut canvas, xyz, caption);
+    png::write_indexed(path, WIDTH, HEIGHT, &palette(), &canvas.px)
+}
 
-    // Left: height over the steps.
+/// Left: the height y of the traced particles over the steps.
+fn height_chart(canvas: &mut Canvas, trails: &Trails) {
     let chart = Panel {
-        x0: 24,
-        y0: top,
-        w: 520,
-        h: box_h,
+        x0: CHART_X,
+        y0: TOP,
+        w: CHART_W,
+        h: CHART_H,
     };
     let k = trails.particles;
     let frames = trails.heights.len().checked_div(k).unwrap_or(0);
@@ -88,24 +106,63 @@ pub fn write(path: &Path, xyz: &[f32], trails: &Trails, caption: &Caption<'_>) -
             }
         }
     }
-    canvas.shade(&chart, &counts, COOL, 255);
+    let most = canvas.shade(&chart, &counts, COOL, 255);
     canvas.border(&chart);
-    canvas.text(24, label_y, "HEIGHT OVER TIME", DIM, 2);
+    // y: height above the floor, up; x: the step.
+    for (v, label) in ticks(0.0, f64::from(high), 8) {
+        let row = chart.y0 + chart.h - 1 - ((v / f64::from(high)) * f64::from(chart.h - 1)) as u32;
+        canvas.tick_left(&chart, row, &label);
+    }
+    let first_f = first as f64;
+    for (v, label) in ticks(first_f, first_f + f64::from(span), 8) {
+        let col = chart.x0 + ((v - first_f) / f64::from(span) * f64::from(chart.w - 1)) as u32;
+        canvas.tick_below(&chart, col, &label);
+    }
+    canvas.text(24, 48, "HEIGHT OVER TIME", DIM, 2);
     canvas.text(
         24,
-        label_y + 22,
+        TOP - 16,
+        "Y: HEIGHT ABOVE THE FLOOR AT Y = 0 (UNITS)",
+        DIM,
+        1,
+    );
+    canvas.text_centered(
+        chart.x0 + chart.w / 2,
+        chart.y0 + chart.h + 22,
+        "STEP (EACH 1/60 S OF SIMULATED TIME)",
+        DIM,
+    );
+    canvas.scale_bar(
+        chart.x0,
+        "COLOUR: PARTICLE PATHS CROSSING A PIXEL (LOG SCALE)",
+        COOL,
+        255,
+        most,
+    );
+    let y = LEGEND_Y + 48;
+    canvas.text(
+        24,
+        y,
         &format!(
-            "{} PARTICLES, STEPS {} TO {}, FROM THE FRAMES THE HOST SHOWED.  TOP = {:.1} UNITS.",
+            "{} PARTICLES, STEPS {} TO {}, FROM THE FRAMES THE HOST SHOWED.",
             group(k as u64),
             group(first),
-            group(last),
-            high
+            group(last)
         ),
         DIM,
         1,
     );
+    canvas.text(
+        24,
+        y + 12,
+        "Y IS UP, AS IN MAYA AND HOUDINI (A Z-UP HOST SUCH AS BLENDER CALLS IT Z).",
+        DIM,
+        1,
+    );
+}
 
-    // Right: the final frame from above, one scale for x and z.
+/// Right: the final frame from above, one scale for x and z, +z down.
+fn top_view(canvas: &mut Canvas, xyz: &[f32], caption: &Caption<'_>) {
     let finite = |v: &f32| v.is_finite();
     let (mut half_x, mut half_z) = (1.0f32, 1.0f32);
     for p in xyz.chunks_exact(3).filter(|p| p.iter().all(finite)) {
@@ -113,39 +170,97 @@ pub fn write(path: &Path, xyz: &[f32], trails: &Trails, caption: &Caption<'_>) -
         half_z = half_z.max(p[2].abs());
     }
     let (half_x, half_z) = (half_x * 1.03, half_z * 1.03);
-    let edge = 360.0;
+    let edge = PLAN_EDGE as f32;
     let scale = (edge / (2.0 * half_x)).min(edge / (2.0 * half_z));
     let (w, h) = ((2.0 * half_x * scale) as u32, (2.0 * half_z * scale) as u32);
     let plan = Panel {
-        x0: WIDTH - 24 - 360 + (360 - w) / 2,
-        y0: top + (box_h - h) / 2,
+        x0: PLAN_X + (PLAN_EDGE - w) / 2,
+        y0: TOP + (CHART_H - h) / 2,
         w,
         h,
     };
     let mut counts = vec![0u32; (w * h) as usize];
     for p in xyz.chunks_exact(3) {
         let u = (p[0] + half_x) / (2.0 * half_x);
-        let v = (p[2] + half_z) / (2.0 * half_z);
+        // +z down: the top row is z = -half_z.
+        let v = (half_z - p[2]) / (2.0 * half_z);
         if let Some((col, row)) = plan.pixel(u, v) {
             counts[(row * w + col) as usize] += 1;
         }
     }
-    canvas.shade(&plan, &counts, WARM, COOL - 1);
+    let most = canvas.shade(&plan, &counts, WARM, COOL - 1);
     canvas.border(&plan);
-    canvas.text(WIDTH - 24 - 360, label_y, "TOP VIEW AT THE END", DIM, 2);
+    let (hx, hz) = (f64::from(half_x), f64::from(half_z));
+    for (v, label) in ticks(-hx, hx, 10) {
+        let col = plan.x0 + ((v + hx) / (2.0 * hx) * f64::from(plan.w - 1)) as u32;
+        canvas.tick_below(&plan, col, &label);
+    }
+    for (v, label) in ticks(-hz, hz, 10) {
+        let row = plan.y0 + ((v + hz) / (2.0 * hz) * f64::from(plan.h - 1)) as u32;
+        canvas.tick_left(&plan, row, &label);
+    }
+    canvas.text(PLAN_TEXT_X, 48, "TOP VIEW AT THE END", DIM, 2);
+    canvas.text(PLAN_TEXT_X, TOP - 16, "Z (UNITS), +Z DOWN", DIM, 1);
+    canvas.text_centered(
+        plan.x0 + plan.w / 2,
+        plan.y0 + plan.h + 22,
+        "X (UNITS), +X RIGHT",
+        DIM,
+    );
+    canvas.scale_bar(
+        PLAN_X,
+        "COLOUR: PARTICLES IN A PIXEL (LOG SCALE)",
+        WARM,
+        COOL - 1,
+        most,
+    );
+    let y = LEGEND_Y + 48;
     canvas.text(
-        WIDTH - 24 - 360,
-        label_y + 22,
+        PLAN_TEXT_X,
+        y,
         &format!(
-            "ALL {} PARTICLES, X ACROSS, Z UP.  {:.1} X {:.1} UNITS.",
-            group(caption.particles as u64),
+            "ALL {} PARTICLES, LOOKING DOWN THE Y AXIS AS A Y-UP",
+            group(caption.particles as u64)
+        ),
+        DIM,
+        1,
+    );
+    canvas.text(
+        PLAN_TEXT_X,
+        y + 12,
+        &format!(
+            "HOST'S TOP VIEW DOES.  {:.1} X {:.1} UNITS.",
             2.0 * half_x,
             2.0 * half_z
         ),
         DIM,
         1,
     );
-    png::write_indexed(path, WIDTH, HEIGHT, &palette(), &canvas.px)
+}
+
+/// Tick values from `lo` to `hi` about `n` apart at a 1-2-5 step, with their labels.
+fn ticks(lo: f64, hi: f64, n: usize) -> Vec<(f64, String)> {
+    let step = nice_step((hi - lo) / n as f64);
+    let places = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    let mut out = Vec::new();
+    let mut k = (lo / step - 1e-9).ceil() as i64;
+    while (k as f64) * step <= hi + 1e-9 {
+        let v = k as f64 * step;
+        // No "-0"; thousands grouped.
+        let shown = if v.abs() < step / 2.0 { 0.0 } else { v };
+        let label = if places == 0 && shown >= 1000.0 {
+            group(shown as u64)
+        } else {
+            format!("{shown:.places$}")
+        };
+        out.push((v, label));
+        k += 1;
+    }
+    out
 }
 
 /// A rectangle of the picture that shows a view.
@@ -212,23 +327,81 @@ impl Canvas {
         }
     }
 
-    /// Paints the non-empty pixels of `counts` with palette entries `lo..=hi`, by log density.
-    fn shade(&mut self, panel: &Panel, counts: &[u32], lo: u8, hi: u8) {
-        let max = counts.iter().copied().max().unwrap_or(0).max(1) as f32;
-        let levels = (hi - lo) as f32;
+    /// Paints the non-empty pixels of `counts` with palette entries `lo..=hi`, by log density
+    /// ([`shade_of`]), and returns the largest count (the top of the colour scale).
+    fn shade(&mut self, panel: &Panel, counts: &[u32], lo: u8, hi: u8) -> u32 {
+        let most = counts.iter().copied().max().unwrap_or(0).max(1);
         for row in 0..panel.h {
             for col in 0..panel.w {
                 let c = counts[(row * panel.w + col) as usize];
                 if c > 0 {
-                    let t = (1.0 + c as f32).ln() / (1.0 + max).ln();
-                    self.set(
-                        panel.x0 + col,
-                        panel.y0 + row,
-                        lo + (t * levels).round() as u8,
-                    );
+                    let t = shade_of(f64::from(c), most);
+                    self.set(panel.x0 + col, panel.y0 + row, entry(t, lo, hi));
                 }
             }
         }
+        most
+    }
+
+    /// The colour scale of a view: its name, then a bar from one (left) to `most` (right)
+    /// in the colours `shade` gives those counts, with ticks at 1, 10, 100, … and `most`.
+    fn scale_bar(&mut self, x: u32, name: &str, lo: u8, hi: u8, most: u32) {
+        const W: u32 = 240;
+        self.text(x, LEGEND_Y, name, DIM, 1);
+        let (top, bottom) = (LEGEND_Y + 12, LEGEND_Y + 22);
+        let t1 = shade_of(1.0, most);
+        for i in 0..W {
+            let t = t1 + (1.0 - t1) * f64::from(i) / f64::from(W - 1);
+            for y in top..bottom {
+                self.set(x + i, y, entry(t, lo, hi));
+            }
+        }
+        let column = |c: f64| {
+            let f = if t1 < 1.0 {
+                (shade_of(c, most) - t1) / (1.0 - t1)
+            } else {
+                0.0
+            };
+            x + (f * f64::from(W - 1)).round() as u32
+        };
+        let mut marks: Vec<(u32, u32)> = std::iter::successors(Some(1u32), |v| v.checked_mul(10))
+            .take_while(|&v| v < most)
+            .map(|v| (v, column(f64::from(v))))
+            .collect();
+        let end = column(f64::from(most));
+        // The top's label wins over a power of ten too close to it.
+        marks.retain(|&(_, col)| col + 36 <= end);
+        marks.push((most, end));
+        for (v, col) in marks {
+            for y in bottom..bottom + 3 {
+                self.set(col, y, FRAME);
+            }
+            self.text_centered(col, bottom + 6, &group(u64::from(v)), DIM);
+        }
+    }
+
+    /// A tick on the left edge of `p` at `row`, with its label to the left.
+    fn tick_left(&mut self, p: &Panel, row: u32, label: &str) {
+        for x in p.x0 - 5..p.x0 - 1 {
+            self.set(x, row, FRAME);
+        }
+        let width = 6 * label.chars().count() as u32 - 1;
+        self.text(p.x0 - 8 - width, row.saturating_sub(3), label, DIM, 1);
+    }
+
+    /// A tick under the bottom edge of `p` at `col`, with its label under it.
+    fn tick_below(&mut self, p: &Panel, col: u32, label: &str) {
+        let y = p.y0 + p.h;
+        for y in y + 1..y + 5 {
+            self.set(col, y, FRAME);
+        }
+        self.text_centered(col, y + 8, label, DIM);
+    }
+
+    /// Text at scale 1 centred on `x`.
+    fn text_centered(&mut self, x: u32, y: u32, s: &str, c: u8) {
+        let width = (6 * s.chars().count() as u32).saturating_sub(1);
+        self.text(x.saturating_sub(width / 2), y, s, c, 1);
     }
 
     fn hline(&mut self, x0: u32, x1: u32, y: u32, c: u8) {
@@ -262,6 +435,16 @@ impl Canvas {
             }
         }
     }
+}
+
+/// Where a count sits on the log colour scale that tops out at `most`: 0 for none, 1 for `most`.
+fn shade_of(count: f64, most: u32) -> f64 {
+    (1.0 + count).ln() / (1.0 + f64::from(most.max(1))).ln()
+}
+
+/// The palette entry of `t` (0..=1) in the ramp `lo..=hi`.
+fn entry(t: f64, lo: u8, hi: u8) -> u8 {
+    lo + (t.clamp(0.0, 1.0) * f64::from(hi - lo)).round() as u8
 }
 
 fn palette() -> Vec<[u8; 3]> {
@@ -360,6 +543,9 @@ fn glyph(c: char) -> [u8; 8] {
         '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E, 0x00],
         '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C, 0x00],
         '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00, 0x00],
+        '+' => [0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00, 0x00],
+        '\'' => [0x04, 0x04, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00],
+        '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03, 0x00],
         '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C, 0x00],
         ',' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08],
         ';' => [0x00, 0x0C, 0x0C, 0x00, 0x00, 0x0C, 0x04, 0x08],

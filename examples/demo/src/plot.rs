@@ -1,42 +1,194 @@
-//! The frame-time plot: an SVG of every host frame's length and the pump time inside it, against
-//! the 16.7 ms a 60 Hz frame has.
+//! The timing chart, an SVG in two panels over the same seconds of the host loop:
+//!
+//! - above, every pump that ran work, one dot each at the time hostloop measured for it
+//!   (`hl_pump_report_t::elapsed_us`), against the budget of one pump: the budget limits each
+//!   pump, so each pump is what is drawn against it;
+//! - below, the length of every host frame against the frame period. A frame holds several
+//!   pumps and has no pump budget, so this panel draws none.
+//!
+//! Each dot carries its value (`data-us`) and each series and line an `id`, so a test can read
+//! the chart back.
 
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-/// One host frame: how long it lasted and how much of it the pumps took, in milliseconds.
+/// One pump that ran work.
 #[derive(Debug, Clone, Copy)]
-pub struct FrameSample {
-    pub frame_ms: f64,
-    pub pump_ms: f64,
+pub struct Pump {
+    /// When it started, in seconds since the host loop began.
+    pub at_s: f64,
+    pub elapsed_us: u64,
+    pub over_budget: bool,
 }
 
-/// Writes the plot, with dashed lines at the frame period and the pump budget. `title` goes
-/// above it (plain text).
-pub fn write(
-    path: &Path,
-    frames: &[FrameSample],
-    period_ms: f64,
-    budget_ms: f64,
-    title: &str,
-) -> io::Result<()> {
-    std::fs::write(path, svg(frames, period_ms, budget_ms, title))
+/// One host frame: when it ended (seconds since the host loop began) and its length in ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame {
+    pub end_s: f64,
+    pub ms: f64,
 }
 
-fn svg(frames: &[FrameSample], period_ms: f64, budget_ms: f64, title: &str) -> String {
-    let (w, h) = (960.0, 400.0);
-    let (left, right, top, bottom) = (64.0, 150.0, 48.0, 56.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
-    // The y axis shows at least two frame periods, more if a frame ran longer.
-    let worst = frames
+/// What the chart shows.
+#[derive(Debug)]
+pub struct Chart {
+    /// Plain text, above the chart; `subtitle` under it.
+    pub title: String,
+    pub subtitle: String,
+    pub pumps: Vec<Pump>,
+    pub frames: Vec<Frame>,
+    /// The budget of one pump, and the host's frame period.
+    pub budget_us: u64,
+    pub period_ms: f64,
+    /// The length of the host loop.
+    pub seconds: f64,
+}
+
+pub fn write(path: &Path, chart: &Chart) -> io::Result<()> {
+    std::fs::write(path, svg(chart))
+}
+
+const WITHIN: &str = "#4fc3a1";
+const OVER: &str = "#f5922a";
+const FRAME: &str = "#8aa0c0";
+const TEXT: &str = "#d6dae2";
+const DIM: &str = "#808694";
+
+/// A plot area: where it is, and the value range of its y axis (from 0).
+struct Area {
+    left: f64,
+    top: f64,
+    w: f64,
+    h: f64,
+    x_max: f64,
+    y_max: f64,
+}
+
+impl Area {
+    fn x(&self, s: f64) -> f64 {
+        self.left + self.w * (s / self.x_max).clamp(0.0, 1.0)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        self.top + self.h * (1.0 - (v / self.y_max).clamp(0.0, 1.0))
+    }
+
+    /// Grid, ticks with values on both axes, the axis names, and the frame.
+    fn axes(&self, s: &mut String, y_name: &str, y_unit: &str, x_name: &str) {
+        let (right, bottom) = (self.left + self.w, self.top + self.h);
+        let step = nice_step(self.y_max / 5.0);
+        let places = decimals(step);
+        for v in ticks(self.y_max, step) {
+            let yy = self.y(v);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{:.1}" y1="{yy:.1}" x2="{right:.1}" y2="{yy:.1}" stroke="#232833"/><line x1="{:.1}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#5c6372"/><text x="{:.1}" y="{:.1}" fill="{DIM}" text-anchor="end">{v:.places$} {y_unit}</text>"##,
+                self.left,
+                self.left - 5.0,
+                self.left,
+                self.left - 8.0,
+                yy + 4.0
+            );
+        }
+        let step = nice_step(self.x_max / 10.0);
+        let places = decimals(step);
+        for v in ticks(self.x_max, step) {
+            let xx = self.x(v);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{xx:.1}" y1="{bottom:.1}" x2="{xx:.1}" y2="{:.1}" stroke="#5c6372"/><text x="{xx:.1}" y="{:.1}" fill="{DIM}" text-anchor="middle">{v:.places$} s</text>"##,
+                bottom + 5.0,
+                bottom + 18.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" fill="{DIM}" text-anchor="middle">{x_name}</text>"##,
+            self.left + self.w / 2.0,
+            bottom + 34.0
+        );
+        let (yx, yy) = (18.0, self.top + self.h / 2.0);
+        let _ = writeln!(
+            s,
+            r##"<text x="{yx}" y="{yy:.1}" fill="{DIM}" text-anchor="middle" transform="rotate(-90 {yx} {yy:.1})">{y_name}</text>"##
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#343a46"/>"##,
+            self.left, self.top, self.w, self.h
+        );
+    }
+}
+
+/// A legend row: (marker, label) pairs from `x`, at `y`.
+fn legend(s: &mut String, x: f64, y: f64, items: &[(Marker, String)]) {
+    let mut x = x;
+    for (marker, label) in items {
+        match marker {
+            Marker::Dot(color) => {
+                let _ = write!(
+                    s,
+                    r##"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"##,
+                    x + 5.0,
+                    y - 4.0
+                );
+            }
+            Marker::Line(color, dash) => {
+                let _ = write!(
+                    s,
+                    r##"<line x1="{x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>"##,
+                    y - 4.0,
+                    x + 18.0,
+                    y - 4.0
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{y:.1}" fill="{TEXT}">{}</text>"##,
+            x + 24.0,
+            escape(label)
+        );
+        // About 6.3 px per character at 12 px.
+        x += 24.0 + 6.3 * label.chars().count() as f64 + 20.0;
+    }
+}
+
+enum Marker {
+    Dot(&'static str),
+    /// A colour and an SVG dash pattern ("none" for solid).
+    Line(&'static str, &'static str),
+}
+
+fn svg(c: &Chart) -> String {
+    let (w, h) = (960.0, 620.0);
+    let (left, right) = (76.0, 24.0);
+    let budget_ms = c.budget_us as f64 / 1000.0;
+    let budget = crate::budget::ms_text(c.budget_us);
+    let x_max = c
+        .seconds
+        .max(c.frames.last().map_or(0.0, |f| f.end_s))
+        .max(1e-3);
+    let longest_pump = c
+        .pumps
         .iter()
-        .map(|f| f.frame_ms.max(f.pump_ms))
+        .map(|p| p.elapsed_us as f64 / 1000.0)
         .fold(0.0, f64::max);
-    let y_max = nice_ceiling(worst.max(2.0 * period_ms) * 1.05);
-    let n = frames.len().max(2) as f64;
-    let x = |i: usize| left + pw * i as f64 / (n - 1.0);
-    let y = |ms: f64| top + ph * (1.0 - ms.min(y_max) / y_max);
+    let pumps = Area {
+        left,
+        top: 84.0,
+        w: w - left - right,
+        h: 260.0,
+        x_max,
+        y_max: nice_ceiling(longest_pump.max(2.0 * budget_ms) * 1.05),
+    };
+    let longest_frame = c.frames.iter().map(|f| f.ms).fold(0.0, f64::max);
+    let frames = Area {
+        top: 430.0,
+        h: 130.0,
+        y_max: nice_ceiling(longest_frame.max(1.5 * c.period_ms) * 1.05),
+        ..pumps
+    };
 
     let mut s = String::new();
     let _ = writeln!(
@@ -46,89 +198,130 @@ fn svg(frames: &[FrameSample], period_ms: f64, budget_ms: f64, title: &str) -> S
     let _ = writeln!(s, r##"<rect width="{w}" height="{h}" fill="#0b0d12"/>"##);
     let _ = writeln!(
         s,
-        r##"<text x="{left}" y="26" fill="#d6dae2" font-size="15">{}</text>"##,
-        escape(title)
+        r##"<text x="{left}" y="24" fill="{TEXT}" font-size="15">{}</text>"##,
+        escape(&c.title)
     );
-    // Grid and y labels.
-    let step = nice_step(y_max / 5.0);
-    let decimals = if step >= 1.0 { 0 } else { 1 };
-    for k in 0..=(y_max / step).round() as usize {
-        let v = k as f64 * step;
-        let yy = y(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#232833"/><text x="{:.1}" y="{:.1}" fill="#808694" text-anchor="end">{v:.decimals$} ms</text>"##,
-            left + pw,
-            left - 8.0,
-            yy + 4.0
-        );
-    }
-    // x labels: frame numbers.
-    let xstep = nice_step(n / 8.0).max(1.0) as usize;
-    for i in (0..frames.len()).step_by(xstep) {
-        let _ = writeln!(
-            s,
-            r##"<text x="{:.1}" y="{:.1}" fill="#808694" text-anchor="middle">{i}</text>"##,
-            x(i),
-            top + ph + 18.0
-        );
-    }
     let _ = writeln!(
         s,
-        r##"<text x="{:.1}" y="{:.1}" fill="#808694" text-anchor="middle">host frame</text>"##,
-        left + pw / 2.0,
-        h - 14.0
+        r##"<text x="{left}" y="44" fill="{DIM}">{}</text>"##,
+        escape(&c.subtitle)
     );
-    // The frame budget.
-    let yb = y(period_ms);
+
+    // Above: each pump against the budget of one pump.
+    let (within, over): (Vec<&Pump>, Vec<&Pump>) = c.pumps.iter().partition(|p| !p.over_budget);
+    legend(
+        &mut s,
+        left,
+        74.0,
+        &[
+            (
+                Marker::Dot(WITHIN),
+                format!("pump within its budget ({})", within.len()),
+            ),
+            (
+                Marker::Dot(OVER),
+                format!("pump over its budget ({})", over.len()),
+            ),
+            (
+                Marker::Line(WITHIN, "4 3"),
+                format!("budget of one pump: {budget}"),
+            ),
+        ],
+    );
+    pumps.axes(
+        &mut s,
+        "time of one pump (ms)",
+        "ms",
+        "seconds since the host loop started",
+    );
+    let yb = pumps.y(budget_ms);
     let _ = writeln!(
         s,
-        r##"<line x1="{left}" y1="{yb:.1}" x2="{:.1}" y2="{yb:.1}" stroke="#5a6e8c" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" fill="#8aa0c0">{period_ms:.1} ms (60 Hz)</text>"##,
-        left + pw,
-        left + pw + 8.0,
-        yb + 4.0
+        r##"<line id="pump-budget" data-us="{}" x1="{left}" y1="{yb:.1}" x2="{:.1}" y2="{yb:.1}" stroke="{WITHIN}" stroke-width="1.5" stroke-dasharray="4 3"/>"##,
+        c.budget_us,
+        left + pumps.w,
     );
-    let yp = y(budget_ms);
-    let _ = writeln!(
-        s,
-        r##"<line x1="{left}" y1="{yp:.1}" x2="{:.1}" y2="{yp:.1}" stroke="#2f6b5a" stroke-dasharray="3 4"/><text x="{:.1}" y="{:.1}" fill="#4fc3a1">{budget_ms:.1} ms pump budget</text>"##,
-        left + pw,
-        left + pw + 8.0,
-        yp + 4.0
-    );
-    for (color, label, pick) in [
-        ("#f5922a", "frame time", 0),
-        ("#4fc3a1", "pump time in the frame", 1),
+    for (id, color, series) in [
+        ("pumps-within", WITHIN, &within),
+        ("pumps-over", OVER, &over),
     ] {
-        let mut points = String::new();
-        for (i, f) in frames.iter().enumerate() {
-            let ms = if pick == 0 { f.frame_ms } else { f.pump_ms };
-            let _ = write!(points, "{:.1},{:.1} ", x(i), y(ms));
+        let _ = writeln!(s, r##"<g id="{id}" fill="{color}">"##);
+        for p in series.iter() {
+            let _ = writeln!(
+                s,
+                r##"<circle cx="{:.2}" cy="{:.2}" r="2" data-us="{}"/>"##,
+                pumps.x(p.at_s),
+                pumps.y(p.elapsed_us as f64 / 1000.0),
+                p.elapsed_us
+            );
         }
-        let _ = writeln!(
-            s,
-            r##"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"##,
-            points.trim_end()
-        );
-        let lx = left + 12.0 + pick as f64 * 150.0;
-        let _ = writeln!(
-            s,
-            r##"<rect x="{lx}" y="{:.1}" width="14" height="3" fill="{color}"/><text x="{:.1}" y="{:.1}" fill="#d6dae2">{label}</text>"##,
-            top + 8.0,
-            lx + 20.0,
-            top + 13.0
-        );
+        s.push_str("</g>\n");
+    }
+    // The line's name, over the dots, on a halo of the background.
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" fill="{WITHIN}" text-anchor="end" stroke="#0b0d12" stroke-width="4" paint-order="stroke">budget of one pump: {budget}</text>"##,
+        left + pumps.w - 4.0,
+        yb - 5.0
+    );
+
+    // Below: each host frame against the frame period.
+    legend(
+        &mut s,
+        left,
+        420.0,
+        &[
+            (
+                Marker::Line(FRAME, "none"),
+                "host frame: time from one frame tick to the next (it holds several pumps)".into(),
+            ),
+            (
+                Marker::Line(FRAME, "6 4"),
+                format!("one frame at 60 Hz: {:.1} ms", c.period_ms),
+            ),
+        ],
+    );
+    frames.axes(
+        &mut s,
+        "host frame (ms)",
+        "ms",
+        "seconds since the host loop started",
+    );
+    let yp = frames.y(c.period_ms);
+    let _ = writeln!(
+        s,
+        r##"<line id="frame-period" x1="{left}" y1="{yp:.1}" x2="{:.1}" y2="{yp:.1}" stroke="{FRAME}" stroke-dasharray="6 4"/>"##,
+        left + frames.w
+    );
+    let mut points = String::new();
+    for f in &c.frames {
+        let _ = write!(points, "{:.1},{:.1} ", frames.x(f.end_s), frames.y(f.ms));
     }
     let _ = writeln!(
         s,
-        r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#343a46"/>"##
+        r##"<polyline id="frame-lengths" fill="none" stroke="{FRAME}" stroke-width="1.2" points="{}"/>"##,
+        points.trim_end()
     );
     s.push_str("</svg>\n");
     s
 }
 
+/// 0, step, 2 × step, … up to `max`.
+fn ticks(max: f64, step: f64) -> impl Iterator<Item = f64> {
+    (0..=(max / step + 1e-9).floor() as usize).map(move |k| k as f64 * step)
+}
+
+/// Decimals enough to tell ticks `step` apart.
+fn decimals(step: f64) -> usize {
+    if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    }
+}
+
 /// The smallest of 1, 2, 5 × 10^k that is at least `v`.
-fn nice_step(v: f64) -> f64 {
+pub fn nice_step(v: f64) -> f64 {
     let p = 10f64.powf(v.max(1e-9).log10().floor());
     [1.0, 2.0, 5.0, 10.0]
         .into_iter()
@@ -158,21 +351,89 @@ mod tests {
         assert_eq!(nice_step(3.0), 5.0);
         assert_eq!(nice_step(12.0), 20.0);
         assert_eq!(nice_ceiling(35.0), 40.0);
+        assert_eq!(
+            ticks(10.0, 2.5).collect::<Vec<_>>(),
+            [0.0, 2.5, 5.0, 7.5, 10.0]
+        );
+        assert_eq!((decimals(5.0), decimals(0.5), decimals(0.05)), (0, 1, 2));
+    }
+
+    fn chart() -> Chart {
+        Chart {
+            title: "a < b".into(),
+            subtitle: "c & d".into(),
+            pumps: vec![
+                Pump {
+                    at_s: 0.1,
+                    elapsed_us: 900,
+                    over_budget: false,
+                },
+                Pump {
+                    at_s: 0.2,
+                    elapsed_us: 2600,
+                    over_budget: true,
+                },
+                Pump {
+                    at_s: 0.3,
+                    elapsed_us: 1200,
+                    over_budget: false,
+                },
+            ],
+            frames: (1..=18)
+                .map(|i| Frame {
+                    end_s: i as f64 / 60.0,
+                    ms: 16.7,
+                })
+                .collect(),
+            budget_us: 2000,
+            period_ms: 16.7,
+            seconds: 0.3,
+        }
+    }
+
+    /// The `data-us` values and `cy` positions of the dots in group `id`.
+    fn dots(s: &str, id: &str) -> Vec<(u64, f64)> {
+        let g = &s[s.find(&format!(r#"<g id="{id}""#)).unwrap()..];
+        let g = &g[..g.find("</g>").unwrap()];
+        g.split("<circle")
+            .skip(1)
+            .map(|c| {
+                let attr = |name: &str| {
+                    let at = c.find(&format!(r#"{name}=""#)).unwrap() + name.len() + 2;
+                    c[at..at + c[at..].find('"').unwrap()].to_string()
+                };
+                (
+                    attr("data-us").parse().unwrap(),
+                    attr("cy").parse().unwrap(),
+                )
+            })
+            .collect()
     }
 
     #[test]
-    fn the_plot_has_one_polyline_per_series_and_the_budget_line() {
-        let frames = vec![
-            FrameSample {
-                frame_ms: 16.6,
-                pump_ms: 1.0
-            };
-            10
-        ];
-        let s = svg(&frames, 16.7, 2.0, "a < b");
-        assert_eq!(s.matches("<polyline").count(), 2);
-        assert!(s.contains("16.7 ms (60 Hz)") && s.contains("2.0 ms pump budget"));
-        assert!(s.contains("a &lt; b"));
+    fn each_pump_is_one_dot_on_its_side_of_the_budget_line() {
+        let s = svg(&chart());
+        let within = dots(&s, "pumps-within");
+        let over = dots(&s, "pumps-over");
+        assert_eq!(within.iter().map(|d| d.0).collect::<Vec<_>>(), [900, 1200]);
+        assert_eq!(over.iter().map(|d| d.0).collect::<Vec<_>>(), [2600]);
+        let line = &s[s.find(r#"<line id="pump-budget""#).unwrap()..];
+        let at = line.find(r#"y1=""#).unwrap() + 4;
+        let yb: f64 = line[at..at + line[at..].find('"').unwrap()]
+            .parse()
+            .unwrap();
+        assert!(within.iter().all(|d| d.1 > yb) && over.iter().all(|d| d.1 < yb));
+        assert!(s.contains("budget of one pump: 2.0 ms"));
+        assert!(s.contains("pump within its budget (2)") && s.contains("pump over its budget (1)"));
+    }
+
+    #[test]
+    fn the_frame_panel_has_the_frame_period_and_no_budget_line() {
+        let s = svg(&chart());
+        assert_eq!(s.matches("<polyline").count(), 1);
+        assert_eq!(s.matches(r#"id="pump-budget""#).count(), 1);
+        assert!(s.contains(r#"id="frame-period""#) && s.contains("one frame at 60 Hz: 16.7 ms"));
+        assert!(s.contains("a &lt; b") && s.contains("c &amp; d"));
         assert!(s.starts_with("<svg") && s.ends_with("</svg>\n"));
     }
 }
