@@ -810,13 +810,35 @@ impl CacheWriter {
     /// [`CacheError::Io`], or [`CacheError::NotACache`]/[`CacheError::UnsupportedFormat`] if a
     /// file is there that is not a cache this build writes: it is left untouched.
     pub fn append(path: impl AsRef<Path>) -> Result<(CacheWriter, Option<Damage>), CacheError> {
+        Self::append_through(path, u64::MAX)
+    }
+
+    /// As [`append`](CacheWriter::append), but also cuts every frame from the first one past
+    /// `step` on: a run resumed from a snapshot of `step` writes the frames after it again,
+    /// and its cache must not hold the ones a killed attempt wrote after its last snapshot.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](CacheWriter::append).
+    pub fn append_through(
+        path: impl AsRef<Path>,
+        step: u64,
+    ) -> Result<(CacheWriter, Option<Damage>), CacheError> {
         let path = path.as_ref();
         if !path.exists() {
             return Ok((CacheWriter::create(path)?, None));
         }
         let mut cache = Cache::open(path)?;
-        let end = cache.good_end();
-        let frames = cache.len() as u64;
+        let keep = cache
+            .frames
+            .iter()
+            .position(|e| e.step > step)
+            .unwrap_or(cache.frames.len());
+        let end = match cache.frames.get(keep) {
+            Some(e) => e.offset,
+            None => cache.good_end(),
+        };
+        let frames = keep as u64;
         let damage = cache.damage.take();
         drop(cache); // unmap before shrinking the file
         let mut file = OpenOptions::new()

@@ -14,6 +14,8 @@
 //   parallel.rs     parallel_for / join on the pool
 //   snapshot.rs     the versioned, checksummed snapshot format
 //   cache.rs        frame caches: append-only frame files, read back by memory map
+//   farm/           running simulations away from the host: the headless runner
+//                   (runner.rs, `hostloop-worker run`)
 //   blob.rs         shared read-only blobs: sealed memfds every plugin and worker maps
 //   plugin/         plugins: the Plugin trait and export_plugin! (mod.rs), SimPlugin and
 //                   SimTool (sim_tool.rs), the plugin side (guest.rs), the host side
@@ -156,6 +158,8 @@ mod error;
 #[cfg(not(loom))]
 mod event;
 #[cfg(not(loom))]
+pub mod farm;
+#[cfg(not(loom))]
 mod handle;
 #[cfg(not(loom))]
 mod isolate;
@@ -214,6 +218,11 @@ pub use crate::{
 #[cfg(all(unix, not(loom)))]
 #[doc(hidden)]
 pub use crate::isolate::worker::worker_main as isolate_worker_main;
+
+/// The `hostloop-worker run` subcommand's body: `args` are the arguments after `run`.
+#[cfg(all(unix, not(loom)))]
+#[doc(hidden)]
+pub use crate::farm::runner::runner_main as farm_runner_main;
 
 /// The wake-up protocols, exposed only to the loom model checks (`--cfg loom`).
 #[cfg(loom)]

@@ -388,3 +388,21 @@ fn bad_input_is_an_error_that_writes_nothing_and_touches_nothing() {
     assert!(matches!(e, CacheError::Io { .. }));
     assert!(e.to_string().contains("missing.hlcache"), "{e}");
 }
+
+#[test]
+fn appending_through_a_step_cuts_the_frames_after_it() {
+    let dir = Dir::new("through");
+    let path = dir.file("c.hlcache");
+    let want = write_varied(&path, 6); // steps 0, 10, .. 50
+    let (mut w, damage) = CacheWriter::append_through(&path, 25).unwrap();
+    assert!(damage.is_none());
+    assert_eq!(w.frames(), 3, "steps 0, 10 and 20 are kept");
+    w.write(30, "again", &[Payload::Bytes(b"x")]).unwrap();
+    drop(w);
+    let cache = Cache::open(&path).unwrap();
+    assert_eq!(cache.len(), 4);
+    for (i, w) in want.iter().take(3).enumerate() {
+        assert_eq!(&owned(&cache.frame(i).unwrap()), w);
+    }
+    assert_eq!(cache.frame(3).unwrap().topic(), "again");
+}

@@ -127,7 +127,7 @@ pub use crate::abi;
 pub(crate) mod gate;
 pub(crate) mod guest;
 pub(crate) mod host;
-mod sim_tool;
+pub(crate) mod sim_tool;
 
 #[cfg(unix)]
 pub use crate::isolate::pool::{Task, TaskError, TaskPool, TaskResult};

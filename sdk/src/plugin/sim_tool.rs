@@ -401,6 +401,41 @@ impl SimSlot {
     }
 }
 
+/// For the headless runner: a [`SimPlugin`]'s saved state (`state`, the plugin container of
+/// kind `kind` that `save_state`/`checkpoint_state` wrote through [`SimSlot::save`] or
+/// [`SimSlot::checkpoint`]) with `extra` settings applied after its own, so that it restores
+/// with those overridden (the runner restores paused and in lock-step whatever the saver was
+/// doing). Returns the rewritten state and the configuration number it carries.
+///
+/// # Errors
+///
+/// [`Error::Failed`](crate::Error::Failed) if `state` is not such a state: damaged, of another
+/// plugin, or not a simulation plugin's.
+#[cfg(unix)]
+pub(crate) fn state_with_settings(
+    state: &[u8],
+    kind: &str,
+    extra: &str,
+) -> Result<(Vec<u8>, Option<u64>)> {
+    use crate::Error;
+    let mut r = SnapshotReader::open(state, kind, 0..=u32::MAX).map_err(Error::failed)?;
+    let version = r.version();
+    let settings = r.str().map_err(Error::failed)?;
+    let sim = r.bytes().map_err(Error::failed)?;
+    let configuration = if r.remaining() >= 8 {
+        Some(r.u64().map_err(Error::failed)?)
+    } else {
+        None
+    };
+    r.finish().map_err(Error::failed)?;
+    let mut w = SnapshotWriter::new(kind, version);
+    w.str(&format!("{settings} {extra}")).bytes(sim);
+    if let Some(c) = configuration {
+        w.u64(c);
+    }
+    Ok((w.finish(), configuration))
+}
+
 /// A tool whose plugin runs one configurable simulation: implement this on the tool's
 /// configuration and export [`SimPlugin`]`<Config>` — the plugin (events, rebuilds on a worker,
 /// playback, errors, hot reload with state) comes with it.
