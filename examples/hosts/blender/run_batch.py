@@ -7,13 +7,15 @@ In background mode `bpy.app.timers` never fire, so nothing would pump hostloop's
 queue. Instead this script hands the main thread to hostloop: `hl_runtime_run_until` pumps on
 it, sleeping on the doorbell between pumps, until the sink has received N frames. The plugin runs
 with `delivery=every` (the simulation waits for the host, so no frame is skipped); the sink
-writes frame k to `OUT/frame_%04d.ply` (binary little-endian PLY, xyz f32, the step in a comment)
-as it arrives, on the main thread. With `--blend` the last frame is also stored as a mesh in
+writes frame k to `OUT/frame_%04d.ply` (binary little-endian PLY, xyz f32 in Blender's Z-up axes,
+converted from the simulation's Y-up as the add-on does; the step in a comment) as it arrives, on
+the main thread. With `--blend` the last frame is also stored as a mesh in
 `OUT/particles.blend`. Prints `key=value` lines; exits 0 only if frames 1..N were all written in
 order.
 """
 
 import argparse
+import array
 import os
 import struct
 import sys
@@ -25,7 +27,9 @@ import bpy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in the checkout
 from hostloop_particles import hostloop  # noqa: E402  (the add-on's ctypes binding)
+from hostloop_particles.engine import y_up_to_z_up  # noqa: E402  (Y-up -> Blender's Z-up)
 
 
 def parse_args():
@@ -43,6 +47,7 @@ def ply_header(count, step):
     return (
         "ply\nformat binary_little_endian 1.0\n"
         f"comment hostloop particles step {step}\n"
+        "comment z-up (Blender axes): x y z = simulation x, -z, y\n"
         f"element vertex {count}\n"
         "property float x\nproperty float y\nproperty float z\nend_header\n"
     ).encode("ascii")
@@ -92,12 +97,13 @@ class Exporter:
                     f"expected step {expected}, got {step} (first steps: {self.steps_seen})")
                 return
             path = os.path.join(self.args.out, f"frame_{step:04d}.ply")
+            xyz = y_up_to_z_up(array.array("f", bytes(memoryview(data).cast("B"))))
             with open(path, "wb") as f:
                 f.write(ply_header(count, step))
-                f.write(memoryview(data).cast("B"))
+                f.write(xyz.tobytes())
             self.written += 1
             if self.written == self.args.frames:
-                self.last = bytes(memoryview(data).cast("B"))
+                self.last = xyz
         elif m.topic == "particles/error":
             self.errors.append(m.bytes().decode("utf-8", "replace"))
 
@@ -106,11 +112,9 @@ class Exporter:
 
 
 def save_blend(out, positions, count):
-    import array
-
     mesh = bpy.data.meshes.new("hostloop_particles")
     mesh.vertices.add(count)
-    mesh.vertices.foreach_set("co", array.array("f", positions))
+    mesh.vertices.foreach_set("co", positions)
     mesh.update()
     ob = bpy.data.objects.new("hostloop_particles", mesh)
     bpy.context.scene.collection.objects.link(ob)

@@ -8,8 +8,10 @@ handed to the library are kept on the `Runtime` so they outlive every call the l
 Threads: create the `Runtime` on the thread that is the host's main thread and call everything
 from there; the sink and `run_until`'s condition run on that thread, during `pump`/`run_until`.
 
-Finding the library: `HOSTLOOP_LIB` (a path to `libhostloop.so`), else `target/release/` of the
-first directory above this file (symlinks resolved) that has one (`CARGO_TARGET_DIR` honoured).
+Finding the libraries (`find_artifact`): `HOSTLOOP_LIB` / `HOSTLOOP_PARTICLES` when set (paths,
+overriding everything else); else `lib/` beside this file, where an installed copy ships them (the
+Blender add-on's zip); else `target/release/` of `CARGO_TARGET_DIR`, or of the first directory
+above this file (symlinks resolved) that has one, for running from a checkout.
 """
 
 import ctypes
@@ -17,7 +19,7 @@ import os
 
 __all__ = [
     "HostloopError", "Runtime", "Plugin", "Message", "find_library", "find_artifact",
-    "EVENT_PLAYBACK_STARTED", "EVENT_PLAYBACK_STOPPED", "EVENT_CUSTOM",
+    "EVENT_FRAME_CHANGED", "EVENT_PLAYBACK_STARTED", "EVENT_PLAYBACK_STOPPED", "EVENT_CUSTOM",
 ]
 
 # ---- constants (include/hostloop/common.h, sink.h, event.h) --------------------------------------
@@ -157,9 +159,15 @@ UNTIL_FN = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 
 
 def find_artifact(file_name, env=None):
-    """`target/release/<file_name>` of the nearest ancestor of this file that has it."""
+    """The path of `file_name` (`libhostloop.so`, a plugin): `$<env>` when that is set (an
+    override); else `lib/<file_name>` beside this file (an installed copy ships its libraries
+    there); else `target/release/<file_name>` in `CARGO_TARGET_DIR` or in the nearest ancestor of
+    this file (symlinks resolved) that has it (a checkout)."""
     if env and os.environ.get(env):
         return os.environ[env]
+    beside = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", file_name)
+    if os.path.isfile(beside):
+        return beside
     target = os.environ.get("CARGO_TARGET_DIR")
     if target and os.path.isfile(os.path.join(target, "release", file_name)):
         return os.path.join(target, "release", file_name)
@@ -171,8 +179,9 @@ def find_artifact(file_name, env=None):
         parent = os.path.dirname(here)
         if parent == here:
             raise FileNotFoundError(
-                f"{file_name} not found above {os.path.dirname(os.path.realpath(__file__))}; "
-                f"build it with cargo build --release, or set {env or 'CARGO_TARGET_DIR'}"
+                f"{file_name} not found: not in {os.path.dirname(beside)}, nor in target/release "
+                f"above {os.path.dirname(os.path.realpath(__file__))}; build it with cargo build "
+                f"--release, or set {env or 'CARGO_TARGET_DIR'}"
             )
         here = parent
 
@@ -182,13 +191,15 @@ def find_library():
 
 
 _lib = None
+library_path = None  # the libhostloop this process loaded, once loaded
 
 
 def _load(path=None):
-    global _lib
+    global _lib, library_path
     if _lib is not None:
         return _lib
-    lib = ctypes.CDLL(path or find_library())
+    path = path or find_library()
+    lib = ctypes.CDLL(path)
     P = ctypes.POINTER
     vp = ctypes.c_void_p
     sigs = {
@@ -222,6 +233,7 @@ def _load(path=None):
             "hl_abi_version", 7, f"library speaks ABI {lib.hl_abi_version()}, binding {ABI_VERSION}"
         )
     _lib = lib
+    library_path = os.path.abspath(path)
     return lib
 
 
