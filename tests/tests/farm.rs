@@ -1,0 +1,212 @@
+//! The farm on a real Slurm: `scripts/farm-up` starts munged, slurmctld and slurmd on this
+//! machine; a particles run split into chained segments gives the bytes of the same steps run
+//! in one process; a segment requeued mid-run (what a pre-emption does) resumes from its last
+//! snapshot and the result is still the same; a stopped Slurm is a clear error.
+//!
+//! When Slurm cannot be installed here (no root), the tests print SKIPPED.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bridge::sdk::farm::{Chain, ChainSpec, Farm, JobState, Slurm};
+use hostloop_tests::{fixture, repo_root, run, test_dir, worker_program, HANG_LIMIT};
+
+/// `SLURM_CONF` of the cluster `scripts/farm-up` started (once per test binary), or `None`
+/// when it cannot be installed here.
+fn farm() -> Option<&'static Path> {
+    static CONF: OnceLock<Option<PathBuf>> = OnceLock::new();
+    CONF.get_or_init(|| {
+        let dir = repo_root().join("target/farm");
+        let r = run(
+            Command::new(repo_root().join("scripts/farm-up")).arg(&dir),
+            HANG_LIMIT,
+        );
+        if r.status.code() == Some(3) {
+            println!("SKIPPED: Slurm cannot be installed here:\n{}", r.stderr);
+            return None;
+        }
+        r.assert_success("scripts/farm-up");
+        let conf = dir.join("slurm.conf");
+        // The Slurm commands this process runs read it from the environment.
+        std::env::set_var("SLURM_CONF", &conf);
+        Some(conf)
+    })
+    .as_deref()
+}
+
+fn plugin() -> PathBuf {
+    fixture("hostloop_particles")
+}
+
+/// The same steps run by `hostloop-worker run` here, in one process: its final state.
+fn local_run(dir: &Path, configure: &str, until: u64) -> Vec<u8> {
+    let state = dir.join("local.state");
+    run(
+        Command::new(worker_program())
+            .args(["run", "--progress", "none", "--configure", configure])
+            .args(["--until", &until.to_string(), "--save"])
+            .arg(&state)
+            .arg(plugin()),
+        HANG_LIMIT,
+    )
+    .assert_success("the local run");
+    std::fs::read(state).unwrap()
+}
+
+/// Waits (generously: a loaded machine) until the chain has finished; fails on a failure.
+fn wait_finished(farm: &Slurm, chain: &Chain) {
+    let deadline = Instant::now() + HANG_LIMIT;
+    loop {
+        let s = chain.status(farm).unwrap();
+        if let Some((i, why)) = &s.failed {
+            let log = std::fs::read_to_string(&chain.segments[*i].log).unwrap_or_default();
+            panic!("segment {i}: {why}\n--- its log ---\n{log}");
+        }
+        if s.is_finished() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the chain did not finish: {s:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn four_chained_segments_give_the_bytes_of_one_local_run() {
+    if farm().is_none() {
+        return;
+    }
+    let dir = test_dir!("farm-chain");
+    let slurm = Slurm::new();
+    let spec = ChainSpec::new(worker_program(), plugin(), dir.join("run"))
+        .configure("agents=1000")
+        .steps(1000)
+        .segments(4)
+        .save_every(100);
+    let chain = Chain::submit(&slurm, &spec).unwrap();
+    assert_eq!(chain.segments.len(), 4);
+    assert_eq!(
+        chain.segments.iter().map(|s| s.until).collect::<Vec<_>>(),
+        [250, 500, 750, 1000]
+    );
+    wait_finished(&slurm, &chain);
+    let status = chain.status(&slurm).unwrap();
+    assert_eq!((status.done, status.step), (4, Some(1000)), "{status:?}");
+    assert_eq!(
+        std::fs::read(chain.final_state()).unwrap(),
+        local_run(dir.path(), "agents=1000", 1000),
+        "the farm's final state differs from the same steps run here"
+    );
+    let cache = bridge::sdk::cache::Cache::open(chain.cache.as_ref().unwrap()).unwrap();
+    assert!(cache.damage().is_none());
+    assert_eq!(cache.len(), 1000, "one frame per step, each once");
+    assert_eq!((cache.step(0), cache.step(999)), (Some(1), Some(1000)));
+}
+
+#[test]
+fn a_segment_requeued_mid_run_resumes_and_the_result_is_the_same() {
+    if farm().is_none() {
+        return;
+    }
+    let dir = test_dir!("farm-requeue");
+    let slurm = Slurm::new();
+    // The first segment is long enough to be caught running on any machine; the test requeues
+    // it once its first periodic snapshot exists.
+    let spec = ChainSpec::new(worker_program(), plugin(), dir.join("run"))
+        .configure("agents=1000")
+        .steps(60_000)
+        .segments(2)
+        .save_every(200)
+        .cache(false);
+    let chain = Chain::submit(&slurm, &spec).unwrap();
+    let first = &chain.segments[0];
+    let deadline = Instant::now() + HANG_LIMIT;
+    while !first.state.exists() {
+        let (state, _) = slurm.state(&first.id).unwrap();
+        assert!(
+            !state.is_final(),
+            "segment 0 ended ({state:?}) before its first snapshot"
+        );
+        assert!(Instant::now() < deadline, "segment 0 never saved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    slurm.requeue(&first.id).unwrap();
+    wait_finished(&slurm, &chain);
+    let status = chain.status(&slurm).unwrap();
+    assert!(
+        status.restarts >= 1,
+        "the requeue was not counted: {status:?}"
+    );
+    let log = std::fs::read_to_string(&first.log).unwrap();
+    assert!(
+        log.contains("stopped by SIGTERM at step"),
+        "segment 0 was not stopped at a step boundary:\n{log}"
+    );
+    assert_eq!(
+        std::fs::read(chain.final_state()).unwrap(),
+        local_run(dir.path(), "agents=1000", 60_000),
+        "requeued and resumed differs from the same steps run here"
+    );
+}
+
+#[test]
+fn cancelling_a_chain_cancels_its_jobs_and_bad_input_is_a_clear_error() {
+    if farm().is_none() {
+        return;
+    }
+    let dir = test_dir!("farm-cancel");
+    let slurm = Slurm::new();
+    let spec = ChainSpec::new(worker_program(), plugin(), dir.join("run"))
+        .configure("agents=1000")
+        .steps(1_000_000)
+        .segments(3)
+        .cache(false);
+    let chain = Chain::submit(&slurm, &spec).unwrap();
+    chain.cancel(&slurm).unwrap();
+    let deadline = Instant::now() + HANG_LIMIT;
+    for s in &chain.segments {
+        loop {
+            let (state, _) = slurm.state(&s.id).unwrap();
+            if state.is_final() {
+                assert_eq!(state, JobState::Cancelled, "segment {}", s.id);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} was not cancelled", s.id);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // A plugin that does not exist: the job fails, the chain says which and why.
+    let bad = ChainSpec::new(worker_program(), dir.join("missing.so"), dir.join("bad"))
+        .steps(10)
+        .segments(2);
+    let chain = Chain::submit(&slurm, &bad).unwrap();
+    let deadline = Instant::now() + HANG_LIMIT;
+    let status = loop {
+        let s = chain.status(&slurm).unwrap();
+        if s.is_finished() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bad chain did not end: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (i, why) = status.failed.expect("the chain failed");
+    assert_eq!(i, 0, "{why}");
+    let log = std::fs::read_to_string(&chain.segments[0].log).unwrap();
+    assert!(log.contains("cannot load the plugin"), "{log}");
+
+    // Both a configuration and a state: refused before anything is submitted.
+    let both = ChainSpec::new(worker_program(), plugin(), dir.join("both"))
+        .configure("agents=10")
+        .restore(dir.join("x.state"), 0);
+    assert!(Chain::submit(&slurm, &both).is_err());
+
+    // A Slurm that cannot be reached: a clear error naming the command.
+    let nowhere = Slurm::new().bin_dir(dir.join("no-slurm-here"));
+    let e = Chain::submit(&nowhere, &spec).unwrap_err();
+    assert!(e.0.contains("cannot run sbatch"), "{e}");
+}
