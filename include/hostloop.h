@@ -24,9 +24,9 @@
  *
  * \section ownership Ownership
  *
- * Each handle type has one `_new`/`_spawn` and one `_free`. Strings and buffers passed in are
- * copied (or only read during the call) unless a function says otherwise. Pointers handed to
- * callbacks are borrowed for the duration of the call. Every registration of a `user_data`
+ * Each handle type has one `_new`/`_spawn`/`_open` and one `_free`. Strings and buffers passed
+ * in are copied (or only read during the call) unless a function says otherwise. Pointers
+ * handed to callbacks are borrowed for the duration of the call. Every registration of a `user_data`
  * pointer takes an `hl_finalizer_fn`, called exactly once when hostloop drops the callback.
  * `const hl_x_t *` parameters are read-only and safe to use concurrently; `hl_x_t *` ones are
  * exclusive unless tagged `[any-thread]`.
@@ -72,5 +72,6 @@
 #include "hostloop/job.h"
 #include "hostloop/plugin.h"
 #include "hostloop/pool.h"
+#include "hostloop/cache.h"
 
 #endif /* HOSTLOOP_H */

@@ -41,14 +41,15 @@
  *
  * \section hpp_ownership Ownership
  *
- * `Runtime`, `Job` and `Plugin` are move-only owners of one handle each: the destructor calls
- * `hl_runtime_free` / `hl_job_free` / `hl_plugin_unload`, a moved-from object owns nothing (and its
- * methods throw `HL_STATUS_NULL_ARG`). `capi()` lends the handle, `release()` gives it up. A
+ * `Runtime`, `Job`, `Plugin` and `Cache` are move-only owners of one handle each: the destructor
+ * calls `hl_runtime_free` / `hl_job_free` / `hl_plugin_unload` / `hl_cache_free`, a moved-from
+ * object owns nothing (and its methods throw `HL_STATUS_NULL_ARG`). `capi()` lends the handle, `release()` gives it up. A
  * `Plugin` belongs to the runtime it was loaded into, which unloads it when shut down or freed;
  * the `Plugin` is then left with a dead handle (its methods throw `HL_STATUS_INVALID_HANDLE`, its
  * destructor does nothing), so it may outlive its `Runtime`. `JobContext` and
  * `Message` are borrowed views, valid only during the callback that receives them; they can not
- * be copied.
+ * be copied. A `CacheFrame` and its `CachePayload`s borrow the `Cache`'s map: they are valid
+ * while the `Cache` lives.
  *
  * A callable given to `set_sink`, `set_request_pump`, `subscribe` or `spawn` is moved into a
  * heap object whose pointer is the C `user_data`; the C finalizer deletes it, so the callable
@@ -66,7 +67,7 @@
  * (and move, `release()` and destruction need exclusive access as well). Every `Job` method is
  * `[any-thread]`; `JobContext` is used on the job's worker during `run`. Every `Plugin` method is
  * `[main-thread]`, `const` ones included, and so are its destruction and move assignment (they
- * unload).
+ * unload). Every `Cache` method is `[any-thread]`; its `const` ones may run concurrently.
  *
  * \section hpp_exceptions Exceptions in callbacks
  *
@@ -101,6 +102,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace hostloop {
 
@@ -1453,6 +1455,183 @@ private:
     }
 
     hl_plugin_t *raw_ = nullptr;
+};
+
+/** \brief One payload of a cache frame (`hl_cache_payload_t`): a view into the cache's map,
+ *  valid while the `Cache` it came from lives. */
+struct CachePayload {
+    /** 0 for opaque bytes, else the array's `HL_ELEM_*`. */
+    uint32_t elem = 0;
+    /** Elements per record (1 for bytes). */
+    uint32_t components = 0;
+    /** Records (bytes: the byte count). */
+    uint64_t count = 0;
+    /** The data, 64-byte aligned; `len` bytes. */
+    const void *data = nullptr;
+    /** Bytes at `data`. */
+    std::size_t len = 0;
+
+    /** \brief True for opaque bytes. */
+    [[nodiscard]] bool is_bytes() const noexcept { return elem == 0; }
+    /** \brief The bytes, whatever the type. */
+    [[nodiscard]] const uint8_t *bytes() const noexcept { return static_cast<const uint8_t *>(data); }
+    /**
+     * \brief The array's elements as `T` (one of `uint8_t`, `int32_t`, `uint32_t`, `int64_t`,
+     * `uint64_t`, `float`, `double`), or NULL when this is not an array of `T`. There are
+     * `count * components` of them.
+     */
+    template <typename T> [[nodiscard]] const T *array_data() const noexcept {
+        return elem == detail::elem_type<T>::value ? static_cast<const T *>(data) : nullptr;
+    }
+};
+
+/** \brief One frame of a `Cache`: its step, topic and payloads, borrowed from the cache (valid
+ *  while the `Cache` it came from lives). */
+struct CacheFrame {
+    /** The simulation step. */
+    uint64_t step = 0;
+    /** The topic, UTF-8 (NUL-terminated in memory: `topic.data()` may be passed to C). */
+    std::string_view topic;
+    /** The payloads, at least one. */
+    std::vector<CachePayload> payloads;
+};
+
+/** \brief Where and why a cache stopped being readable (`hl_cache_damage_t`). */
+struct CacheDamage {
+    /** True when the cache was cut short; the fields below are 0 otherwise. */
+    bool damaged = false;
+    /** The byte offset of the first frame not taken. */
+    uint64_t offset = 0;
+    /** The file's length when it was opened. */
+    uint64_t file_len = 0;
+    /** `HL_CACHE_DAMAGE_*`. */
+    uint32_t reason = HL_CACHE_DAMAGE_NONE;
+    /** For `HL_CACHE_DAMAGE_BAD_DATA`: the payload that failed its checksum. */
+    uint32_t payload = 0;
+};
+
+/**
+ * \brief A frame cache opened for reading (`hostloop/cache.h`): move-only owner of an
+ * `hl_cache_t *`, freed with `hl_cache_free` by the destructor. Frames and payloads point into
+ * its map: they are valid while this object (or whoever took its handle) lives.
+ *
+ * Every method is `[any-thread]`; `const` ones may run concurrently.
+ */
+class Cache {
+public:
+    /** \brief No cache (`operator bool` is false). */
+    Cache() noexcept = default;
+
+    /**
+     * \brief Opens the cache at `path` (UTF-8) by memory map; a torn or damaged tail is cut off
+     * and reported by `damage()`. Throws `Error` (NULL_ARG, INVALID_UTF8, FILE_NOT_FOUND, OS,
+     * INVALID_ARG when the file is not a frame cache, VERSION_MISMATCH). [any-thread]
+     */
+    explicit Cache(CStr path) { detail::check(hl_cache_open(path.c_str(), &raw_)); }
+
+    /** \brief Same as the constructor. Throws `Error`. [any-thread] */
+    [[nodiscard]] static Cache open(CStr path) { return Cache(std::move(path)); }
+
+    /** \brief Takes ownership of `raw` (from `hl_cache_open`). */
+    [[nodiscard]] static Cache from_capi(hl_cache_t *raw) noexcept { return Cache(raw, Adopt{}); }
+
+    /** \brief Move-only: one owner per handle. */
+    Cache(const Cache &) = delete;
+    /** \brief Move-only: one owner per handle. */
+    Cache &operator=(const Cache &) = delete;
+    /** \brief Takes `other`'s handle; `other` owns nothing afterwards. */
+    Cache(Cache &&other) noexcept : raw_(std::exchange(other.raw_, nullptr)) {}
+    /** \brief Frees this cache (as the destructor does), then takes `other`'s handle. */
+    Cache &operator=(Cache &&other) noexcept {
+        if (this != &other) {
+            reset();
+            raw_ = std::exchange(other.raw_, nullptr);
+        }
+        return *this;
+    }
+    /** \brief Unmaps the cache with `hl_cache_free`: frames and payloads taken from it are
+     *  invalid afterwards. Never throws. [any-thread] */
+    ~Cache() { reset(); }
+
+    /** \brief The number of readable frames. Throws `Error` (NULL_ARG, INVALID_HANDLE).
+     *  [any-thread] */
+    [[nodiscard]] uint64_t frame_count() const {
+        uint64_t n = 0;
+        detail::check(hl_cache_frame_count(raw_, &n));
+        return n;
+    }
+
+    /**
+     * \brief Frame `index` with its payloads; with `verify` its data is first checked against
+     * its checksums (this reads the whole frame). Throws `Error` (NULL_ARG, INVALID_HANDLE,
+     * INVALID_ARG past the end, FAILED when `verify` finds the data damaged). [any-thread]
+     */
+    [[nodiscard]] CacheFrame frame(uint64_t index, bool verify = true) const {
+        hl_cache_frame_t raw{};
+        raw.struct_size = sizeof raw;
+        detail::check(hl_cache_frame(raw_, index, verify ? 1u : 0u, &raw));
+        CacheFrame frame;
+        frame.step = raw.step;
+        frame.topic = std::string_view(raw.topic, raw.topic_len);
+        frame.payloads.reserve(raw.payload_count);
+        for (uint32_t i = 0; i < raw.payload_count; ++i) {
+            hl_cache_payload_t p{};
+            p.struct_size = sizeof p;
+            detail::check(hl_cache_payload(raw_, index, i, &p));
+            CachePayload payload;
+            payload.elem = p.elem;
+            payload.components = p.components;
+            payload.count = p.count;
+            payload.data = p.data;
+            payload.len = p.len;
+            frame.payloads.push_back(payload);
+        }
+        return frame;
+    }
+
+    /** \brief Where and why the cache stopped being readable, if it did. Throws `Error`
+     *  (NULL_ARG, INVALID_HANDLE). [any-thread] */
+    [[nodiscard]] CacheDamage damage() const {
+        hl_cache_damage_t raw{};
+        raw.struct_size = sizeof raw;
+        detail::check(hl_cache_damage(raw_, &raw));
+        CacheDamage d;
+        d.damaged = raw.damaged != 0;
+        d.offset = raw.offset;
+        d.file_len = raw.file_len;
+        d.reason = raw.reason;
+        d.payload = raw.payload;
+        return d;
+    }
+
+    /** \brief Checks every frame's data and cuts the cache at the first bad one
+     *  (`hl_cache_verify`); returns the frames left. Throws `Error` (NULL_ARG,
+     *  INVALID_HANDLE). [any-thread] */
+    uint64_t verify() {
+        uint64_t left = 0;
+        detail::check(hl_cache_verify(raw_, &left));
+        return left;
+    }
+
+    /** \brief True when this object owns a handle. */
+    explicit operator bool() const noexcept { return raw_ != nullptr; }
+    /** \brief The handle, still owned by this object (NULL if none). */
+    [[nodiscard]] hl_cache_t *capi() const noexcept { return raw_; }
+    /** \brief Gives up the handle: the caller frees it with `hl_cache_free`. */
+    [[nodiscard]] hl_cache_t *release() noexcept { return std::exchange(raw_, nullptr); }
+
+private:
+    struct Adopt {};
+    Cache(hl_cache_t *raw, Adopt) noexcept : raw_(raw) {}
+
+    void reset() noexcept {
+        if (raw_ != nullptr) {
+            (void)hl_cache_free(raw_);
+            raw_ = nullptr;
+        }
+    }
+
+    hl_cache_t *raw_ = nullptr;
 };
 
 }  // namespace hostloop

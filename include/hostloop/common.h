@@ -39,7 +39,8 @@ enum {
     HL_STATUS_OK = 0,
     /** A required pointer argument was NULL. */
     HL_STATUS_NULL_ARG = 1,
-    /** An argument was out of range, a struct size was wrong, or a view did not fit its data. */
+    /** An argument was out of range, a struct size was wrong, or a view did not fit its data;
+     * `hl_cache_open`: the file is not a frame cache. */
     HL_STATUS_INVALID_ARG = 2,
     /** A `[main-thread]` function was called from another thread. */
     HL_STATUS_WRONG_THREAD = 3,
@@ -54,7 +55,8 @@ enum {
     HL_STATUS_HOST_BUSY = 5,
     /** The runtime is shut down (or shutting down) and accepts no more work. */
     HL_STATUS_SHUT_DOWN = 6,
-    /** A struct or caller was built for an ABI this library does not speak. */
+    /** A struct or caller was built for an ABI this library does not speak (`hl_cache_open`: a
+     * cache file in a format it does not read). */
     HL_STATUS_VERSION_MISMATCH = 7,
     /** Code inside hostloop panicked; the message is in `hl_last_error()`. The runtime lives on. */
     HL_STATUS_PANIC = 8,
@@ -64,7 +66,8 @@ enum {
     HL_STATUS_CANCELLED = 10,
     /** A wait ran out of time. */
     HL_STATUS_TIMEOUT = 11,
-    /** The job reported failure (its run callback returned non-zero). */
+    /** The job reported failure (its run callback returned non-zero); `hl_cache_frame`: the
+     * frame's data does not match its checksum. */
     HL_STATUS_FAILED = 12,
     /** The job has not finished yet. */
     HL_STATUS_PENDING = 13,
@@ -73,7 +76,7 @@ enum {
     /** The operating system refused a resource: a thread (no memory for its stack, or the
      * thread limit), a file descriptor, a file copy or a mapping; see `hl_last_error()`. */
     HL_STATUS_OS = 15,
-    /** `hl_plugin_load`/`_reload`: no file at the path. */
+    /** `hl_plugin_load`/`_reload`, `hl_cache_open`: no file at the path. */
     HL_STATUS_FILE_NOT_FOUND = 16,
     /** `hl_plugin_load`/`_reload`: the file is not a loadable shared library. */
     HL_STATUS_NOT_A_LIBRARY = 17,

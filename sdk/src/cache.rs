@@ -96,7 +96,8 @@
 //! reflected polynomial `0x82F63B78`, initial value and final XOR `0xFFFFFFFF`.
 //!
 //! A reader in another language needs only this table: `examples/cache/read_cache.py` is one
-//! in Python and numpy.
+//! in Python and numpy. From C and C++, `hl_cache_*` (`include/hostloop/cache.h`) and
+//! `hostloop::Cache` (`hostloop.hpp`) read a cache through this module, by memory map as well.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

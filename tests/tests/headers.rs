@@ -11,6 +11,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::fmt::Write as _;
 use std::process::Command;
 
+use bridge::ffi::cache::*;
 use bridge::ffi::common::*;
 use bridge::ffi::event::*;
 use bridge::ffi::job::*;
@@ -30,7 +31,7 @@ fn every_header_compiles_alone_and_twice_as_c11_and_cxx17_with_warnings_as_error
     let headers = c_headers();
     assert!(
         headers.len() >= 8,
-        "expected hostloop.h, hostloop_plugin.h and six parts"
+        "expected hostloop.h, hostloop_plugin.h and the parts in include/hostloop/"
     );
     for (i, header) in headers.iter().enumerate() {
         let include = format!("#include \"{}\"\n", header.display());
@@ -222,6 +223,23 @@ signatures! {
         => unsafe extern "C" fn(*const hl_task_t, *mut f32) -> hl_status_t;
     hl_task_free: "hl_status_t (*)(hl_task_t *)"
         => extern "C" fn(*mut hl_task_t) -> hl_status_t;
+    hl_cache_open: "hl_status_t (*)(const char *, hl_cache_t **)"
+        => unsafe extern "C" fn(*const c_char, *mut *mut hl_cache_t) -> hl_status_t;
+    hl_cache_free: "hl_status_t (*)(hl_cache_t *)"
+        => extern "C" fn(*mut hl_cache_t) -> hl_status_t;
+    hl_cache_frame_count: "hl_status_t (*)(const hl_cache_t *, uint64_t *)"
+        => unsafe extern "C" fn(*const hl_cache_t, *mut u64) -> hl_status_t;
+    hl_cache_damage: "hl_status_t (*)(const hl_cache_t *, hl_cache_damage_t *)"
+        => unsafe extern "C" fn(*const hl_cache_t, *mut hl_cache_damage_t) -> hl_status_t;
+    hl_cache_verify: "hl_status_t (*)(hl_cache_t *, uint64_t *)"
+        => unsafe extern "C" fn(*mut hl_cache_t, *mut u64) -> hl_status_t;
+    hl_cache_frame:
+        "hl_status_t (*)(const hl_cache_t *, uint64_t, uint32_t, hl_cache_frame_t *)"
+        => unsafe extern "C" fn(*const hl_cache_t, u64, u32, *mut hl_cache_frame_t) -> hl_status_t;
+    hl_cache_payload:
+        "hl_status_t (*)(const hl_cache_t *, uint64_t, uint32_t, hl_cache_payload_t *)"
+        => unsafe extern "C" fn(*const hl_cache_t, u64, u32, *mut hl_cache_payload_t)
+            -> hl_status_t;
 }
 
 /// The callback typedefs: `name: "C type" => Rust type;`, checked the same way.
@@ -465,6 +483,10 @@ fn library_constants() -> Vec<(&'static str, i64)> {
         ("HL_PRIORITY_BACKGROUND", 3),
         ("HL_LANE_CPU", 0),
         ("HL_LANE_IO", 1),
+        ("HL_CACHE_DAMAGE_NONE", v(HL_CACHE_DAMAGE_NONE)),
+        ("HL_CACHE_DAMAGE_TRUNCATED", v(HL_CACHE_DAMAGE_TRUNCATED)),
+        ("HL_CACHE_DAMAGE_BAD_HEADER", v(HL_CACHE_DAMAGE_BAD_HEADER)),
+        ("HL_CACHE_DAMAGE_BAD_DATA", v(HL_CACHE_DAMAGE_BAD_DATA)),
     ]
 }
 
@@ -591,6 +613,9 @@ layouts! {
         save_state, restore_state, checkpoint_state, run_task,
     }
     hl_task_ctx_t { struct_size, reserved, ctx, cancelled, progress }
+    hl_cache_damage_t { struct_size, damaged, offset, file_len, reason, payload }
+    hl_cache_frame_t { struct_size, payload_count, step, topic, topic_len }
+    hl_cache_payload_t { struct_size, elem, components, reserved, count, data, len }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The exported C functions, one module per header of `include/hostloop/`.
 
+pub mod cache;
 pub mod common;
 pub mod event;
 pub(crate) mod guard;
