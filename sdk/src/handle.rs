@@ -13,6 +13,7 @@
 //! | `simulate`                                               | `sim.rs`         |
 //! | `parallel_for`, `parallel_for_mut`, `join`, ...          | `parallel.rs`    |
 //! | `load_plugin`, `plugin_stats`, ...                       | `plugin/host/`   |
+//! | `run_on_farm`, `play_cache`                              | `farm/host.rs`   |
 
 use std::fmt;
 use std::sync::atomic::Ordering;

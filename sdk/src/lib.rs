@@ -224,6 +224,11 @@ pub use crate::isolate::worker::worker_main as isolate_worker_main;
 #[doc(hidden)]
 pub use crate::farm::runner::runner_main as farm_runner_main;
 
+/// The `hostloop-worker openjd` subcommand's body: `args` are the arguments after `openjd`.
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub use crate::farm::openjd::openjd_main as farm_openjd_main;
+
 /// The wake-up protocols, exposed only to the loom model checks (`--cfg loom`).
 #[cfg(loom)]
 #[doc(hidden)]

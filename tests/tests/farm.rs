@@ -210,3 +210,122 @@ fn cancelling_a_chain_cancels_its_jobs_and_bad_input_is_a_clear_error() {
     let e = Chain::submit(&nowhere, &spec).unwrap_err();
     assert!(e.0.contains("cannot run sbatch"), "{e}");
 }
+
+#[test]
+fn a_host_runs_a_chain_as_a_job_with_progress_on_its_main_thread_and_cancels_it() {
+    if farm().is_none() {
+        return;
+    }
+    use std::sync::{Arc, Mutex};
+    let dir = test_dir!("farm-job");
+    let rt = bridge::sdk::Runtime::builder().workers(1).build().unwrap();
+    let main = std::thread::current().id();
+    let progress: Arc<Mutex<Vec<(f32, String, bool)>>> = Arc::default();
+    let outcome = Arc::new(Mutex::new(None));
+    let (p, o) = (progress.clone(), outcome.clone());
+    let spec = ChainSpec::new(worker_program(), plugin(), dir.join("run"))
+        .configure("agents=1000")
+        .steps(400)
+        .segments(2)
+        .save_every(50);
+    let _job = rt
+        .run_on_farm(Slurm::new(), spec)
+        .unwrap()
+        .on_progress(move |pr, _| {
+            p.lock().unwrap().push((
+                pr.fraction,
+                pr.message.clone().unwrap_or_default(),
+                std::thread::current().id() == main,
+            ))
+        })
+        .on_main(move |r, _| *o.lock().unwrap() = Some(r));
+    let report = rt
+        .run_until(
+            || outcome.lock().unwrap().is_some(),
+            Duration::from_millis(5),
+            HANG_LIMIT,
+        )
+        .unwrap();
+    assert!(report.finished, "the farm job did not finish");
+    let done = outcome
+        .lock()
+        .unwrap()
+        .take()
+        .unwrap()
+        .expect("the farm run succeeded");
+    assert_eq!(done.status.done, 2);
+    assert_eq!(
+        std::fs::read(&done.state).unwrap(),
+        local_run(dir.path(), "agents=1000", 400)
+    );
+    let progress = progress.lock().unwrap().clone();
+    assert!(!progress.is_empty(), "no progress reached the main thread");
+    assert!(progress.iter().all(|p| p.2), "progress off the main thread");
+    assert!(
+        progress
+            .iter()
+            .any(|p| p.1.starts_with("segment ") && p.1.contains(" of 400")),
+        "{progress:?}"
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress went back: {progress:?}"
+    );
+
+    // Cancelling the job cancels the farm's jobs.
+    let spec = ChainSpec::new(worker_program(), plugin(), dir.join("cancelled"))
+        .configure("agents=1000")
+        .steps(10_000_000)
+        .segments(2)
+        .cache(false);
+    let ended = Arc::new(Mutex::new(None));
+    let e = ended.clone();
+    let job = rt
+        .run_on_farm(Slurm::new(), spec)
+        .unwrap()
+        .on_main(move |r, _| *e.lock().unwrap() = Some(r.map(|o| o.chain)));
+    // Once segment 0 runs (its log has a progress line), cancel.
+    let log = dir.join("cancelled/segment-0.log");
+    let r = rt
+        .run_until(
+            || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("step ")),
+            Duration::from_millis(5),
+            HANG_LIMIT,
+        )
+        .unwrap();
+    assert!(r.finished, "segment 0 never reported a step");
+    job.cancel();
+    let r = rt
+        .run_until(
+            || ended.lock().unwrap().is_some(),
+            Duration::from_millis(5),
+            HANG_LIMIT,
+        )
+        .unwrap();
+    assert!(r.finished);
+    assert!(matches!(
+        ended.lock().unwrap().take(),
+        Some(Err(bridge::sdk::Error::Cancelled))
+    ));
+    // Every job of that chain (its working directory is the chain's) leaves the queue
+    // cancelled: none stays pending or running.
+    let chain_dir = dir.join("cancelled");
+    let chain_dir = chain_dir.to_str().unwrap();
+    let deadline = Instant::now() + HANG_LIMIT;
+    loop {
+        let queue = run(
+            Command::new("squeue").args(["-h", "-o", "%Z %T %i"]),
+            HANG_LIMIT,
+        )
+        .stdout;
+        let ours: Vec<&str> = queue
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(chain_dir))
+            .collect();
+        if ours.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still queued: {ours:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

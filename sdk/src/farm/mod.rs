@@ -7,9 +7,19 @@
 //! scheduler can stop one (pre-emption, a time limit) and start it again — elsewhere — without
 //! losing more than the steps since its last snapshot. See `hostloop-worker run --help`.
 //!
+//! A host runs a chain as a job of its runtime ([`Handle::run_on_farm`](crate::Handle::run_on_farm)):
+//! its progress and its outcome reach the main thread like any job's, and cancelling the job
+//! cancels the farm's jobs. [`Handle::play_cache`](crate::Handle::play_cache) then plays the
+//! chain's frame cache through the sink with the simulation's own topics.
+//!
 //! A backend is a [`Farm`]: submit a job (a command line, after another job), ask its state,
 //! cancel it, requeue it. [`Slurm`] drives a Slurm cluster through its own commands (`sbatch`,
 //! `scontrol`, `scancel`); a second backend implements the same five methods.
+//!
+//! For a studio's own scheduler, [`openjd_template`] writes the same chain as an Open Job
+//! Description job template (`hostloop-worker openjd`), which AWS Deadline Cloud takes as it
+//! is and `openjd run` runs locally; its docs say how OpenCue, Tractor and Houdini PDG would
+//! wrap the same command lines.
 //!
 //! ```no_run
 //! use hostloop::farm::{Chain, ChainSpec, Slurm};
@@ -30,10 +40,14 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod host;
+pub(crate) mod openjd;
 #[cfg(unix)]
 pub(crate) mod runner;
 mod slurm;
 
+pub use host::FarmOutcome;
+pub use openjd::openjd_template;
 pub use slurm::Slurm;
 
 /// What went wrong with a farm: the command that failed and what it said.
@@ -211,7 +225,86 @@ impl ChainSpec {
         self.cpus = cpus.max(1);
         self
     }
+
+    /// The step segment `i` runs to. Every target is a step number (`--until`), not a count: a
+    /// requeued segment that resumes from its own last snapshot still stops where it should.
+    fn segment_until(&self, i: u64) -> u64 {
+        let start = self.restore.as_ref().map_or(0, |r| r.1);
+        start + self.steps * (i + 1) / u64::from(self.segments)
+    }
+
+    /// Segment `i`'s command line, the program first, its paths named rather than written out:
+    /// the one list [`Chain::submit`] and [`openjd_template`] both build their commands from.
+    fn segment_command(&self, i: u64) -> Vec<Word> {
+        let t = |s: &str| Word::Text(s.into());
+        let mut words = vec![Word::Worker, t("run"), t("--progress"), t("lines")];
+        if i == 0 {
+            if self.restore.is_some() {
+                words.extend([t("--restore"), Word::Restore]);
+            }
+            if self.configure.is_some() {
+                words.extend([t("--configure"), Word::Configure]);
+            }
+        } else {
+            words.extend([t("--restore"), Word::State(i - 1)]);
+        }
+        words.extend([t("--until"), Word::Text(self.segment_until(i).to_string())]);
+        words.extend([t("--save"), Word::State(i), t("--resume")]);
+        if let Some(k) = self.save_every {
+            words.extend([t("--save-every"), Word::Text(k.to_string())]);
+        }
+        if self.cache {
+            words.extend([t("--cache"), Word::Cache]);
+        }
+        words.push(Word::Plugin);
+        words
+    }
+
+    /// A word of [`ChainSpec::segment_command`] written out with this spec's paths.
+    fn word(&self, word: Word) -> OsString {
+        match word {
+            Word::Text(s) => s.into(),
+            Word::Worker => self.worker.clone().into(),
+            Word::Plugin => self.plugin.clone().into(),
+            Word::Configure => self.configure.clone().unwrap_or_default().into(),
+            Word::Restore => self
+                .restore
+                .as_ref()
+                .map(|r| r.0.clone())
+                .unwrap_or_default()
+                .into(),
+            Word::State(i) => self.dir.join(state_file(i)).into(),
+            Word::Cache => self.dir.join(CACHE_FILE).into(),
+        }
+    }
 }
+
+/// One word of a segment's command line ([`ChainSpec::segment_command`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Word {
+    /// Written as it is.
+    Text(String),
+    /// The `hostloop-worker` program.
+    Worker,
+    /// The plugin.
+    Plugin,
+    /// The configuration of a fresh start.
+    Configure,
+    /// The state the chain starts from.
+    Restore,
+    /// The state segment `i` saves, in the chain's directory.
+    State(u64),
+    /// The frame cache, in the chain's directory.
+    Cache,
+}
+
+/// The name of the state segment `i` saves, in the chain's directory.
+fn state_file(i: u64) -> String {
+    format!("segment-{i}.state")
+}
+
+/// The name of the frame cache every segment appends to, in the chain's directory.
+const CACHE_FILE: &str = "frames.hlcache";
 
 /// One job of a [`Chain`].
 #[derive(Debug, Clone)]
@@ -276,39 +369,18 @@ impl Chain {
         }
         std::fs::create_dir_all(&spec.dir)
             .map_err(|e| FarmError(format!("cannot make {}: {e}", spec.dir.display())))?;
-        let cache = spec.cache.then(|| spec.dir.join("frames.hlcache"));
+        let cache = spec.cache.then(|| spec.dir.join(CACHE_FILE));
         let mut segments: Vec<Segment> = Vec::new();
         let n = u64::from(spec.segments);
         for i in 0..n {
-            // Every target is a step number (`--until`), not a count: a requeued segment that
-            // resumes from its own last snapshot still stops where it should.
-            let start = spec.restore.as_ref().map_or(0, |r| r.1);
-            let until = start + spec.steps * (i + 1) / n;
-            let state = spec.dir.join(format!("segment-{i}.state"));
+            let until = spec.segment_until(i);
+            let state = spec.dir.join(state_file(i));
             let log = spec.dir.join(format!("segment-{i}.log"));
-            let mut args: Vec<OsString> = vec!["run".into(), "--progress".into(), "lines".into()];
-            match segments.last() {
-                None => {
-                    if let Some((r, _)) = &spec.restore {
-                        args.extend(["--restore".into(), r.into()]);
-                    }
-                    if let Some(c) = &spec.configure {
-                        args.extend(["--configure".into(), c.into()]);
-                    }
-                }
-                Some(prev) => args.extend(["--restore".into(), prev.state.clone().into()]),
-            }
-            args.extend(["--until".into(), until.to_string().into()]);
-            args.extend(["--save".into(), state.clone().into(), "--resume".into()]);
-            if let Some(k) = spec.save_every {
-                args.extend(["--save-every".into(), k.to_string().into()]);
-            }
-            if let Some(c) = &cache {
-                args.extend(["--cache".into(), c.into()]);
-            }
-            args.push(spec.plugin.clone().into());
-            let mut command = vec![spec.worker.clone().into_os_string()];
-            command.extend(args);
+            let command = spec
+                .segment_command(i)
+                .into_iter()
+                .map(|word| spec.word(word))
+                .collect();
             let job = JobSpec {
                 name: format!("hostloop-{i}"),
                 command,
