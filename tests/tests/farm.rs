@@ -329,3 +329,47 @@ fn a_host_runs_a_chain_as_a_job_with_progress_on_its_main_thread_and_cancels_it(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_stopped_slurm_is_a_clear_error_and_what_was_written_stays() {
+    let Some(conf) = farm() else {
+        return;
+    };
+    let dir = test_dir!("farm-stopped");
+    // The cluster's configuration with its controller on a port nothing listens on: what the
+    // commands meet when slurmctld is down.
+    let text = std::fs::read_to_string(conf).unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let stopped: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("SlurmctldPort=") {
+                format!("SlurmctldPort={port}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let stopped_conf = dir.write("stopped.conf", &stopped);
+    let slurm = Slurm::new().conf(&stopped_conf);
+    let run_dir = dir.join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let kept = run_dir.join("segment-0.state");
+    std::fs::write(&kept, b"an earlier attempt's state").unwrap();
+    let spec = ChainSpec::new(worker_program(), plugin(), &run_dir)
+        .configure("agents=1000")
+        .steps(10)
+        .segments(2);
+    let e = Chain::submit(&slurm, &spec).unwrap_err();
+    assert!(
+        e.0.contains("sbatch failed") && e.0.contains("Unable to contact slurm controller"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), b"an earlier attempt's state");
+    let e = slurm
+        .state(&bridge::sdk::farm::FarmJobId("1".into()))
+        .unwrap_err();
+    assert!(e.0.contains("scontrol failed"), "{e}");
+}

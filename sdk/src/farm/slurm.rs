@@ -17,6 +17,7 @@ use super::{Farm, FarmError, FarmJobId, JobSpec, JobState};
 #[derive(Debug, Clone, Default)]
 pub struct Slurm {
     bin: Option<PathBuf>,
+    conf: Option<PathBuf>,
     partition: Option<String>,
 }
 
@@ -32,6 +33,13 @@ impl Slurm {
         self
     }
 
+    /// Reaches the cluster of this `slurm.conf` (as `SLURM_CONF` does for the commands) rather
+    /// than the one the environment names.
+    pub fn conf(mut self, slurm_conf: impl Into<PathBuf>) -> Slurm {
+        self.conf = Some(slurm_conf.into());
+        self
+    }
+
     /// Submits to `partition` instead of the cluster's default one.
     pub fn partition(mut self, partition: impl Into<String>) -> Slurm {
         self.partition = Some(partition.into());
@@ -39,10 +47,14 @@ impl Slurm {
     }
 
     fn command(&self, name: &str) -> Command {
-        match &self.bin {
+        let mut cmd = match &self.bin {
             Some(dir) => Command::new(dir.join(name)),
             None => Command::new(name),
+        };
+        if let Some(conf) = &self.conf {
+            cmd.env("SLURM_CONF", conf);
         }
+        cmd
     }
 
     /// Runs a Slurm command; its stdout, or an error naming it with what it said.
