@@ -1013,3 +1013,129 @@ fn write_zeros(file: &mut File, n: u64) -> io::Result<()> {
     debug_assert!(n < ALIGN);
     file.write_all(&ZEROS[..n as usize])
 }
+
+/// Records a simulation's frames from the host sink into a cache: the `Every`-delivery export
+/// of a host, and what `hostloop-worker run --cache` writes.
+///
+/// Feed it every sink message ([`record`](Recorder::record)); it follows the simulation
+/// plugin protocol — a `<name>/step` message (the step, then the configuration, two `u64`)
+/// starts each frame, and the messages after it until the next are that frame's — and appends
+/// each of those messages to the cache as a frame of its step. The step messages themselves
+/// and `<name>/error` are not recorded, nor are other plugins' topics (unless named with
+/// [`topics`](Recorder::topics)). With `Delivery::Every` every frame reaches the sink,
+/// so every step is recorded.
+///
+/// ```no_run
+/// use std::sync::{Arc, Mutex};
+/// use hostloop::cache::{CacheWriter, Recorder};
+///
+/// # let rt = hostloop::Runtime::new()?;
+/// let recorder = Arc::new(Mutex::new(Recorder::new(CacheWriter::create("run.hlcache")?, "particles")));
+/// let r = recorder.clone();
+/// rt.set_sink(Some(Box::new(move |m| {
+///     let _ = r.lock().unwrap().record(m); // and show the frame as usual
+/// })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Recorder {
+    writer: CacheWriter,
+    step_topic: String,
+    error_topic: String,
+    prefix: String,
+    after: Option<u64>,
+    min_configuration: u64,
+    topics: Vec<String>,
+    /// The step of the frame now arriving, if it is recorded.
+    current: Option<u64>,
+}
+
+impl Recorder {
+    /// Records the frames of the simulation plugin `name` into `writer`.
+    pub fn new(writer: CacheWriter, name: &str) -> Recorder {
+        Recorder {
+            writer,
+            step_topic: format!("{name}/step"),
+            error_topic: format!("{name}/error"),
+            prefix: format!("{name}/"),
+            after: None,
+            min_configuration: 0,
+            topics: Vec::new(),
+            current: None,
+        }
+    }
+
+    /// Records only steps after `step` (a run resumed at `step` has its frames already).
+    pub fn after(mut self, step: u64) -> Recorder {
+        self.after = Some(step);
+        self
+    }
+
+    /// Records only frames of configuration `n` or later (frames of the simulation a
+    /// configure replaced are not the host's).
+    pub fn min_configuration(mut self, n: u64) -> Recorder {
+        self.min_configuration = n;
+        self
+    }
+
+    /// Records only these topics (default: every topic of the frame).
+    pub fn topics(mut self, topics: Vec<String>) -> Recorder {
+        self.topics = topics;
+        self
+    }
+
+    /// Feeds one sink message; returns whether it was appended to the cache.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheWriter::write`]: the message was not recorded.
+    pub fn record(&mut self, m: &Message<'_>) -> Result<bool, CacheError> {
+        if m.topic == self.step_topic {
+            self.current = step_message(m)
+                .filter(|&(step, configuration)| {
+                    configuration >= self.min_configuration && self.after.is_none_or(|a| step > a)
+                })
+                .map(|(step, _)| step);
+            return Ok(false);
+        }
+        let wanted = if self.topics.is_empty() {
+            m.topic.starts_with(&self.prefix) && m.topic != self.error_topic
+        } else {
+            self.topics.iter().any(|t| t == m.topic)
+        };
+        match self.current {
+            Some(step) if wanted => {
+                self.writer.write_message(step, m)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The writer, e.g. for [`CacheWriter::frames`].
+    pub fn writer(&self) -> &CacheWriter {
+        &self.writer
+    }
+
+    /// Flushes the cache to the disk and closes it (see [`CacheWriter::finish`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheWriter::finish`].
+    pub fn finish(self) -> Result<(), CacheError> {
+        self.writer.finish()
+    }
+}
+
+/// A `<name>/step` message's step and configuration (the configuration is 0 from a plugin that
+/// sends only the step).
+pub(crate) fn step_message(m: &Message<'_>) -> Option<(u64, u64)> {
+    let Payload::Bytes(b) = m.payload else {
+        return None;
+    };
+    let step = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    let configuration = b
+        .get(8..16)
+        .map_or(0, |c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    Some((step, configuration))
+}

@@ -311,3 +311,79 @@ fn bad_input_is_a_clear_error_and_what_was_written_stays() {
         );
     }
 }
+
+/// A host exporting a live `Every` simulation with `cache::Recorder` writes the frames the
+/// runner writes: every step, in order, the same bytes.
+#[test]
+fn a_hosts_every_export_records_the_frames_the_runner_writes() {
+    use bridge::sdk::cache::{CacheWriter, Recorder};
+    use bridge::sdk::Event;
+    use std::sync::{Arc, Mutex};
+
+    let dir = test_dir!("runner-export");
+    let runner_cache = dir.join("runner.hlcache");
+    let configure = format!("agents={AGENTS}");
+    runner(&[
+        "--configure",
+        &configure,
+        "--until",
+        "60",
+        "--cache",
+        s(&runner_cache),
+        &plugin(),
+    ])
+    .assert_success("the runner");
+
+    let host_cache = dir.join("host.hlcache");
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let recorder = Arc::new(Mutex::new(Some(
+        Recorder::new(CacheWriter::create(&host_cache).unwrap(), "particles").min_configuration(1),
+    )));
+    let r = recorder.clone();
+    rt.set_sink(Some(Box::new(move |m| {
+        if let Some(r) = r.lock().unwrap().as_mut() {
+            r.record(m).unwrap();
+        }
+    })));
+    let p = rt.load_plugin(fixture("hostloop_particles")).unwrap();
+    rt.post_event(Event::Custom {
+        topic: "particles/configure".into(),
+        bytes: format!("{configure} delivery=every rate=0 playing=1").into_bytes(),
+        coalesce: false,
+    })
+    .unwrap();
+    let report = rt
+        .run_until(
+            || {
+                recorder
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .is_some_and(|r| r.writer().frames() >= 61)
+            },
+            Duration::from_millis(5),
+            HANG_LIMIT,
+        )
+        .unwrap();
+    assert!(report.finished, "the host did not receive 61 frames");
+    p.unload(Duration::from_secs(10));
+    rt.shutdown(Duration::from_secs(10));
+    let recorder = recorder.lock().unwrap().take().unwrap();
+    recorder.finish().unwrap();
+
+    let host = Cache::open(&host_cache).unwrap();
+    let ran = Cache::open(&runner_cache).unwrap();
+    // Every step from the configured simulation's first frame on, none skipped.
+    let steps: Vec<u64> = (0..host.len()).map(|i| host.step(i).unwrap()).collect();
+    assert_eq!(steps[0], 0, "the configured simulation starts at step 0");
+    assert!(
+        steps.windows(2).all(|w| w[1] == w[0] + 1),
+        "a step was skipped or repeated: {steps:?}"
+    );
+    for step in 1..=60u64 {
+        let a = host.frame(host.find_step(step).unwrap()).unwrap();
+        let b = ran.frame(ran.find_step(step).unwrap()).unwrap();
+        assert_eq!(a.topic(), b.topic());
+        assert_eq!(a.bytes(0), b.bytes(0), "step {step} differs");
+    }
+}

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cache::{CacheError, CacheWriter};
+use crate::cache::{step_message, CacheError, CacheWriter, Recorder};
 use crate::event::Event;
 use crate::internal::sync::lock;
 use crate::plugin::sim_tool::state_with_settings;
@@ -262,10 +262,7 @@ struct Seen {
     /// Whether the frame now arriving (since its `<name>/step`) is accepted.
     current: bool,
     errors: Vec<String>,
-    cache: Option<CacheWriter>,
-    /// Steps after this one are written to the cache.
-    cache_after: u64,
-    cache_topics: Vec<String>,
+    cache: Option<Recorder>,
     cache_error: Option<CacheError>,
 }
 
@@ -279,18 +276,15 @@ impl Seen {
             return self.cache_message(m);
         };
         match (rest, m.payload) {
-            ("step", Payload::Bytes(b)) if b.len() >= 8 => {
-                let step = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-                let configuration = b
-                    .get(8..16)
-                    .map_or(0, |c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
-                self.current = configuration >= self.min_configuration;
-                if self.current {
-                    self.step = Some(step);
-                    self.frames += 1;
+            ("step", _) => {
+                if let Some((step, configuration)) = step_message(m) {
+                    self.current = configuration >= self.min_configuration;
+                    if self.current {
+                        self.step = Some(step);
+                        self.frames += 1;
+                    }
                 }
             }
-            ("step", _) => {}
             ("error", p) => {
                 let text = match p {
                     Payload::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
@@ -298,19 +292,14 @@ impl Seen {
                 };
                 self.errors.push(text);
             }
-            _ => self.cache_message(m),
+            _ => {}
         }
+        self.cache_message(m);
     }
 
     fn cache_message(&mut self, m: &Message<'_>) {
-        let Some(step) = self.step.filter(|&s| self.current && s > self.cache_after) else {
-            return;
-        };
-        if !self.cache_topics.is_empty() && !self.cache_topics.iter().any(|t| t == m.topic) {
-            return;
-        }
-        if let Some(w) = &mut self.cache {
-            if let Err(e) = w.write_message(step, m) {
+        if let Some(r) = &mut self.cache {
+            if let Err(e) = r.record(m) {
                 self.cache_error.get_or_insert(e);
             }
         }
@@ -412,8 +401,6 @@ fn run_on(rt: &Runtime, args: &Args) -> Result<(), Stop> {
         current: false,
         errors: Vec::new(),
         cache: None,
-        cache_after: u64::MAX,
-        cache_topics: args.cache_topics.clone(),
         cache_error: None,
     }));
     let sink_seen = seen.clone();
@@ -572,8 +559,11 @@ fn drive(
             );
         }
         let mut s = lock(seen);
-        s.cache = Some(w);
-        s.cache_after = first;
+        let recorder = Recorder::new(w, name)
+            .after(first)
+            .min_configuration(s.min_configuration)
+            .topics(args.cache_topics.clone());
+        s.cache = Some(recorder);
     }
     let save = |step: u64| -> Result<(), String> {
         let Some(path) = &args.save else {
