@@ -24,12 +24,12 @@
  *
  * \section ownership Ownership
  *
- * Each handle type has one `_new`/`_spawn`/`_open` and one `_free`. Strings and buffers passed
- * in are copied (or only read during the call) unless a function says otherwise. Pointers
- * handed to callbacks are borrowed for the duration of the call. Every registration of a `user_data`
- * pointer takes an `hl_finalizer_fn`, called exactly once when hostloop drops the callback.
- * `const hl_x_t *` parameters are read-only and safe to use concurrently; `hl_x_t *` ones are
- * exclusive unless tagged `[any-thread]`.
+ * Each handle type has one `_new`/`_spawn`/`_open` (a farm run: `hl_farm_run`) and one
+ * `_free`. Strings and buffers passed in are copied (or only read during the call) unless a
+ * function says otherwise. Pointers handed to callbacks are borrowed for the duration of the
+ * call. Every registration of a `user_data` pointer takes an `hl_finalizer_fn`, called exactly
+ * once when hostloop drops the callback. `const hl_x_t *` parameters are read-only and safe to
+ * use concurrently; `hl_x_t *` ones are exclusive unless tagged `[any-thread]`.
  *
  * \section errors Errors
  *
@@ -73,5 +73,6 @@
 #include "hostloop/plugin.h"
 #include "hostloop/pool.h"
 #include "hostloop/cache.h"
+#include "hostloop/farm.h"
 
 #endif /* HOSTLOOP_H */

@@ -41,8 +41,9 @@
  *
  * \section hpp_ownership Ownership
  *
- * `Runtime`, `Job`, `Plugin` and `Cache` are move-only owners of one handle each: the destructor
- * calls `hl_runtime_free` / `hl_job_free` / `hl_plugin_unload` / `hl_cache_free`, a moved-from
+ * `Runtime`, `Job`, `Plugin`, `Cache` and `FarmRun` are move-only owners of one handle each: the
+ * destructor calls `hl_runtime_free` / `hl_job_free` / `hl_plugin_unload` / `hl_cache_free` /
+ * `hl_farm_run_free`, a moved-from
  * object owns nothing (and its methods throw `HL_STATUS_NULL_ARG`). `capi()` lends the handle, `release()` gives it up. A
  * `Plugin` belongs to the runtime it was loaded into, which unloads it when shut down or freed;
  * the `Plugin` is then left with a dead handle (its methods throw `HL_STATUS_INVALID_HANDLE`, its
@@ -51,8 +52,8 @@
  * be copied. A `CacheFrame` and its `CachePayload`s borrow the `Cache`'s map: they are valid
  * while the `Cache` lives.
  *
- * A callable given to `set_sink`, `set_request_pump`, `subscribe` or `spawn` is moved into a
- * heap object whose pointer is the C `user_data`; the C finalizer deletes it, so the callable
+ * A callable given to `set_sink`, `set_request_pump`, `subscribe`, `spawn` or `FarmRun` is
+ * moved into a heap object whose pointer is the C `user_data`; the C finalizer deletes it, so the callable
  * and everything it captures are destroyed exactly once, on the thread the C header names for
  * that finalizer (often *any* thread — keep captures thread-safe to destroy). If registration
  * fails, the wrapper deletes the object itself before throwing, except after
@@ -68,6 +69,8 @@
  * `[any-thread]`; `JobContext` is used on the job's worker during `run`. Every `Plugin` method is
  * `[main-thread]`, `const` ones included, and so are its destruction and move assignment (they
  * unload). Every `Cache` method is `[any-thread]`; its `const` ones may run concurrently.
+ * `FarmRun`'s constructor is `[main-thread]` (it takes a non-const `Runtime &`), its methods
+ * `[any-thread]`; `FarmSpec` is a plain value.
  *
  * \section hpp_exceptions Exceptions in callbacks
  *
@@ -1632,6 +1635,228 @@ private:
     }
 
     hl_cache_t *raw_ = nullptr;
+};
+
+/** \brief A farm run's progress: the fraction of the steps done and a message such as
+ *  "segment 2/4, step 1800 of 4000" (borrowed for the call), coalesced: at most once per pump,
+ *  never after its `done`. [main-thread] */
+using FarmProgress = std::function<void(float fraction, const char *message)>;
+/** \brief A farm run's outcome, once: OK with the final state's path, FAILED with the reason,
+ *  CANCELLED, or PANIC with its message (`text` borrowed for the call). [main-thread] */
+using FarmDone = std::function<void(hl_status_t status, const char *text)>;
+
+/**
+ * \brief What to run on a farm (`hl_farm_spec_t`), as a value: the library's defaults
+ * (`hl_farm_spec_init`: Slurm, 1,000 steps in one segment, frames cached) and setters that
+ * copy their strings, e.g.
+ * `FarmSpec(worker, plugin, "/shared/run1").configure("agents=1000").steps(5000).segments(4)`.
+ * Fields are checked by `FarmRun`'s constructor, not here.
+ */
+class FarmSpec {
+public:
+    /** \brief The `hostloop-worker` program, the simulation plugin and the run's directory
+     *  (UTF-8; relative paths are taken from the current directory when the run starts).
+     *  Throws `Error` only if `hl_farm_spec_init` fails (it does not). [any-thread] */
+    FarmSpec(std::string worker, std::string plugin, std::string dir)
+        : raw_(), worker_(std::move(worker)), plugin_(std::move(plugin)), dir_(std::move(dir)) {
+        detail::check(hl_farm_spec_init(&raw_));
+    }
+
+    /** \brief The configuration of a fresh start ("agents=1000"). */
+    FarmSpec &configure(std::string text) {
+        configure_ = std::move(text);
+        has_configure_ = true;
+        return *this;
+    }
+    /** \brief Start from a saved state at step `at_step` instead of a fresh one. */
+    FarmSpec &restore(std::string state, uint64_t at_step) {
+        restore_ = std::move(state);
+        has_restore_ = true;
+        raw_.restore_step = at_step;
+        return *this;
+    }
+    /** \brief Steps in all (at least 1). */
+    FarmSpec &steps(uint64_t n) noexcept {
+        raw_.steps = n;
+        return *this;
+    }
+    /** \brief Chained jobs the steps are split into (1 to `steps`). */
+    FarmSpec &segments(uint32_t n) noexcept {
+        raw_.segments = n;
+        return *this;
+    }
+    /** \brief Each job also saves every `k` steps (0 = only at its end). */
+    FarmSpec &save_every(uint64_t k) noexcept {
+        raw_.save_every = k;
+        return *this;
+    }
+    /** \brief Whether the segments write `dir/frames.hlcache` (default: yes). */
+    FarmSpec &cache(bool on) noexcept {
+        raw_.cache = on ? 1u : 0u;
+        return *this;
+    }
+    /** \brief CPUs per job (0 counts as 1). */
+    FarmSpec &cpus(uint32_t n) noexcept {
+        raw_.cpus = n;
+        return *this;
+    }
+    /** \brief Run the Slurm commands from `dir` instead of the `PATH`. */
+    FarmSpec &slurm_bin_dir(std::string dir) {
+        slurm_bin_dir_ = std::move(dir);
+        has_slurm_bin_dir_ = true;
+        return *this;
+    }
+    /** \brief Submit to this Slurm partition instead of the cluster's default. */
+    FarmSpec &slurm_partition(std::string partition) {
+        slurm_partition_ = std::move(partition);
+        has_slurm_partition_ = true;
+        return *this;
+    }
+
+    /** \brief The C struct. Its strings point into this object: valid while it lives and is
+     *  not modified. */
+    [[nodiscard]] hl_farm_spec_t capi() const noexcept {
+        hl_farm_spec_t spec = raw_;
+        spec.worker = worker_.c_str();
+        spec.plugin = plugin_.c_str();
+        spec.dir = dir_.c_str();
+        spec.configure = has_configure_ ? configure_.c_str() : nullptr;
+        spec.restore = has_restore_ ? restore_.c_str() : nullptr;
+        spec.slurm_bin_dir = has_slurm_bin_dir_ ? slurm_bin_dir_.c_str() : nullptr;
+        spec.slurm_partition = has_slurm_partition_ ? slurm_partition_.c_str() : nullptr;
+        return spec;
+    }
+
+private:
+    hl_farm_spec_t raw_;
+    std::string worker_, plugin_, dir_, configure_, restore_, slurm_bin_dir_, slurm_partition_;
+    bool has_configure_ = false, has_restore_ = false, has_slurm_bin_dir_ = false,
+         has_slurm_partition_ = false;
+};
+
+namespace detail {
+
+struct FarmState {
+    FarmDone done;
+    FarmProgress progress;
+};
+
+inline void farm_progress_trampoline(void *user_data, float fraction, const char *message) noexcept {
+    try {
+        FarmProgress &progress = static_cast<FarmState *>(user_data)->progress;
+        if (progress) {
+            progress(fraction, message);
+        }
+    } catch (...) {
+        swallow_current_exception("farm progress");
+    }
+}
+
+inline void farm_done_trampoline(void *user_data, hl_status_t status, const char *text) noexcept {
+    try {
+        FarmDone &done = static_cast<FarmState *>(user_data)->done;
+        if (done) {
+            done(status, text);
+        }
+    } catch (...) {
+        swallow_current_exception("farm done");
+    }
+}
+
+}  // namespace detail
+
+/**
+ * \brief A simulation run on a farm (`hostloop/farm.h`): move-only owner of an
+ * `hl_farm_run_t *`. Its `done` and `progress` callables run on the main thread at pumps.
+ * Destroying it frees the handle (`hl_farm_run_free`) but does **not** cancel the run, whose
+ * callables still come; call `cancel()` first to stop it (and its farm jobs).
+ */
+class FarmRun {
+public:
+    /** \brief No run (`operator bool` is false). */
+    FarmRun() noexcept = default;
+
+    /**
+     * \brief Submits `spec` as a job of `rt` (`hl_farm_run`): `progress` (if not empty) at pumps
+     * while it runs, then `done` (if not empty) once with the outcome; a farm that refuses or
+     * cannot be reached is a FAILED `done`, not an exception. The callables are destroyed
+     * together after `done`, or at shutdown (when `done` is not called), on any thread.
+     * Throws `Error` (NULL_ARG, INVALID_HANDLE, INVALID_ARG, VERSION_MISMATCH, INVALID_UTF8, OS,
+     * WRONG_THREAD, SHUT_DOWN, BACKLOG). [main-thread]
+     */
+    FarmRun(Runtime &rt, const FarmSpec &spec, FarmDone done = {}, FarmProgress progress = {}) {
+        auto state = std::make_unique<detail::FarmState>(detail::FarmState{std::move(done), std::move(progress)});
+        const hl_farm_spec_t raw = spec.capi();
+        const hl_status_t status =
+            hl_farm_run(rt.capi(), &raw, state->progress ? &detail::farm_progress_trampoline : nullptr,
+                        state->done ? &detail::farm_done_trampoline : nullptr, state.get(),
+                        &detail::finalize<detail::FarmState>, &raw_);
+        detail::adopt_or_throw(state, status);
+    }
+
+    /** \brief Takes ownership of `raw` (from `hl_farm_run`). */
+    [[nodiscard]] static FarmRun from_capi(hl_farm_run_t *raw) noexcept { return FarmRun(raw, Adopt{}); }
+
+    /** \brief Move-only: one owner per handle. */
+    FarmRun(const FarmRun &) = delete;
+    /** \brief Move-only: one owner per handle. */
+    FarmRun &operator=(const FarmRun &) = delete;
+    /** \brief Takes `other`'s handle; `other` owns nothing afterwards. */
+    FarmRun(FarmRun &&other) noexcept : raw_(std::exchange(other.raw_, nullptr)) {}
+    /** \brief Frees this handle (not the run), then takes `other`'s. */
+    FarmRun &operator=(FarmRun &&other) noexcept {
+        if (this != &other) {
+            reset();
+            raw_ = std::exchange(other.raw_, nullptr);
+        }
+        return *this;
+    }
+    /** \brief Frees the handle with `hl_farm_run_free`; the run goes on. Never throws.
+     *  [any-thread] */
+    ~FarmRun() { reset(); }
+
+    /** \brief Cancels the run and its farm jobs; `done` then reports CANCELLED. Throws `Error`
+     *  (NULL_ARG, INVALID_HANDLE). [any-thread] */
+    void cancel() const { detail::check(hl_farm_run_cancel(raw_)); }
+
+    /** \brief The latest progress, 0 to 1. Throws `Error` (NULL_ARG, INVALID_HANDLE).
+     *  [any-thread] */
+    [[nodiscard]] float progress() const {
+        float fraction = 0.0f;
+        detail::check(hl_farm_run_progress(raw_, &fraction));
+        return fraction;
+    }
+
+    /** \brief `HL_STATUS_PENDING` while it runs, then the outcome (OK, FAILED, CANCELLED,
+     *  PANIC) — a value, not thrown. Throws `Error` (NULL_ARG, INVALID_HANDLE). [any-thread] */
+    [[nodiscard]] hl_status_t status() const {
+        hl_status_t status = HL_STATUS_PENDING;
+        detail::check(hl_farm_run_status(raw_, &status));
+        return status;
+    }
+
+    /** \brief True once `status()` is no longer PENDING. Throws like `status()`. [any-thread] */
+    [[nodiscard]] bool finished() const { return status() != HL_STATUS_PENDING; }
+
+    /** \brief True when this object owns a handle. */
+    explicit operator bool() const noexcept { return raw_ != nullptr; }
+    /** \brief The handle, still owned by this object (NULL if none). */
+    [[nodiscard]] hl_farm_run_t *capi() const noexcept { return raw_; }
+    /** \brief Gives up the handle: the caller frees it with `hl_farm_run_free`. */
+    [[nodiscard]] hl_farm_run_t *release() noexcept { return std::exchange(raw_, nullptr); }
+
+private:
+    struct Adopt {};
+    FarmRun(hl_farm_run_t *raw, Adopt) noexcept : raw_(raw) {}
+
+    void reset() noexcept {
+        if (raw_ != nullptr) {
+            (void)hl_farm_run_free(raw_);
+            raw_ = nullptr;
+        }
+    }
+
+    hl_farm_run_t *raw_ = nullptr;
 };
 
 }  // namespace hostloop

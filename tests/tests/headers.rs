@@ -14,6 +14,7 @@ use std::process::Command;
 use bridge::ffi::cache::*;
 use bridge::ffi::common::*;
 use bridge::ffi::event::*;
+use bridge::ffi::farm::*;
 use bridge::ffi::job::*;
 use bridge::ffi::plugin::*;
 use bridge::ffi::pool::*;
@@ -240,6 +241,20 @@ signatures! {
         "hl_status_t (*)(const hl_cache_t *, uint64_t, uint32_t, hl_cache_payload_t *)"
         => unsafe extern "C" fn(*const hl_cache_t, u64, u32, *mut hl_cache_payload_t)
             -> hl_status_t;
+    hl_farm_spec_init: "hl_status_t (*)(hl_farm_spec_t *)"
+        => unsafe extern "C" fn(*mut hl_farm_spec_t) -> hl_status_t;
+    hl_farm_run:
+        "hl_status_t (*)(hl_runtime_t *, const hl_farm_spec_t *, hl_farm_progress_fn, hl_farm_done_fn, void *, hl_finalizer_fn, hl_farm_run_t **)"
+        => unsafe extern "C" fn(*mut hl_runtime_t, *const hl_farm_spec_t, hl_farm_progress_fn,
+            hl_farm_done_fn, *mut c_void, hl_finalizer_fn, *mut *mut hl_farm_run_t) -> hl_status_t;
+    hl_farm_run_cancel: "hl_status_t (*)(const hl_farm_run_t *)"
+        => extern "C" fn(*const hl_farm_run_t) -> hl_status_t;
+    hl_farm_run_progress: "hl_status_t (*)(const hl_farm_run_t *, float *)"
+        => unsafe extern "C" fn(*const hl_farm_run_t, *mut f32) -> hl_status_t;
+    hl_farm_run_status: "hl_status_t (*)(const hl_farm_run_t *, hl_status_t *)"
+        => unsafe extern "C" fn(*const hl_farm_run_t, *mut hl_status_t) -> hl_status_t;
+    hl_farm_run_free: "hl_status_t (*)(hl_farm_run_t *)"
+        => extern "C" fn(*mut hl_farm_run_t) -> hl_status_t;
 }
 
 /// The callback typedefs: `name: "C type" => Rust type;`, checked the same way.
@@ -282,6 +297,10 @@ callbacks! {
         => Option<unsafe extern "C" fn(*mut c_void, *const u8, usize)>;
     hl_plugin_entry_fn: "const hl_plugin_descriptor_t *(*)(void)"
         => Option<unsafe extern "C" fn() -> *const hl_plugin_descriptor_t>;
+    hl_farm_progress_fn: "void (*)(void *, float, const char *)"
+        => Option<unsafe extern "C" fn(*mut c_void, f32, *const c_char)>;
+    hl_farm_done_fn: "void (*)(void *, hl_status_t, const char *)"
+        => Option<unsafe extern "C" fn(*mut c_void, hl_status_t, *const c_char)>;
 }
 
 /// `R (*)(P)` with a name: `R (*name)(P)`.
@@ -487,6 +506,7 @@ fn library_constants() -> Vec<(&'static str, i64)> {
         ("HL_CACHE_DAMAGE_TRUNCATED", v(HL_CACHE_DAMAGE_TRUNCATED)),
         ("HL_CACHE_DAMAGE_BAD_HEADER", v(HL_CACHE_DAMAGE_BAD_HEADER)),
         ("HL_CACHE_DAMAGE_BAD_DATA", v(HL_CACHE_DAMAGE_BAD_DATA)),
+        ("HL_FARM_SLURM", v(HL_FARM_SLURM)),
     ]
 }
 
@@ -616,6 +636,10 @@ layouts! {
     hl_cache_damage_t { struct_size, damaged, offset, file_len, reason, payload }
     hl_cache_frame_t { struct_size, payload_count, step, topic, topic_len }
     hl_cache_payload_t { struct_size, elem, components, reserved, count, data, len }
+    hl_farm_spec_t {
+        struct_size, backend, worker, plugin, dir, configure, restore, restore_step, steps,
+        segments, cpus, save_every, cache, reserved, slurm_bin_dir, slurm_partition,
+    }
 }
 
 #[test]

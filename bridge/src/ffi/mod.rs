@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod common;
 pub mod event;
+pub mod farm;
 pub(crate) mod guard;
 pub(crate) mod handles;
 pub mod job;

@@ -10,7 +10,9 @@
 //! A host runs a chain as a job of its runtime ([`Handle::run_on_farm`](crate::Handle::run_on_farm)):
 //! its progress and its outcome reach the main thread like any job's, and cancelling the job
 //! cancels the farm's jobs. [`Handle::play_cache`](crate::Handle::play_cache) then plays the
-//! chain's frame cache through the sink with the simulation's own topics.
+//! chain's frame cache through the sink with the simulation's own topics. A C or C++ host does
+//! the same with `hl_farm_run` (`include/hostloop/farm.h`, `hostloop::FarmRun` in
+//! `hostloop.hpp`).
 //!
 //! A backend is a [`Farm`]: submit a job (a command line, after another job), ask its state,
 //! cancel it, requeue it. [`Slurm`] drives a Slurm cluster through its own commands (`sbatch`,
