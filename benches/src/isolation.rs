@@ -242,8 +242,9 @@ fn pump_until(rt: &Runtime, limit: Duration, mut done: impl FnMut() -> bool) -> 
     }
 }
 
-/// The particles plugin and the worker program, built beside this program if missing.
-fn programs() -> Result<(PathBuf, PathBuf), String> {
+/// The particles plugin and the worker program, built beside this program if missing (the
+/// farm rows use them too).
+pub(crate) fn programs() -> Result<(PathBuf, PathBuf), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = exe.parent().ok_or("no target directory")?.to_path_buf();
     let plugin = dir.join(format!(

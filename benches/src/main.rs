@@ -16,6 +16,7 @@ mod alloc;
 mod cancel;
 mod doorbell;
 mod drain;
+mod farm;
 mod frames;
 mod frametime;
 mod isolation;
@@ -286,6 +287,16 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
         None
     };
 
+    let mut farm = if wanted_name(config, "farm") {
+        Some(farm::Bench::new(if config.name == "quick" {
+            farm::Sizes::quick()
+        } else {
+            farm::Sizes::full()
+        })?)
+    } else {
+        None
+    };
+
     let start = Instant::now();
     let wanted = |name: &str| {
         config
@@ -338,6 +349,11 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
         memory.run(&rt)?;
     }
     eprintln!("memory {:.1}s", t.elapsed().as_secs_f64());
+    if let Some(f) = farm.as_mut() {
+        let t = Instant::now();
+        f.run()?;
+        eprintln!("farm {:.1}s", t.elapsed().as_secs_f64());
+    }
     let elapsed = start.elapsed();
 
     let mut rows = drain.rows();
@@ -359,6 +375,9 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     if let Some(sb) = shm_bench.as_ref() {
         rows.extend(sb.rows());
     }
+    if let Some(f) = farm.as_mut() {
+        rows.extend(f.rows());
+    }
 
     let mut notes = vec![format!(
         "medians of {} round(s) (latencies: percentiles of all samples pooled); ratio = median \
@@ -372,6 +391,9 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     notes.extend(particles.notes());
     notes.extend(frametime.notes());
     notes.extend(cancel.notes());
+    if let Some(f) = farm.as_ref() {
+        notes.extend(f.notes());
+    }
     if config.rounds == 1 {
         notes.push("a single cold round is a smoke test, not a measurement".to_owned());
     }
