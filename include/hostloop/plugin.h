@@ -61,6 +61,9 @@
  *   `lockstep` move the running state to a new driver at the step it reached; `rate`,
  *   `playing` and the live settings change the running simulation at its next step.
  * - custom topic `NAME/reset`: back to step 0.
+ * - custom topic `NAME/advance`: its bytes are a step count N (ASCII decimal): N more steps,
+ *   each frame published, then held while paused (a headless runner sends `playing=0` first,
+ *   then runs of exact lengths). Text that is not a count is reported on `NAME/error`.
  * - `HL_EVENT_PLAYBACK_STARTED` / `HL_EVENT_PLAYBACK_STOPPED`: play / pause.
  * - `HL_EVENT_FRAME_CHANGED`: with `lockstep=1`, the simulation seeks to that frame.
  *

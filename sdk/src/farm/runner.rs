@@ -3,10 +3,12 @@
 //!
 //! The runner is a host like any other: it loads the plugin in its own process, with the same
 //! loader and services, and talks to it through the simulation plugin protocol ([`SimPlugin`]:
-//! `<name>/configure`, `<name>/reset`, `<name>/step` frames). It drives the simulation in
-//! lock-step — one `FrameChanged` per step, the next only once the frame arrived — so a run is
-//! a pure function of its start state and its step count: the same steps in one run, in several
-//! chained runs, or stepped in a host, give the same bytes.
+//! `<name>/configure`, `<name>/reset`, `<name>/advance`, `<name>/step` frames). The simulation
+//! is paused and asked for exact runs of steps — a seek to a frame (lock-step) without a cache,
+//! `<name>/advance N` (every frame delivered) with one — never past a snapshot's step, each run
+//! sized to take about a quarter of a second; so a run is a pure function of its start state and
+//! its step count (the same steps in one run, in several chained runs, or stepped in a host give
+//! the same bytes), and a signal is answered within one such run.
 //!
 //! [`SimPlugin`]: crate::plugin::SimPlugin
 
@@ -36,7 +38,13 @@ pub const EXIT_USAGE: u8 = 2;
 /// state saved to `--save`: run again with `--resume` to go on (`EX_TEMPFAIL`).
 pub const EXIT_INTERRUPTED: u8 = 75;
 
-/// The settings the runner drives a simulation with, applied after the user's.
+/// The settings the runner drives a simulation with, applied after the user's: paused,
+/// following the host's frame, every frame delivered. They are saved with the state, so they do
+/// not depend on the run's options: a state is the same bytes with or without a cache.
+///
+/// With a cache every frame is needed: the runner asks for N more steps (`<name>/advance`), each
+/// frame delivered. Without one only the step a snapshot is taken at matters: it sends that
+/// frame number (lock-step) and the simulation seeks there, publishing only that frame.
 const DRIVE: &str = "lockstep=1 playing=0 delivery=every";
 /// How long the pump may work before the loop looks at the clock and the signals again.
 const BUDGET: Duration = Duration::from_millis(50);
@@ -45,7 +53,7 @@ const USAGE: &str = "\
 usage: hostloop-worker run [OPTIONS] PLUGIN
 
 Steps a simulation plugin (one built on hostloop::plugin::SimPlugin) headless, in
-lock-step: from its start (or a saved state) to a step, saving its state and writing
+exact runs of steps: from its start (or a saved state) to a step, saving its state and writing
 its frames to a cache on the way. The same steps give the same bytes, in one run or
 in several chained ones.
 
@@ -76,7 +84,8 @@ Other:
   --progress MODE      bar, lines or none (default: bar on a terminal, else lines)
   -h, --help           this text
 
-SIGTERM, SIGUSR1 and SIGINT stop the run at the next step boundary, after saving.
+SIGTERM, SIGUSR1 and SIGINT stop the run at a step boundary (within about a quarter
+of a second of steps), after saving.
 
 Exit status: 0 done; 1 failed (the message says why); 2 bad arguments;
 75 stopped by a signal with the state saved (run again with --resume).
@@ -577,26 +586,62 @@ fn drive(
     };
     let mut progress = Progress::new(args.progress, first, target);
     let mut step = first;
+    // Steps per request: grown (doubling) until a request takes about a quarter of a second,
+    // so that progress is reported and signals are answered that often whatever a step costs,
+    // and the round trip between requests costs little.
+    let mut chunk: u64 = 16;
     while step < target {
+        // One request per chunk, and never past a snapshot's step: the simulation steps ahead
+        // on the workers while this thread writes the frames (held back only by `Every`
+        // delivery's queue), and stops exactly at `end`.
+        let save_at = match args.save_every {
+            Some(k) => target.min((step / k + 1) * k),
+            None => target,
+        };
+        let end = save_at.min(step.saturating_add(chunk));
+        let asked = Instant::now();
+        let ask = if args.cache.is_some() {
+            Event::Custom {
+                topic: format!("{name}/advance"),
+                bytes: (end - step).to_string().into_bytes(),
+                coalesce: false,
+            }
+        } else {
+            Event::FrameChanged { frame: end as f64 }
+        };
+        post(rt, ask)?;
+        loop {
+            let frames = lock(seen).frames;
+            wait_for(
+                rt,
+                seen,
+                args.step_timeout,
+                &format!("step {}", step + 1),
+                |s| s.frames != frames || s.step == Some(end),
+            )?;
+            if let Some(e) = lock(seen).cache_error.take() {
+                return Err(Stop::Failed(format!("cannot write the cache: {e}")));
+            }
+            step = lock(seen).step.unwrap_or(step);
+            progress.update(step);
+            if step >= end {
+                break;
+            }
+        }
+        // A signal is answered at the end of the chunk, a step boundary where the simulation is
+        // idle (a chunk takes about a quarter of a second): saved there, as a chunk's end is.
         let signal = STOP.load(Ordering::Relaxed);
         if signal != 0 {
             save(step)?;
             progress.end(step);
             return Err(Stop::Interrupted(signal, step));
         }
-        let next = step + 1;
-        post(rt, Event::FrameChanged { frame: next as f64 })?;
-        wait_for(rt, seen, args.step_timeout, &format!("step {next}"), |s| {
-            s.step == Some(next)
-        })?;
-        if let Some(e) = lock(seen).cache_error.take() {
-            return Err(Stop::Failed(format!("cannot write the cache: {e}")));
+        if asked.elapsed() < Duration::from_millis(250) {
+            chunk = chunk.saturating_mul(2);
         }
-        step = next;
-        if args.save_every.is_some_and(|k| step.is_multiple_of(k)) && step < target {
+        if step == save_at && step < target {
             save(step)?;
         }
-        progress.update(step);
     }
     save(step)?;
     progress.end(step);

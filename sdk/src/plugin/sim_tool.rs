@@ -178,15 +178,25 @@ struct Running {
 impl Slot {
     /// Installs `running` if `generation` is still the latest start; otherwise stops it.
     fn install(&self, generation: u64, running: Running) {
-        let old = {
-            let mut slot = lock(&self.running);
-            if self.generation.load(Ordering::Acquire) != generation {
-                drop(slot);
-                running.stop();
-                return;
-            }
+        let slot = lock(&self.running);
+        self.install_locked(slot, generation, running);
+    }
+
+    /// [`install`](Slot::install) with the slot already locked (and unlocked here).
+    fn install_locked(
+        &self,
+        mut slot: std::sync::MutexGuard<'_, Option<Running>>,
+        generation: u64,
+        running: Running,
+    ) {
+        let old = if self.generation.load(Ordering::Acquire) != generation {
+            drop(slot);
+            running.stop();
+            return;
+        } else {
             slot.replace(running)
         };
+        drop(slot);
         if let Some(old) = old {
             old.stop();
         }
@@ -282,8 +292,13 @@ impl SimSlot {
         let _job = rt
             .spawn(move |_| {
                 let (sim, options) = build()?;
+                // The slot stays locked from the start to the install: the new simulation
+                // publishes its first frame at once, and a host that answers that frame with an
+                // event (reset, advance) must find this simulation in the slot, not the one it
+                // replaces.
+                let slot = lock(&shared.running);
                 let running = run(&worker_rt, &topic, sim, options, configuration, emit)?;
-                shared.install(generation, running);
+                shared.install_locked(slot, generation, running);
                 Ok(())
             })?
             .on_main(move |r: Result<()>, main| {
@@ -697,6 +712,28 @@ impl<T: SimTool> Plugin for SimPlugin<T> {
                 Some("reset") => {
                     if let Some(c) = self.slot.control() {
                         c.reset();
+                    }
+                }
+                Some("advance") => {
+                    // `N` more steps, each frame published, then held while paused: what a
+                    // headless runner asks for (it sends `playing=0` first).
+                    match std::str::from_utf8(bytes)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                    {
+                        Some(n) => {
+                            if let Some(c) = self.slot.control() {
+                                c.step_by(n);
+                            }
+                        }
+                        None => self.slot.report(
+                            main,
+                            &format!(
+                                "{}/advance refused: not a step count: {:?}",
+                                T::NAME,
+                                String::from_utf8_lossy(bytes)
+                            ),
+                        ),
                     }
                 }
                 _ => {}
