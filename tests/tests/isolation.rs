@@ -112,8 +112,9 @@ fn gone(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Waits until the main thread of worker `pid` has spun for 0.3 s of CPU time: it is inside the
-/// fixture's `hang` (an idle worker's main thread sleeps in `epoll_wait`).
+/// Waits until the main thread of worker `pid` has spun for 0.1 s of CPU time: it is inside the
+/// fixture's `hang` (an idle worker's main thread sleeps in `epoll_wait`). Little CPU, so that a
+/// loaded machine gets there well before a heartbeat of a few seconds ends the worker.
 fn wait_until_spinning(pid: u32) {
     let cpu_ticks = || {
         let stat =
@@ -125,7 +126,10 @@ fn wait_until_spinning(pid: u32) {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    wait_for("the worker spinning in the plugin", || cpu_ticks() >= 30);
+    wait_for("the worker spinning in the plugin", || {
+        assert!(!gone(pid), "worker {pid} ended before it was seen spinning");
+        cpu_ticks() >= 10
+    });
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -270,7 +274,9 @@ fn a_hung_worker_is_killed_at_its_heartbeat_and_the_plugin_resumes() {
 #[test]
 fn a_request_pending_when_the_worker_hangs_resolves_with_an_error() {
     let host = Host::new();
-    let options = isolated().heartbeat(Duration::from_secs(1));
+    // Long enough that the test sees the worker spinning before the heartbeat ends it, on a
+    // loaded machine too (the request below is answered by that heartbeat).
+    let options = isolated().heartbeat(Duration::from_secs(5));
     let mut plugin = host
         .rt
         .load_plugin_with(fixture("fixture_crashy"), &options)
