@@ -528,3 +528,27 @@ pub fn tool_available(tool: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// `SLURM_CONF` of the one-node cluster `scripts/farm-up` started in `target/farm` (once per
+/// test binary; `.ci/run` stops it with `scripts/farm-down`), or `None`, with a `SKIPPED` line,
+/// when Slurm cannot be installed here. The Slurm commands this process and its children run
+/// read it from the environment, which this sets.
+pub fn slurm_farm() -> Option<&'static Path> {
+    static CONF: OnceLock<Option<PathBuf>> = OnceLock::new();
+    CONF.get_or_init(|| {
+        let dir = repo_root().join("target/farm");
+        let r = run(
+            Command::new(repo_root().join("scripts/farm-up")).arg(&dir),
+            HANG_LIMIT,
+        );
+        if r.status.code() == Some(3) {
+            println!("SKIPPED: Slurm cannot be installed here:\n{}", r.stderr);
+            return None;
+        }
+        r.assert_success("scripts/farm-up");
+        let conf = dir.join("slurm.conf");
+        std::env::set_var("SLURM_CONF", &conf);
+        Some(conf)
+    })
+    .as_deref()
+}

@@ -7,33 +7,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bridge::sdk::farm::{Chain, ChainSpec, Farm, JobState, Slurm};
-use hostloop_tests::{fixture, repo_root, run, test_dir, worker_program, HANG_LIMIT};
+use hostloop_tests::{fixture, run, test_dir, worker_program, HANG_LIMIT};
 
-/// `SLURM_CONF` of the cluster `scripts/farm-up` started (once per test binary), or `None`
-/// when it cannot be installed here.
 fn farm() -> Option<&'static Path> {
-    static CONF: OnceLock<Option<PathBuf>> = OnceLock::new();
-    CONF.get_or_init(|| {
-        let dir = repo_root().join("target/farm");
-        let r = run(
-            Command::new(repo_root().join("scripts/farm-up")).arg(&dir),
-            HANG_LIMIT,
-        );
-        if r.status.code() == Some(3) {
-            println!("SKIPPED: Slurm cannot be installed here:\n{}", r.stderr);
-            return None;
-        }
-        r.assert_success("scripts/farm-up");
-        let conf = dir.join("slurm.conf");
-        // The Slurm commands this process runs read it from the environment.
-        std::env::set_var("SLURM_CONF", &conf);
-        Some(conf)
-    })
-    .as_deref()
+    hostloop_tests::slurm_farm()
 }
 
 fn plugin() -> PathBuf {

@@ -10,34 +10,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hostloop_tests::SANITIZER_FLAGS;
-use hostloop_tests::{c_dir, fixture, repo_root, run, run_program, run_sanitized, run_valgrind};
+use hostloop_tests::{c_dir, fixture, run, run_program, run_sanitized, run_valgrind};
 use hostloop_tests::{test_dir, worker_program, Build, Lang, Run, TestDir, HANG_LIMIT};
 
-/// `SLURM_CONF` of the cluster `scripts/farm-up` started (once per test binary), or `None`
-/// when it cannot be installed here.
 fn farm() -> Option<&'static Path> {
-    static CONF: OnceLock<Option<PathBuf>> = OnceLock::new();
-    CONF.get_or_init(|| {
-        let dir = repo_root().join("target/farm");
-        let r = run(
-            Command::new(repo_root().join("scripts/farm-up")).arg(&dir),
-            HANG_LIMIT,
-        );
-        if r.status.code() == Some(3) {
-            println!("SKIPPED: Slurm cannot be installed here:\n{}", r.stderr);
-            return None;
-        }
-        r.assert_success("scripts/farm-up");
-        let conf = dir.join("slurm.conf");
-        // The Slurm commands this process and its children run read it from the environment.
-        std::env::set_var("SLURM_CONF", &conf);
-        Some(conf)
-    })
-    .as_deref()
+    hostloop_tests::slurm_farm()
 }
 
 /// The cluster is one node with few CPUs: one farm program at a time, so each run's timing is

@@ -382,13 +382,7 @@ pub unsafe extern "C" fn hl_farm_run_status(
         let state = RUNS.get(run, "run")?;
         // SAFETY: per this function's contract.
         let out = unsafe { arg_mut(status, "status") }?;
-        *out = match state.job.status() {
-            sdk::JobStatus::Finished => HL_STATUS_OK,
-            sdk::JobStatus::Failed => HL_STATUS_FAILED,
-            sdk::JobStatus::Cancelled => HL_STATUS_CANCELLED,
-            sdk::JobStatus::Panicked => HL_STATUS_PANIC,
-            _ => HL_STATUS_PENDING,
-        };
+        *out = super::job::job_status(state.job.status());
         Ok(())
     })
 }

@@ -287,15 +287,20 @@ pub unsafe extern "C" fn hl_job_status(
         let state = JOBS.get(job, "job")?;
         // SAFETY: per this function's contract.
         let out = unsafe { arg_mut(status, "status") }?;
-        *out = match state.job.status() {
-            sdk::JobStatus::Finished => HL_STATUS_OK,
-            sdk::JobStatus::Failed => HL_STATUS_FAILED,
-            sdk::JobStatus::Cancelled => HL_STATUS_CANCELLED,
-            sdk::JobStatus::Panicked => HL_STATUS_PANIC,
-            _ => HL_STATUS_PENDING,
-        };
+        *out = job_status(state.job.status());
         Ok(())
     })
+}
+
+/// A job's status as `hl_job_status` (and `hl_farm_run_status`) report it.
+pub(super) fn job_status(status: sdk::JobStatus) -> hl_status_t {
+    match status {
+        sdk::JobStatus::Finished => HL_STATUS_OK,
+        sdk::JobStatus::Failed => HL_STATUS_FAILED,
+        sdk::JobStatus::Cancelled => HL_STATUS_CANCELLED,
+        sdk::JobStatus::Panicked => HL_STATUS_PANIC,
+        _ => HL_STATUS_PENDING,
+    }
 }
 
 /// See `hl_job_free` in `hostloop/job.h`.
