@@ -530,7 +530,8 @@ pub fn tool_available(tool: &str) -> bool {
 }
 
 /// `SLURM_CONF` of the one-node cluster `scripts/farm-up` started in `target/farm` (once per
-/// test binary; `.ci/run` stops it with `scripts/farm-down`), or `None`, with a `SKIPPED` line,
+/// test binary, with this process as its owner: the cluster stops by itself about a second
+/// after the last owner exits), or `None`, with a `SKIPPED` line,
 /// when Slurm cannot be installed here. The Slurm commands this process and its children run
 /// read it from the environment, which this sets.
 pub fn slurm_farm() -> Option<&'static Path> {
@@ -538,7 +539,10 @@ pub fn slurm_farm() -> Option<&'static Path> {
     CONF.get_or_init(|| {
         let dir = repo_root().join("target/farm");
         let r = run(
-            Command::new(repo_root().join("scripts/farm-up")).arg(&dir),
+            Command::new(repo_root().join("scripts/farm-up"))
+                .arg("--owner")
+                .arg(std::process::id().to_string())
+                .arg(&dir),
             HANG_LIMIT,
         );
         if r.status.code() == Some(3) {
