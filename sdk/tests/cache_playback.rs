@@ -15,7 +15,8 @@ type Seen = Arc<Mutex<Vec<(String, f64)>>>;
 
 #[test]
 fn a_cache_plays_like_the_live_simulation() {
-    let dir = std::env::temp_dir().join(format!("hl-playback-{}", std::process::id()));
+    // Under the target directory: a failed run leaves its file where `cargo clean` finds it.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache-playback");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("frames.hlcache");
     // Steps 1..=20, except 7 (a thinned frame): each a positions array whose first value is

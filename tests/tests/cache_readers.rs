@@ -8,7 +8,7 @@ use std::process::Command;
 
 use bridge::sdk::cache::CacheWriter;
 use bridge::sdk::{ArrayView, Payload};
-use hostloop_tests::{repo_root, run, HANG_LIMIT};
+use hostloop_tests::{repo_root, run, test_dir, HANG_LIMIT};
 
 /// A Python 3 with numpy: the system one first (Debian's `python3-numpy`, which
 /// `scripts/test-deps` installs), then whatever `python3` is on the PATH.
@@ -89,9 +89,9 @@ fn the_python_numpy_reader_reads_what_rust_wrote_bit_for_bit() {
         println!("SKIPPED: no python3 with numpy (scripts/test-deps installs python3-numpy)");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("hl-cache-py-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (path, want) = write_cache(&dir, 8);
+    let dir = test_dir!("cache-readers");
+    let dir = dir.path();
+    let (path, want) = write_cache(dir, 8);
     let examples = repo_root().join("examples/cache");
     let dump = |file: &Path| {
         run(
@@ -131,5 +131,4 @@ fn the_python_numpy_reader_reads_what_rust_wrote_bit_for_bit() {
         "{}",
         r.describe()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
