@@ -70,10 +70,10 @@ pub struct Sizes {
 impl Sizes {
     pub fn full() -> Sizes {
         Sizes {
-            runner: &[(100_000, 400), (1_000_000, 100)],
+            runner: &[(100_000, 1000), (1_000_000, 100)],
             runner_rounds: 3,
             frames: 1_000_000_000usize.div_ceil(FRAME_BYTES),
-            cache_rounds: 3,
+            cache_rounds: 5,
             scrub: 1000,
             farm: Some((100_000, 400, 2)),
         }
@@ -256,7 +256,10 @@ impl Bench {
         let frames = self.sizes.frames;
         let bytes = (frames * FRAME_BYTES) as f64;
         let positions: Vec<f32> = (0..FRAME_FLOATS).map(|k| (k % 1000) as f32).collect();
-        let raw = vec![7u8; FRAME_BYTES];
+        // The dd-like peer writes the same bytes as the cache's frames (a virtual disk may store
+        // and serve uniform blocks faster than real data), and reads the cache file itself, so
+        // both read the same bytes from the same place on the disk.
+        let raw: Vec<u8> = positions.iter().flat_map(|f| f.to_le_bytes()).collect();
         let order: [usize; 2] = if reversed { [1, 0] } else { [0, 1] };
 
         for which in order {
@@ -267,24 +270,25 @@ impl Bench {
             };
             self.write[which].push(bytes / secs);
         }
-        // Warm: both files are in the page cache, as their writers left them.
+        let _ = std::fs::remove_file(&raw_path);
+        // Warm: the cache file is in the page cache, as its writer left it; both contenders
+        // read it.
         for which in order {
             let secs = if which == 0 {
                 read_cache(&cache_path)?
             } else {
-                read_raw(&raw_path)?
+                read_raw(&cache_path)?
             };
             self.read_warm[which].push(bytes / secs);
         }
         self.touch.push(bytes / touch_cache(&cache_path)?);
-        // Cold: each file's pages dropped from the page cache first.
+        // Cold: the cache file's pages dropped from the page cache before each read.
         for which in order {
-            let path = if which == 0 { &cache_path } else { &raw_path };
-            drop_from_page_cache(path)?;
+            drop_from_page_cache(&cache_path)?;
             let secs = if which == 0 {
-                read_cache(path)?
+                read_cache(&cache_path)?
             } else {
-                read_raw(path)?
+                read_raw(&cache_path)?
             };
             self.read_cold[which].push(bytes / secs);
         }
@@ -296,11 +300,13 @@ impl Bench {
     fn scrub(&mut self) -> Result<(), String> {
         let cache_path = self.scratch.path.join("frames.hlcache");
         let raw_path = self.scratch.path.join("frames.raw");
+        let positions: Vec<f32> = (0..FRAME_FLOATS).map(|k| (k % 1000) as f32).collect();
         if !cache_path.exists() {
-            write_cache(&cache_path, self.sizes.frames, &vec![1.0; FRAME_FLOATS])?;
+            write_cache(&cache_path, self.sizes.frames, &positions)?;
         }
         if !raw_path.exists() {
-            write_raw(&raw_path, self.sizes.frames, &vec![7u8; FRAME_BYTES])?;
+            let bytes: Vec<u8> = positions.iter().flat_map(|f| f.to_le_bytes()).collect();
+            write_raw(&raw_path, self.sizes.frames, &bytes)?;
         }
         let raw = File::open(&raw_path).map_err(|e| format!("{}: {e}", raw_path.display()))?;
         let mut buf = vec![0u8; FRAME_BYTES];
@@ -580,9 +586,10 @@ impl Bench {
     pub fn notes(&self) -> Vec<String> {
         let mut notes = vec![format!(
             "farm cache rows: {} frames of {FRAME_BYTES} B in a directory under the target \
-             directory; warm reads come from the page cache right after the fsynced write (both \
-             files alike), cold ones after posix_fadvise(DONTNEED) on that file only (a virtual \
-             disk may still serve them from the host's cache); dd write {:.0} MB/s, dd read warm \
+             directory; the dd-like peer writes the same bytes to a file of its own and reads \
+             the cache file itself; warm reads come from the page cache right after the fsynced \
+             write, cold ones after posix_fadvise(DONTNEED) on the file (a virtual disk may \
+             still serve them from the host's cache); dd write {:.0} MB/s, dd read warm \
              {:.0} MB/s, cold {:.0} MB/s ({:.1} frames/s written by the cache); scrub samples \
              are each frame's first touch in a fresh map (page cache warm)",
             self.sizes.frames,
@@ -634,9 +641,12 @@ fn in_process_rate(
         }
         Ok(())
     };
-    // As the runner's difference leaves out its start, this leaves out the threads' first
-    // wake-ups and the first steps' page faults.
-    let warm = (steps / 10).max(2);
+    // The runner's rate is that of steps `steps..2 * steps` (the difference of two runs), so
+    // this times the same steps: a step's cost changes as the particles settle on the ground
+    // (the runner alone, 100,000 particles: 2.5k steps/s over 400..800, 1.45k/s over
+    // 1,000..2,000). It also leaves out the threads' first wake-ups and the first steps' page
+    // faults, as the difference does.
+    let warm = steps;
     seek(warm)?;
     let t = Instant::now();
     if one_at_a_time {
