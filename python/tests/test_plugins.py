@@ -1,0 +1,74 @@
+import threading
+
+import pytest
+
+import hostloop
+
+
+def _frames(rt, particles, need=3):
+    got = []
+    main = threading.get_ident()
+    rt.set_sink(lambda topic, payload: got.append((topic, payload, threading.get_ident())))
+    plugin = rt.load_plugin(particles)
+    assert plugin.name == "particles"
+    rt.post_event("particles/configure", b"agents=1000")
+    pos = lambda: [p for t, p, _ in got if t == "particles/positions" and len(p) == 1000]
+    assert rt.run_until(lambda: len(pos()) >= need, 60.0)
+    assert all(tid == main for _, _, tid in got)
+    return plugin, got, pos()
+
+
+def test_sink_receives_particles_frames(rt, particles):
+    plugin, got, frames = _frames(rt, particles)
+    arr = frames[-1]
+    assert isinstance(arr, hostloop.Array)
+    assert arr.format == "f" and arr.shape == (1000, 3) and arr.itemsize == 4
+    mv = arr.memoryview()
+    assert mv.readonly and mv.shape == (1000, 3) and mv.format == "f"
+    assert len(arr.tobytes()) == 1000 * 3 * 4
+    steps = [p for t, p, _ in got if t == "particles/step"]
+    assert steps and all(isinstance(s, bytes) and len(s) == 16 for s in steps)
+    plugin.unload(5.0)
+
+
+def test_array_numpy(rt, particles):
+    np = pytest.importorskip("numpy")
+    plugin, _, frames = _frames(rt, particles)
+    a = np.asarray(frames[-1])
+    assert a.dtype == np.float32 and a.shape == (1000, 3)
+    assert not a.flags.writeable
+    assert np.isfinite(a).all()
+    plugin.unload(5.0)
+
+
+def test_unload_twice_raises(rt, particles):
+    plugin = rt.load_plugin(particles)
+    report = plugin.unload(5.0)
+    assert report["stragglers"] == 0
+    assert not plugin.loaded
+    with pytest.raises(hostloop.HostloopError, match="already unloaded"):
+        plugin.unload(5.0)
+
+
+def test_sink_that_raises_keeps_loop_running(rt, particles, monkeypatch):
+    import sys
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_value))
+    calls = []
+
+    def sink(topic, payload):
+        calls.append(topic)
+        raise RuntimeError("boom")
+
+    rt.set_sink(sink)
+    plugin = rt.load_plugin(particles)
+    assert rt.run_until(lambda: calls.count("particles/positions") >= 3, 60.0)
+    assert reported and all(isinstance(e, RuntimeError) for e in reported)
+    plugin.unload(5.0)
+
+
+def test_reload(rt, particles):
+    plugin = rt.load_plugin(particles)
+    plugin.reload()
+    assert plugin.loaded
+    plugin.unload(5.0)
