@@ -570,8 +570,42 @@ struct PluginProcess {
 using PluginStats = hl_plugin_stats_t;
 
 /**
+ * \brief A sink payload kept past its call (`hl_message_lend`): the message's `bytes()` or
+ * `array().data` stay valid, at the same addresses, until the lease is destroyed or reset — on
+ * any thread. Move-only; empty when the payload could not be lent.
+ */
+class Lease {
+public:
+    /** \brief An empty lease. */
+    Lease() noexcept = default;
+    /** \brief Takes ownership of `raw` (from `hl_message_lend`; NULL makes an empty lease). */
+    explicit Lease(hl_lease_t *raw) noexcept : raw_(raw) {}
+    /** \brief Moves the lease; `other` becomes empty. */
+    Lease(Lease &&other) noexcept : raw_(std::exchange(other.raw_, nullptr)) {}
+    /** \brief Releases this lease and takes `other`'s. */
+    Lease &operator=(Lease &&other) noexcept {
+        if (this != &other) {
+            reset();
+            raw_ = std::exchange(other.raw_, nullptr);
+        }
+        return *this;
+    }
+    Lease(const Lease &) = delete;
+    Lease &operator=(const Lease &) = delete;
+    /** \brief Releases the payload. */
+    ~Lease() { reset(); }
+    /** \brief True when it holds a payload. */
+    explicit operator bool() const noexcept { return raw_ != nullptr; }
+    /** \brief Releases the payload now (idempotent). [any-thread] */
+    void reset() noexcept { hl_lease_release(std::exchange(raw_, nullptr)); }
+
+private:
+    hl_lease_t *raw_ = nullptr;
+};
+
+/**
  * \brief One message to the sink, borrowed: valid only during the sink callback (copy what you
- * keep). Wraps `const hl_message_t &`.
+ * keep, or `lend()` it). Wraps `const hl_message_t &`.
  */
 class Message {
 public:
@@ -607,6 +641,11 @@ public:
                    ? static_cast<const T *>(raw_.array.data)
                    : nullptr;
     }
+    /**
+     * \brief Keeps the payload past the sink call, without a copy (`hl_message_lend`): empty
+     * when it is only borrowed for the call. Call it inside the sink only.
+     */
+    [[nodiscard]] Lease lend() const noexcept { return Lease(hl_message_lend(&raw_)); }
     /** \brief The C message (borrowed). */
     [[nodiscard]] const hl_message_t &capi() const noexcept { return raw_; }
 

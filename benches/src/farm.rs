@@ -622,7 +622,7 @@ fn in_process_rate(
                 name: "bench-farm".to_owned(),
                 ..SimOptions::default()
             },
-            |positions: &Vec<f32>, _, _| {
+            |positions: &hostloop::Shared<Vec<f32>>, _, _| {
                 black_box(positions.first());
             },
         )

@@ -584,10 +584,7 @@ mod tests {
         assert_eq!(step_of("particles/step", &b), Some((12, Some(1))));
         assert_eq!(step_of("particles/positions", &b), None);
         assert_eq!(step_of("particles/step", &b[..5]), None);
-        let m = Message {
-            topic: "particles/step",
-            payload: Payload::Bytes(&b),
-        };
+        let m = Message::new("particles/step", Payload::Bytes(&b));
         assert_eq!(detail(&m), "step 12, configuration 1");
     }
 
@@ -622,15 +619,9 @@ mod tests {
 
     #[test]
     fn bytes_read_as_text_when_they_are_text_and_as_hex_otherwise() {
-        let text = Message {
-            topic: "particles/error",
-            payload: Payload::Bytes(b"unknown key `colour`"),
-        };
+        let text = Message::new("particles/error", Payload::Bytes(b"unknown key `colour`"));
         assert_eq!(detail(&text), "\"unknown key `colour`\"");
-        let raw = Message {
-            topic: "x/blob",
-            payload: Payload::Bytes(&[0, 1, 255]),
-        };
+        let raw = Message::new("x/blob", Payload::Bytes(&[0, 1, 255]));
         assert_eq!(detail(&raw), "00 01 ff");
     }
 }

@@ -52,7 +52,25 @@ typedef struct hl_array_view_t {
     uint64_t byte_len;
 } hl_array_view_t;
 
-/** \brief One message to the sink. Borrowed: valid only during the sink callback. */
+/**
+ * \brief Keeps a message's payload alive past the sink call; see `hl_message_lend`, which is
+ * how a host uses it. A plugin written in C may fill one in for its own frames.
+ */
+typedef struct hl_lender_t {
+    void *data;
+    /**
+     * Returns a token that keeps the payload's memory allocated and unwritten until
+     * `release(token)`, or NULL if it cannot now. Called only during the sink call. [main-thread]
+     */
+    void *(*retain)(void *data);
+    /** Gives a token back. [any-thread] */
+    void (*release)(void *token);
+} hl_lender_t;
+
+/**
+ * \brief One message to the sink. Borrowed: valid only during the sink callback — unless the
+ * sink keeps the payload with `hl_message_lend`.
+ */
 typedef struct hl_message_t {
     /** `sizeof(hl_message_t)` of the library that made it; fields past it are absent. */
     uint32_t struct_size;
@@ -66,7 +84,42 @@ typedef struct hl_message_t {
     size_t bytes_len;
     /** For `HL_PAYLOAD_ARRAY`: the view. */
     hl_array_view_t array;
+    /**
+     * Who can keep the payload past the call, or NULL. Added after the first layout: read it
+     * only when `struct_size` covers it (hostloop's messages always do). Hosts use
+     * `hl_message_lend` rather than this field.
+     */
+    const hl_lender_t *lender;
 } hl_message_t;
+
+/** \brief A payload kept past its sink call (`hl_message_lend`). */
+typedef struct hl_lease_t hl_lease_t;
+
+/**
+ * \brief Keeps the payload of `message` — the sink's own message, from inside the sink call —
+ * valid past the call: its `bytes` or `array.data`, at the addresses the message gives, stay
+ * allocated and unchanged until `hl_lease_release`. A viewer can then upload a frame straight
+ * from hostloop's memory after the pump returns instead of copying it inside the sink (a pump
+ * never splits an item, so a 12 MB copy there overruns a 2 ms budget). The topic is not kept:
+ * copy it if you need it.
+ *
+ * Lendable: frames a simulation emits as shared buffers (the particles example, in-process
+ * or as a plugin) and payloads sent with `hl_runtime_emit`/`hl_runtime_emit_array`. While a
+ * lease is held the producer writes its next frames elsewhere (one allocation per frame while
+ * you hold one across frames, none when you release it before the frame after next). A lease
+ * on a plugin's frame held at unload delays the unload up to its deadline, and the library
+ * then stays mapped until the lease is released.
+ *
+ * \return the lease, or NULL: the payload is borrowed for the call only (copy what you need),
+ * `message` is NULL, or the producer cannot lend now (the plugin is unloading);
+ * `hl_last_error` says which.
+ *
+ * [main-thread], inside the sink callback only.
+ */
+hl_lease_t *hl_message_lend(const hl_message_t *message);
+
+/** \brief Releases a lease; NULL is ignored. Each lease exactly once. [any-thread] */
+void hl_lease_release(hl_lease_t *lease);
 
 /**
  * \brief The sink callback. Runs on the main thread during `hl_runtime_pump`. It may call

@@ -13,7 +13,7 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 
 use crate::event::Event;
-use crate::sink::{ArrayView, ElemType, Message, Payload};
+use crate::sink::{ArrayView, ElemType, Lend, Message, Payload};
 
 /// Runs `f`, catching a panic as [`std::panic::catch_unwind`] does but without the panic
 /// hook's report on stderr (unless `HOSTLOOP_PANIC_BACKTRACE=1`; see the crate docs on
@@ -123,6 +123,73 @@ pub struct hl_message_t {
     pub bytes: *const u8,
     pub bytes_len: usize,
     pub array: hl_array_view_t,
+    /// Added after the first layout: present when `struct_size` covers it; NULL when the
+    /// payload is borrowed for the call only.
+    pub lender: *const hl_lender_t,
+}
+
+/// `hl_lender_t` (`hostloop/sink.h`): keeps a message's payload alive past the sink call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hl_lender_t {
+    pub data: *mut c_void,
+    /// `[main-thread]`, only during the sink call: a token that keeps the payload's memory
+    /// allocated and unwritten until `release(token)`; NULL if it cannot.
+    pub retain: Option<unsafe extern "C" fn(data: *mut c_void) -> *mut c_void>,
+    /// `[any-thread]`: gives a token back.
+    pub release: Option<unsafe extern "C" fn(token: *mut c_void)>,
+}
+
+/// `sizeof(hl_message_t)` before `lender` was added: the smallest a message may be.
+pub const HL_MESSAGE_MIN_SIZE: usize = std::mem::offset_of!(hl_message_t, lender);
+
+/// The message's lender, if its `struct_size` covers the field and it is not NULL.
+///
+/// # Safety
+///
+/// `m` is a valid message; a non-NULL `lender` points to a valid `hl_lender_t` for the call.
+pub unsafe fn lender_of(m: &hl_message_t) -> Option<hl_lender_t> {
+    if (m.struct_size as usize) < std::mem::size_of::<hl_message_t>() || m.lender.is_null() {
+        return None;
+    }
+    // SAFETY: per this function's contract.
+    let l = unsafe { *m.lender };
+    (l.retain.is_some() && l.release.is_some()).then_some(l)
+}
+
+/// Calls a lender's `retain`: the token, or NULL.
+///
+/// # Safety
+///
+/// `l` came from [`lender_of`] on the message of a sink call still under way.
+pub unsafe fn lender_retain(l: &hl_lender_t) -> *mut c_void {
+    match l.retain {
+        // SAFETY: per this function's contract.
+        Some(retain) => unsafe { retain(l.data) },
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// `retain` of the lenders hostloop makes: `data` is a `*const &dyn Lend` on the emitter's
+/// stack, valid during the sink call.
+unsafe extern "C" fn lend_retain(data: *mut c_void) -> *mut c_void {
+    // SAFETY: `data` is the `&&dyn Lend` `with_c_message` put in the lender, and `retain` is
+    // only called during the call that `with_c_message` wraps.
+    let lender: &&dyn Lend = unsafe { &*data.cast::<&dyn Lend>() };
+    match crate::internal::panic::catch(|| lender.lend()) {
+        Ok(Some(guard)) => Box::into_raw(Box::new(guard)).cast(),
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// `release` of the lenders hostloop makes.
+unsafe extern "C" fn lend_release(token: *mut c_void) {
+    if token.is_null() {
+        return;
+    }
+    // SAFETY: `token` came from `lend_retain` and is released once, per the ABI.
+    let guard = unsafe { Box::from_raw(token.cast::<Box<dyn Send + Sync>>()) };
+    let _ = crate::internal::panic::catch(move || drop(guard));
 }
 
 pub type hl_task_fn = Option<unsafe extern "C" fn(data: *mut c_void)>;
@@ -464,11 +531,13 @@ pub fn array_view_to_c(a: &ArrayView<'_>) -> hl_array_view_t {
 ///
 /// `m` and everything it points to are valid for `'a`, as `hostloop/sink.h` describes.
 pub unsafe fn message_from_c<'a>(m: &hl_message_t) -> Result<Message<'a>, AbiError> {
-    let ours = std::mem::size_of::<hl_message_t>();
-    if (m.struct_size as usize) < ours {
+    if (m.struct_size as usize) < HL_MESSAGE_MIN_SIZE {
         return Err(AbiError::new(
             HL_STATUS_INVALID_ARG,
-            format!("message->struct_size is {}, expected {ours}", m.struct_size),
+            format!(
+                "message->struct_size is {}, expected at least {HL_MESSAGE_MIN_SIZE}",
+                m.struct_size
+            ),
         ));
     }
     // SAFETY: per this function's contract.
@@ -487,7 +556,7 @@ pub unsafe fn message_from_c<'a>(m: &hl_message_t) -> Result<Message<'a>, AbiErr
             ))
         }
     };
-    Ok(Message { topic, payload })
+    Ok(Message::new(topic, payload))
 }
 
 /// Calls `f` with the C form of `m`. `topic_buf` holds the NUL-terminated topic (reused
@@ -515,7 +584,18 @@ pub fn with_c_message<R>(
             data: std::ptr::null(),
             byte_len: 0,
         },
+        lender: std::ptr::null(),
     };
+    // The lender's `data` points at `m.lender` itself, valid for the call.
+    let lend: Option<&dyn Lend> = m.lender;
+    let lender = lend.as_ref().map(|l| hl_lender_t {
+        data: (l as *const &dyn Lend).cast_mut().cast(),
+        retain: Some(lend_retain),
+        release: Some(lend_release),
+    });
+    if let Some(l) = &lender {
+        msg.lender = l;
+    }
     match m.payload {
         Payload::Bytes(b) => {
             if !b.is_empty() {

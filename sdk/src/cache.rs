@@ -563,10 +563,7 @@ impl<'a> Frame<'a> {
 
     /// Payload `index` as the sink would have received it with this frame's topic.
     pub fn message(&self, index: usize) -> Option<Message<'a>> {
-        Some(Message {
-            topic: self.topic(),
-            payload: self.payload(index)?,
-        })
+        Some(Message::new(self.topic(), self.payload(index)?))
     }
 
     /// Payload `index` as a slice of `T`, if it is an array of `T` (the map keeps arrays

@@ -209,7 +209,7 @@ pub use crate::{
         Delivery, EveryStep, FrameInfo, Schedule, SimControl, SimOptions, Simulation, StepContext,
         Thin,
     },
-    sink::{ArrayView, ElemType, Element, Message, OwnedPayload, Payload, Sink},
+    sink::{ArrayView, ElemType, Element, Lease, Message, OwnedPayload, Payload, Shared, Sink},
     snapshot::{SnapshotError, SnapshotReader, SnapshotWriter},
     stream::{StreamSender, TrySendError},
 };

@@ -171,13 +171,201 @@ pub enum Payload<'a> {
     Array(ArrayView<'a>),
 }
 
-/// One message to the host sink. Everything it borrows is valid only during the sink call.
-#[derive(Debug, Clone, Copy)]
+/// One message to the host sink. Everything it borrows is valid only during the sink call —
+/// unless the sink keeps it with [`lend`](Message::lend).
+#[derive(Clone, Copy)]
 pub struct Message<'a> {
     /// What the message is about, e.g. `"particles/positions"`.
     pub topic: &'a str,
     /// What it carries.
     pub payload: Payload<'a>,
+    /// Who can keep the payload's memory alive past the call (see [`Lend`]).
+    pub(crate) lender: Option<&'a dyn Lend>,
+}
+
+impl fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic)
+            .field("payload", &self.payload)
+            .field("lendable", &self.lender.is_some())
+            .finish()
+    }
+}
+
+impl<'a> Message<'a> {
+    /// A message whose payload is borrowed for the sink call only.
+    pub fn new(topic: &'a str, payload: Payload<'a>) -> Self {
+        Message {
+            topic,
+            payload,
+            lender: None,
+        }
+    }
+
+    /// Whether [`lend`](Self::lend) can keep this payload past the sink call.
+    pub fn is_lendable(&self) -> bool {
+        self.lender.is_some()
+    }
+
+    /// Keeps the payload's memory alive, unchanged, past the sink call: a viewer can upload a
+    /// frame straight from hostloop's memory after the pump returns, instead of copying it
+    /// inside the sink (a pump never splits an item, so a 12 MB copy there overruns a 2 ms
+    /// budget). `None` when the payload is only borrowed for the call (then copy what you
+    /// need). The lease may be dropped on any thread; while it is held the producer writes
+    /// its next frames elsewhere (a simulation's frame buffer is copied on write, so holding
+    /// one lease across frames costs one allocation per frame, and none when it is dropped
+    /// before the frame after next).
+    pub fn lend(&self) -> Option<Lease> {
+        let keep = self.lender?.lend()?;
+        let (bytes, shape) = match self.payload {
+            Payload::Bytes(b) => (b, None),
+            Payload::Array(a) => (a.bytes, Some((a.elem, a.components, a.count, a.stride))),
+        };
+        Some(Lease {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+            shape,
+            _keep: keep,
+        })
+    }
+}
+
+/// Keeps a payload's memory alive past a sink call (the producer side of [`Message::lend`]).
+///
+/// # Safety (for implementors, all inside hostloop)
+///
+/// While a guard returned by `lend` lives, the memory the message's payload borrows stays
+/// allocated and is not written. Guards are `Send + Sync`: they may be dropped on any thread.
+pub(crate) trait Lend: Sync {
+    /// A guard that keeps the memory, or `None` if it cannot be kept now.
+    fn lend(&self) -> Option<Box<dyn Send + Sync>>;
+}
+
+impl<T: Send + Sync + 'static> Lend for std::sync::Arc<T> {
+    fn lend(&self) -> Option<Box<dyn Send + Sync>> {
+        Some(Box::new(self.clone()))
+    }
+}
+
+/// A payload kept past its sink call ([`Message::lend`]); the memory is released when the
+/// lease is dropped, on any thread.
+pub struct Lease {
+    ptr: *const u8,
+    len: usize,
+    shape: Option<(ElemType, usize, usize, usize)>,
+    _keep: Box<dyn Send + Sync>,
+}
+
+// SAFETY: the lease only reads memory its guard keeps alive and unwritten (see `Lend`); the
+// guard itself is `Send + Sync`.
+unsafe impl Send for Lease {}
+// SAFETY: as above; `&Lease` gives only shared reads.
+unsafe impl Sync for Lease {}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("payload", &self.payload())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// The payload, exactly as the sink saw it (the same addresses).
+    pub fn payload(&self) -> Payload<'_> {
+        let bytes = self.bytes();
+        match self.shape {
+            None => Payload::Bytes(bytes),
+            Some((elem, components, count, stride)) => Payload::Array(ArrayView {
+                elem,
+                components,
+                count,
+                stride,
+                bytes,
+            }),
+        }
+    }
+
+    /// The payload's bytes (for an array, from its first record to the end of its last).
+    pub fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr..ptr+len` is the payload's memory, kept alive and unwritten by `_keep`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A frame buffer the host may keep past the sink call: an `Arc` that is copied on write.
+///
+/// Use it as a simulation's frame (`type Frame = Shared<Vec<f32>>`) and emit it with
+/// [`Main::emit_shared`]; the host's sink can then [`lend`](Message::lend) the frame instead
+/// of copying it. Writing through `&mut` ([`DerefMut`](std::ops::DerefMut)) reuses the buffer
+/// unless a lease holds it — then the frame is copied first and the lease keeps the old one.
+/// Cloning makes an independent copy.
+///
+/// ```
+/// use hostloop::Shared;
+/// let mut frame = Shared::new(vec![0.0f32; 3]);
+/// frame.copy_from_slice(&[1.0, 2.0, 3.0]);
+/// assert_eq!(&frame[..], &[1.0, 2.0, 3.0]);
+/// ```
+pub struct Shared<T>(std::sync::Arc<T>);
+
+impl<T> Shared<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        Shared(std::sync::Arc::new(value))
+    }
+
+    /// Whether a lease holds this buffer now (the next write copies it).
+    pub fn is_lent(&self) -> bool {
+        std::sync::Arc::strong_count(&self.0) > 1
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Clone> std::ops::DerefMut for Shared<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<T: Clone> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared::new((*self.0).clone())
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (*self.0).fmt(f)
+    }
+}
+
+impl<T: PartialEq> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl<T: Default> Default for Shared<T> {
+    fn default() -> Self {
+        Shared::new(T::default())
+    }
+}
+
+impl<T> From<T> for Shared<T> {
+    fn from(value: T) -> Self {
+        Shared::new(value)
+    }
 }
 
 /// The host's sink callback.
@@ -240,7 +428,42 @@ impl Main<'_> {
     /// [`Error::Reentrant`] when called from inside the sink itself.
     pub fn emit(&mut self, topic: &str, payload: Payload<'_>) -> Result<bool> {
         let shared = self.handle().shared();
-        shared.backend.emit(shared, &Message { topic, payload })
+        shared.backend.emit(shared, &Message::new(topic, payload))
+    }
+
+    /// Sends a frame buffer to the host sink now, as a packed array of `components` elements
+    /// per record, which the sink may keep past the call ([`Message::lend`]) — no copy on
+    /// either side. Returns whether a sink received it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Reentrant`] from inside the sink itself; [`Error::InvalidArgument`] if
+    /// `components` is 0 or does not divide the buffer's length.
+    pub fn emit_shared<T: Element + Sync>(
+        &mut self,
+        topic: &str,
+        frame: &Shared<Vec<T>>,
+        components: usize,
+    ) -> Result<bool> {
+        if components == 0 || !frame.len().is_multiple_of(components) {
+            return Err(Error::InvalidArgument(
+                "the buffer does not split into records of `components`",
+            ));
+        }
+        let shared = self.handle().shared();
+        let msg = Message {
+            topic,
+            payload: Payload::Array(ArrayView::packed(&frame.0, components)),
+            lender: Some(&frame.0),
+        };
+        shared.backend.emit(shared, &msg)
+    }
+
+    /// Main thread: hands `msg` to the sink with its lender (crate-internal producers whose
+    /// memory can be kept: shared frames, payloads from other threads, cache maps, workers).
+    pub(crate) fn emit_message(&mut self, msg: &Message<'_>) -> Result<bool> {
+        let shared = self.handle().shared();
+        shared.backend.emit(shared, msg)
     }
 }
 
@@ -330,9 +553,16 @@ impl Handle {
         shared.main.admit(shared, len.max(1))?;
         let held = crate::main_thread::MainQueue::hold_bytes(shared, len);
         let topic = topic.into();
+        // In an `Arc`, so the sink may keep it past the call without a copy.
+        let payload = std::sync::Arc::new(payload);
         self.post_promised(move |main| {
             let _held = held;
-            let _ = main.emit(&topic, payload.view());
+            let msg = Message {
+                topic: &topic,
+                payload: payload.view(),
+                lender: Some(&payload),
+            };
+            let _ = main.emit_message(&msg);
         })
     }
 }

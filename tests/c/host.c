@@ -181,6 +181,9 @@ typedef struct sink_data {
     int messages;
     int seen_bytes[JOBS];
     int seen_array[JOBS];
+    /* Each array message's payload, kept past its sink call (hl_message_lend). */
+    hl_lease_t *leases[JOBS];
+    const void *lent_data[JOBS];
     int off_main;
     int bad;
     atomic_int finalized;
@@ -231,9 +234,25 @@ static void on_message(void *user_data, const hl_message_t *m) {
             }
         }
         s->seen_array[index]++;
+        if (s->leases[index] == NULL) {
+            s->leases[index] = hl_message_lend(m);
+            s->lent_data[index] = a->data;
+            if (s->leases[index] == NULL) {
+                fprintf(stderr, "hl_message_lend: %s\n", hl_last_error());
+                s->bad++;
+            }
+        }
     } else {
         s->bad++;
     }
+}
+
+static void *release_half(void *arg) {
+    hl_lease_t **leases = arg;
+    for (int k = 0; k < JOBS / 2; k++) {
+        hl_lease_release(leases[k]);
+    }
+    return NULL;
 }
 
 static void sink_finalize(void *user_data) {
@@ -493,6 +512,26 @@ int main(void) {
     CHECK(long_progress >= 0.0f && long_progress <= 1.0f, "long job progress %f",
           (double)long_progress);
     CHECK_OK(hl_job_free(long_handle));
+
+    /* The kept payloads still hold their records after their sink calls, at the addresses the
+     * sink saw; half are released on another thread ([any-thread]), half here. */
+    for (int k = 0; k < JOBS; k++) {
+        const float *xyz = sink.lent_data[k];
+        CHECK(sink.leases[k] != NULL, "job %d: no lease", k);
+        for (int i = 0; i <= k; i++) {
+            CHECK(xyz[3 * i] == (float)k && xyz[3 * i + 1] == (float)i &&
+                      xyz[3 * i + 2] == -(float)i,
+                  "job %d: the lent record %d changed", k, i);
+        }
+    }
+    pthread_t releaser;
+    CHECK(pthread_create(&releaser, NULL, release_half, sink.leases) == 0, "pthread_create");
+    CHECK(pthread_join(releaser, NULL) == 0, "pthread_join");
+    for (int k = JOBS / 2; k < JOBS; k++) {
+        hl_lease_release(sink.leases[k]);
+    }
+    hl_lease_release(NULL);
+    CHECK(hl_message_lend(NULL) == NULL, "hl_message_lend(NULL) returned a lease");
 
     CHECK(sink.off_main == 0, "the sink ran %d times off the main thread", sink.off_main);
     CHECK(sink.bad == 0, "the sink got %d malformed messages", sink.bad);

@@ -83,6 +83,13 @@ int host() {
         hostloop::Runtime rt(hostloop::Options().workers(2).io_threads(1).thread_name("hpp"));
         const hostloop::Runtime &shared = rt;  // what worker threads may use: [any-thread] only
 
+        // Arrays kept past their sink calls: the lease, the data, its first value.
+        struct Kept {
+            hostloop::Lease lease;
+            const float *xyz;
+            float first;
+        };
+        std::vector<Kept> kept;
         Tracker sink_tracker;
         rt.set_sink([&, sink_tracker](const hostloop::Message &m) {
             off_main += std::this_thread::get_id() != main_thread;
@@ -92,6 +99,10 @@ int host() {
                 check(xyz != nullptr && m.array().components == 3 && m.array().stride == 12,
                       "a packed float xyz array");
                 ++arrays;
+                // Emitted from a worker: lendable, kept past the call at the same address.
+                hostloop::Lease lease = m.lend();
+                check(static_cast<bool>(lease), "an emitted array is lendable");
+                kept.push_back({std::move(lease), xyz, xyz[0]});
             }
             if (m.topic() == "throw") {
                 try {
@@ -180,6 +191,11 @@ int host() {
         } catch (const std::runtime_error &) {
             run_until_rethrew = true;
         }
+        check(kept.size() == static_cast<std::size_t>(kJobs), "every array kept");
+        for (const Kept &k : kept) {
+            check(k.xyz[0] == k.first && k.xyz[4] == 1.0f, "a kept array is unchanged after its call");
+        }
+        kept.erase(kept.begin(), kept.begin() + kJobs / 2);  // released here; the rest after shutdown
         report = rt.shutdown(std::chrono::seconds(1));
         try {
             rt.pump();

@@ -153,9 +153,9 @@ fn the_particles_plugin_plays_configures_and_matches_the_library_bit_for_bit() {
         .simulate(
             Particles::new(1000, Kernel::Rust),
             SimOptions::default(),
-            move |f: &Vec<f32>, info, _| {
+            move |f: &bridge::sdk::Shared<Vec<f32>>, info, _| {
                 if info.step == 10 {
-                    *slot.lock().unwrap() = Some(f.clone());
+                    *slot.lock().unwrap() = Some(f.to_vec());
                 }
             },
         )

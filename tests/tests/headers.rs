@@ -162,6 +162,9 @@ signatures! {
         "hl_status_t (*)(hl_runtime_t *, const char *, const hl_array_view_t *)"
         => unsafe extern "C" fn(*mut hl_runtime_t, *const c_char, *const hl_array_view_t)
             -> hl_status_t;
+    hl_message_lend: "hl_lease_t *(*)(const hl_message_t *)"
+        => unsafe extern "C" fn(*const hl_message_t) -> *mut hl_lease_t;
+    hl_lease_release: "void (*)(hl_lease_t *)" => unsafe extern "C" fn(*mut hl_lease_t);
     hl_runtime_post_event: "hl_status_t (*)(hl_runtime_t *, const hl_event_t *)"
         => unsafe extern "C" fn(*mut hl_runtime_t, *const hl_event_t) -> hl_status_t;
     hl_runtime_subscribe:
@@ -360,6 +363,9 @@ fn every_function_and_callback_has_the_same_signature_in_the_header_and_the_libr
             }
             "const char *" => {
                 let _ = writeln!(c, "    printf(\"{name}=%s\\n\", {call});");
+            }
+            "void" => {
+                let _ = writeln!(c, "    {call};\n    printf(\"{name}=void\\n\");");
             }
             _ => {
                 let _ = writeln!(c, "    printf(\"{name}=%lu\\n\", (unsigned long){call});");
@@ -605,7 +611,10 @@ layouts! {
         sink_dropped, events_dropped, workers_busy_us, sleeping_workers,
     }
     hl_array_view_t { elem_type, components, count, stride, data, byte_len }
-    hl_message_t { struct_size, payload_kind, topic, topic_len, bytes, bytes_len, array }
+    hl_message_t {
+        struct_size, payload_kind, topic, topic_len, bytes, bytes_len, array, lender,
+    }
+    hl_lender_t { data, retain, release }
     hl_event_t { struct_size, kind, frame, path, topic, bytes, bytes_len, coalesce, reserved }
     hl_job_desc_t {
         struct_size, priority, lane, reserved, name, run, done, user_data, finalize, progress,

@@ -38,9 +38,9 @@ fn library_positions(steps: u64) -> Vec<f32> {
         .simulate(
             Particles::new(AGENTS, Kernel::Rust),
             SimOptions::default(),
-            move |f: &Vec<f32>, info, _| {
+            move |f: &bridge::sdk::Shared<Vec<f32>>, info, _| {
                 if info.step == steps {
-                    *slot.lock().unwrap() = Some(f.clone());
+                    *slot.lock().unwrap() = Some(f.to_vec());
                 }
             },
         )

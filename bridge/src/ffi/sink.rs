@@ -3,12 +3,12 @@
 use std::ffi::{c_char, c_void};
 
 use super::common::*;
-use super::guard::{arg, copy_bytes, guard, on_main_thread, utf8, FfiResult, UserData};
+use super::guard::{arg, copy_bytes, guard, on_main_thread, utf8, Failure, FfiResult, UserData};
 use super::runtime::{hl_runtime_t, live};
 
 pub use sdk::abi::{
-    hl_array_view_t, hl_message_t, HL_ELEM_F32, HL_ELEM_F64, HL_ELEM_I32, HL_ELEM_I64, HL_ELEM_U32,
-    HL_ELEM_U64, HL_ELEM_U8, HL_PAYLOAD_ARRAY, HL_PAYLOAD_BYTES,
+    hl_array_view_t, hl_lender_t, hl_message_t, HL_ELEM_F32, HL_ELEM_F64, HL_ELEM_I32, HL_ELEM_I64,
+    HL_ELEM_U32, HL_ELEM_U64, HL_ELEM_U8, HL_PAYLOAD_ARRAY, HL_PAYLOAD_BYTES,
 };
 
 pub type hl_sink_fn =
@@ -119,4 +119,62 @@ pub unsafe extern "C" fn hl_runtime_emit_array(
         )?;
         Ok(())
     })
+}
+
+/// `hl_lease_t`: a token from a message's lender and the function that gives it back.
+#[derive(Debug)]
+pub struct hl_lease_t {
+    release: unsafe extern "C" fn(token: *mut c_void),
+    token: *mut c_void,
+}
+
+/// See `hl_message_lend` in `hostloop/sink.h`.
+///
+/// # Safety
+///
+/// `message` is NULL or the message of a sink call still under way.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_message_lend(message: *const hl_message_t) -> *mut hl_lease_t {
+    let mut lease = std::ptr::null_mut();
+    let _ = guard("hl_message_lend", || {
+        // SAFETY: per this function's contract.
+        let m = unsafe { arg(message, "message") }?;
+        // SAFETY: a message of a sink call under way, per the contract.
+        let Some(lender) = (unsafe { sdk::abi::lender_of(m) }) else {
+            return Err(Failure::new(
+                HL_STATUS_INVALID_ARG,
+                "this payload is borrowed for the sink call only: copy what you need",
+            ));
+        };
+        // SAFETY: as above.
+        let token = unsafe { sdk::abi::lender_retain(&lender) };
+        let release = lender.release.filter(|_| !token.is_null()).ok_or_else(|| {
+            Failure::new(
+                HL_STATUS_INVALID_ARG,
+                "the producer cannot lend this payload now",
+            )
+        })?;
+        lease = Box::into_raw(Box::new(hl_lease_t { release, token }));
+        Ok(())
+    });
+    lease
+}
+
+/// See `hl_lease_release` in `hostloop/sink.h`.
+///
+/// # Safety
+///
+/// `lease` is NULL or a lease from `hl_message_lend`, not released before.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hl_lease_release(lease: *mut hl_lease_t) {
+    if lease.is_null() {
+        return;
+    }
+    let _ = guard("hl_lease_release", || {
+        // SAFETY: per this function's contract: ours, released once.
+        let lease = unsafe { Box::from_raw(lease) };
+        // SAFETY: a token from the lender's `retain`, given back once.
+        unsafe { (lease.release)(lease.token) };
+        Ok(())
+    });
 }

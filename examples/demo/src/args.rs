@@ -22,6 +22,8 @@ writes a picture of the particles and a frame-time plot.
                     with --isolated: kill -9 the worker S seconds into the loop, to watch the
                     host keep its 60 Hz, print the crash report and resume from the checkpoint
   --worker PATH     the worker program (default: built beside this program, built if missing)
+  --copy-in-sink    copy each frame inside the sink (during the pump) instead of keeping it
+                    with hl_message_lend and copying it at the draw, after the pump
   --headless, --no-image
                     write no pictures
   --quiet           no live line: one plain progress line per second
@@ -43,6 +45,7 @@ pub struct Options {
     pub isolated: bool,
     pub kill_worker_at: Option<f64>,
     pub worker: Option<PathBuf>,
+    pub copy_in_sink: bool,
 }
 
 /// Why the command line was not run.
@@ -67,6 +70,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, Stop> {
         quiet: false,
         isolated: false,
         kill_worker_at: None,
+        copy_in_sink: false,
         worker: None,
     };
     let mut args = args.into_iter();
@@ -87,6 +91,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, Stop> {
             "--headless" | "--no-image" => o.images = false,
             "--quiet" => o.quiet = true,
             "--isolated" => o.isolated = true,
+            "--copy-in-sink" => o.copy_in_sink = true,
             "--kill-worker-at" => o.kill_worker_at = Some(number(&flag, &value("seconds")?)?),
             "--worker" => o.worker = Some(value("a path")?.into()),
             "-h" | "--help" => return Err(Stop::Help),

@@ -168,7 +168,9 @@ impl Figures {
             group(self.working as u64)
         );
         let mut out = Vec::new();
-        if self.over == 0 {
+        if self.over == 0 && self.frame_bytes == 0 {
+            out.push(format!("{head}, none over; the sink copied no frame"));
+        } else if self.over == 0 {
             out.push(format!(
                 "{head}, none over; the longest frame copy in the sink took {:.2} ms",
                 self.longest_copy_ms

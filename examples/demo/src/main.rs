@@ -45,7 +45,8 @@ use bridge::ffi::runtime::{
     hl_runtime_wake_fd, hl_shutdown_report_t, hl_stats_t,
 };
 use bridge::ffi::sink::{
-    hl_message_t, hl_runtime_set_sink, HL_ELEM_F32, HL_PAYLOAD_ARRAY, HL_PAYLOAD_BYTES,
+    hl_lease_release, hl_lease_t, hl_message_lend, hl_message_t, hl_runtime_set_sink, HL_ELEM_F32,
+    HL_PAYLOAD_ARRAY, HL_PAYLOAD_BYTES,
 };
 
 use args::Options;
@@ -113,6 +114,20 @@ impl Drop for Runtime {
     }
 }
 
+/// A frame hostloop lent the sink (`hl_message_lend`), released when dropped.
+struct LentFrame {
+    lease: *mut hl_lease_t,
+    data: *const f32,
+    floats: usize,
+}
+
+impl Drop for LentFrame {
+    fn drop(&mut self) {
+        // SAFETY: a lease from `hl_message_lend`, released once, here.
+        unsafe { hl_lease_release(self.lease) };
+    }
+}
+
 /// What the sink saw. The sink runs only on the main thread, during pumps, so plain `Cell`s
 /// suffice; the loop reads them between pumps.
 struct Frames {
@@ -139,6 +154,13 @@ struct Frames {
     positions: RefCell<Vec<f32>>,
     /// The copies into `positions` since the host last asked ([`Frames::take_copies`]).
     copies: Cell<Copies>,
+    /// Keep frames with `hl_message_lend` and copy them at the draw, outside the pumps
+    /// (default); `--copy-in-sink` copies inside the sink instead.
+    lend: Cell<bool>,
+    /// The newest frame, lent by hostloop: copied into `positions` at the next draw.
+    lent: RefCell<Option<LentFrame>>,
+    /// The draws' copies from lent frames.
+    uploads: Cell<Copies>,
     errors: RefCell<Vec<String>>,
     /// `--isolated`: when the crash report reached the sink, and its text.
     crash_report: RefCell<Option<(Instant, String)>>,
@@ -165,6 +187,9 @@ impl Frames {
             last_frame: Cell::new(None),
             positions: RefCell::new(Vec::new()),
             copies: Cell::new(Copies::default()),
+            lend: Cell::new(true),
+            lent: RefCell::new(None),
+            uploads: Cell::new(Copies::default()),
             errors: RefCell::new(Vec::new()),
             crash_report: RefCell::new(None),
             restarted: Cell::new(None),
@@ -248,10 +273,33 @@ impl Frames {
                 .push("positions: not an f32 xyz array view that fits its bytes".into());
             return;
         }
+        let n = a.count as usize;
+        let packed = a.stride == record && a.data.cast::<f32>().is_aligned();
+        let lease = if self.lend.get() && packed && n > 0 {
+            // SAFETY: `m` is the message of this sink call, which is under way.
+            unsafe { hl_message_lend(m) }
+        } else {
+            std::ptr::null_mut()
+        };
+        if !lease.is_null() {
+            // Kept, not copied: the draw copies it, after the pump. Replacing the previous
+            // frame releases it.
+            *self.lent.borrow_mut() = Some(LentFrame {
+                lease,
+                data: a.data.cast(),
+                floats: 3 * n,
+            });
+        } else {
+            self.copy_positions(a, n, record);
+        }
+        self.arrived(a.count);
+    }
+
+    /// The sink's copy of a frame it could not keep (or was told not to).
+    fn copy_positions(&self, a: &bridge::ffi::sink::hl_array_view_t, n: usize, record: u64) {
         let copy_started = Instant::now();
         let mut out = self.positions.borrow_mut();
         out.clear();
-        let n = a.count as usize;
         if a.stride == record && a.data.cast::<f32>().is_aligned() {
             // SAFETY: checked above: `count` packed, aligned records of three f32 lie within
             // `byte_len` bytes at `data`, valid for the duration of the callback.
@@ -279,7 +327,32 @@ impl Frames {
         c.longest_ms = c.longest_ms.max(copy_ms);
         c.bytes = a.count * record;
         self.copies.set(c);
+    }
 
+    /// The draw: copies the lent frame, if one waits, into `positions` (a viewer would upload
+    /// it to its vertex buffer from there) and releases it.
+    fn upload(&self) {
+        let Some(frame) = self.lent.borrow_mut().take() else {
+            return;
+        };
+        let started = Instant::now();
+        let mut out = self.positions.borrow_mut();
+        out.clear();
+        // SAFETY: the lease keeps `floats` aligned f32 at `data` (checked when it was lent)
+        // allocated and unchanged until it is released, when `frame` drops below.
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(frame.data, frame.floats) });
+        drop(frame);
+        let took = ms(started.elapsed());
+        let mut c = self.uploads.get();
+        c.count += 1;
+        c.ms += took;
+        c.longest_ms = c.longest_ms.max(took);
+        c.bytes = 4 * out.len() as u64;
+        self.uploads.set(c);
+    }
+
+    /// Bookkeeping for a frame of `count` particles that reached the sink.
+    fn arrived(&self, count: u64) {
         let now = Instant::now();
         let previous = self.step.get();
         let step = self.pending_step.take().unwrap_or(previous + 1);
@@ -298,7 +371,7 @@ impl Frames {
         if self.restarted.get().is_some() && self.first_after_restart.get().is_none() {
             self.first_after_restart.set(Some((step, now)));
         }
-        self.particles.set(a.count);
+        self.particles.set(count);
         self.delivered.set(self.delivered.get() + 1);
         self.fresh.set(true);
         self.last_frame.set(Some((step, now)));
@@ -422,6 +495,7 @@ fn run(o: &Options) -> Result<(), String> {
 
     // The sink's state must outlive the runtime: declared first, dropped last.
     let frames = Frames::new();
+    frames.lend.set(!o.copy_in_sink);
 
     // Every hl_* call below is made on this thread, which `hl_runtime_new` makes the runtime's
     // main thread, with pointers valid for the call and structs carrying their `struct_size`.
@@ -631,6 +705,7 @@ fn run(o: &Options) -> Result<(), String> {
                 }
             }
             if frames.fresh.replace(false) {
+                frames.upload();
                 shown += 1;
                 if o.images && shown % trace_every == 0 {
                     frames.trace(&mut trails);
@@ -662,6 +737,9 @@ fn run(o: &Options) -> Result<(), String> {
         println!();
     }
     let ran_for = start.elapsed();
+    // The last frame kept, if the loop ended before its draw: copied, and its lease released
+    // before the plugin unloads (an unload waits for leases on its frames).
+    frames.upload();
     let stats_after = runtime_stats(&rt)?;
     if killed.is_some() {
         // The restart may still be under way (a loaded machine): pump until the restored
@@ -1127,6 +1205,15 @@ impl Summary<'_> {
         );
         for line in fig.lines() {
             println!("{line}");
+        }
+        let up = self.frames.uploads.get();
+        if up.count > 0 {
+            println!(
+                "  frame upload      {} frames kept with hl_message_lend and copied at the draw, after the pump: up to {:.2} ms each ({})",
+                group(u64::from(up.count)),
+                up.longest_ms,
+                budget::size(up.bytes)
+            );
         }
         // hostloop counts every pump, those that found nothing to run too.
         let ours = (fig.pumps as u64, (fig.over + fig.idle_over) as u64);

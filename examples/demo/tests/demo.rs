@@ -142,6 +142,8 @@ fn pumps_over_a_tiny_budget_are_each_explained_by_the_item_they_ran() {
         "1",
         "--budget-ms",
         "0.001",
+        // The sink copies each frame, so an overrunning pump's one item is a timed copy.
+        "--copy-in-sink",
         "--quiet",
         "--out",
         dir.0.to_str().unwrap(),

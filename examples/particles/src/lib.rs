@@ -148,7 +148,9 @@ impl Particles {
 }
 
 impl Simulation for Particles {
-    type Frame = Vec<f32>;
+    /// Positions, xyz per particle. Shared so a host may keep a frame past its sink call
+    /// ([`hostloop::Message::lend`]) without a copy.
+    type Frame = hostloop::Shared<Vec<f32>>;
 
     fn step(&mut self, ctx: &StepContext<'_>) -> hostloop::Result<()> {
         let (dt, gravity, restitution, kernel) =
@@ -203,11 +205,11 @@ impl Simulation for Particles {
         }
     }
 
-    fn frame(&self) -> Vec<f32> {
-        self.positions()
+    fn frame(&self) -> hostloop::Shared<Vec<f32>> {
+        hostloop::Shared::new(self.positions())
     }
 
-    fn write_frame(&self, frame: &mut Vec<f32>) {
+    fn write_frame(&self, frame: &mut hostloop::Shared<Vec<f32>>) {
         self.write_positions(frame);
     }
 

@@ -21,7 +21,7 @@
 //! build restores them and plays on from the same step.
 
 use hostloop::plugin::{count_setting, SimPlugin, SimTool};
-use hostloop::{ArrayView, Main, Payload};
+use hostloop::Main;
 
 use crate::{Kernel, Particles};
 
@@ -84,11 +84,9 @@ impl SimTool for Config {
         Particles::new(self.agents, self.kernel)
     }
 
-    fn emit(positions: &Vec<f32>, main: &mut Main<'_>) {
-        let _ = main.emit(
-            "particles/positions",
-            Payload::Array(ArrayView::packed(positions, 3)),
-        );
+    fn emit(positions: &hostloop::Shared<Vec<f32>>, main: &mut Main<'_>) {
+        // Lendable: a host may keep the frame past its sink call instead of copying it.
+        let _ = main.emit_shared("particles/positions", positions, 3);
     }
 }
 

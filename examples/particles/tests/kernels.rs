@@ -12,9 +12,13 @@ fn run(kernel: Kernel, steps: u64, n: usize) -> (Vec<f32>, Option<String>) {
     let mut p = Particles::new(n, kernel);
     p.grain = 997;
     let sim = rt
-        .simulate(p, SimOptions::default(), move |pos: &Vec<f32>, info, _| {
-            *l.lock().unwrap() = Some((info.step, pos.clone()));
-        })
+        .simulate(
+            p,
+            SimOptions::default(),
+            move |pos: &hostloop::Shared<Vec<f32>>, info, _| {
+                *l.lock().unwrap() = Some((info.step, pos.to_vec()));
+            },
+        )
         .unwrap();
     sim.seek(steps);
     let start = std::time::Instant::now();
@@ -109,7 +113,9 @@ fn a_snapshot_resumes_the_particles_exactly() {
         .simulate(
             Particles::new(10_000, Kernel::Cpp),
             SimOptions::default(),
-            move |p: &Vec<f32>, info, _| *l.lock().unwrap() = Some((info.step, p.clone())),
+            move |p: &hostloop::Shared<Vec<f32>>, info, _| {
+                *l.lock().unwrap() = Some((info.step, p.to_vec()))
+            },
         )
         .unwrap();
     resumed.restore(bytes);

@@ -282,10 +282,18 @@ pub(super) unsafe extern "C" fn svc_emit(
             return HL_STATUS_NULL_ARG;
         }
         // SAFETY: the plugin's message is valid for the call, per the ABI.
-        let msg = match unsafe { message_from_c(&*message) } {
+        let mut msg = match unsafe { message_from_c(&*message) } {
             Ok(m) => m,
             Err(e) => return e.status,
         };
+        // SAFETY: as above; its lender too.
+        let lender = unsafe { crate::abi::lender_of(&*message) }.and_then(|l| {
+            Some(PluginLender {
+                lender: l,
+                inst: inst.me.upgrade()?,
+            })
+        });
+        msg.lender = lender.as_ref().map(|l| l as &dyn crate::sink::Lend);
         match rt.shared().backend.emit(rt.shared(), &msg) {
             Ok(took) => {
                 if !delivered.is_null() {
@@ -793,5 +801,61 @@ impl TaskRunner {
             HL_STATUS_OK => Ok(out),
             s => Err((s, c_error_text(&err))),
         }
+    }
+}
+
+/// A plugin's lender, seen from the host: a lease keeps the plugin's memory through its
+/// `retain`/`release`, and counts as a call under way through the instance's gate, so an
+/// unload waits for it (up to its deadline) and a library still lent out stays mapped.
+struct PluginLender {
+    lender: crate::abi::hl_lender_t,
+    inst: Arc<Instance>,
+}
+
+// SAFETY: `retain` is only called during the sink call on the main thread (where `lend` runs);
+// the ABI makes `release` callable from any thread.
+unsafe impl Sync for PluginLender {}
+
+impl crate::sink::Lend for PluginLender {
+    fn lend(&self) -> Option<Box<dyn Send + Sync>> {
+        let release = self.lender.release?;
+        let pass = self.inst.gate.enter();
+        if pass.closing() {
+            // Unloading: do not hold it up; the sink copies instead.
+            return None;
+        }
+        // SAFETY: called during the sink call of the message this lender came with.
+        let token = unsafe { crate::abi::lender_retain(&self.lender) };
+        if token.is_null() {
+            return None;
+        }
+        pass.detach();
+        Some(Box::new(PluginLease {
+            release,
+            token,
+            inst: self.inst.clone(),
+        }))
+    }
+}
+
+/// A token from a plugin's `retain`, released (and the gate left) when dropped.
+struct PluginLease {
+    release: unsafe extern "C" fn(token: *mut c_void),
+    token: *mut c_void,
+    inst: Arc<Instance>,
+}
+
+// SAFETY: the token is only handed back to `release`, which the ABI makes `[any-thread]`.
+unsafe impl Send for PluginLease {}
+// SAFETY: as above; nothing is reachable through `&PluginLease`.
+unsafe impl Sync for PluginLease {}
+
+impl Drop for PluginLease {
+    fn drop(&mut self) {
+        let (release, token) = (self.release, self.token);
+        // SAFETY: a token from `retain`, released once; the gate pass entered in `lend` keeps
+        // the library mapped until this returns.
+        let _ = crate::internal::panic::catch(|| unsafe { release(token) });
+        self.inst.gate.leave();
     }
 }
