@@ -1,5 +1,5 @@
-//! Python bindings for hostloop (`hostloop._hostloop`). Foundation: runtime, pump, wake fd,
-//! sink (payloads copied), host events, plugins, stats, shutdown.
+//! Python bindings for hostloop (`hostloop._hostloop`): runtime, pump, wake fd, the sink (frame
+//! arrays lent without a copy), host events, plugins, stats, shutdown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +9,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
+
+mod spawn;
 
 create_exception!(
     _hostloop,
@@ -36,21 +38,102 @@ fn to_pyerr(e: hostloop::Error) -> PyErr {
 fn duration(what: &str, secs: f64, max: f64) -> PyResult<Duration> {
     if !secs.is_finite() || secs < 0.0 || secs > max {
         return Err(PyValueError::new_err(format!(
-            "{what} must be a finite number between 0 and {max}, not {secs}"
+            "{what} must be a finite number between 0 and {max}, not {secs:?}"
         )));
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// A typed array delivered to the sink, owning a copy of its data (arrays are copied for now).
+/// A pump budget given in milliseconds: finite, > 0 and at most a minute.
+fn budget(budget_ms: f64) -> PyResult<Duration> {
+    if !budget_ms.is_finite() || budget_ms <= 0.0 || budget_ms > 60_000.0 {
+        return Err(PyValueError::new_err(format!(
+            "budget_ms must be a finite number of milliseconds, > 0 and at most 60000, not {budget_ms:?}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(budget_ms / 1000.0))
+}
+
+/// Whose memory an [`Array`] shows.
+enum Owner {
+    /// hostloop's own memory, kept past the sink call by a lease (no copy).
+    Lent(Arc<hostloop::Lease>),
+    /// A copy (the payload could not be lent: the producer only borrowed it for the call).
+    Copied(Py<PyBytes>),
+}
+
+/// A typed array delivered to the sink.
+///
+/// Valid inside the sink callback: `memoryview()`, `numpy.asarray(arr)` and `tobytes()` work
+/// there, and what they return stays valid afterwards (it keeps the memory alive). After the
+/// callback returns, this object refuses new views (HostloopError): call `keep()` inside the
+/// callback for an Array you may hold. When the producer lends its frame (`lent` is True) the
+/// views point straight into hostloop's memory, no copy; the producer meanwhile writes its
+/// next frames elsewhere, so drop what you keep promptly.
 #[pyclass(frozen, module = "hostloop._hostloop")]
 struct Array {
-    data: Py<PyBytes>,
+    owner: Owner,
+    /// First byte and length of the data (inside `owner`).
+    addr: usize,
+    len: usize,
     format: &'static str,
     typestr: &'static str,
     itemsize: usize,
     count: usize,
     components: usize,
+    stride: usize,
+    /// False once the sink call it was made for returned (unless made by `keep`).
+    valid: AtomicBool,
+}
+
+impl Array {
+    fn check(&self) -> PyResult<()> {
+        if self.valid.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(HostloopError::new_err(
+                "this Array was lent for its sink call only and that call has returned: \
+                 call arr.keep() inside the callback to hold it",
+            ))
+        }
+    }
+
+    fn packed(&self) -> bool {
+        self.stride == self.components * self.itemsize
+    }
+
+    /// A read-only memoryview of the data's bytes that keeps `slf` (and so the memory) alive.
+    fn raw_view<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        match &me.owner {
+            Owner::Copied(b) => py
+                .import("builtins")?
+                .getattr("memoryview")?
+                .call1((b.bind(py),)),
+            Owner::Lent(_) => {
+                // ctypes gives a buffer over foreign memory under the stable ABI; the Array is
+                // attached to it, so the memory lives as long as any view of it.
+                let ctypes = py.import("ctypes")?;
+                let ty = ctypes
+                    .getattr("c_char")?
+                    .call_method1("__mul__", (me.len.max(1),))?;
+                let buf = ty.call_method1("from_address", (me.addr,))?;
+                buf.setattr("_hostloop_owner", slf)?;
+                let mv = py
+                    .import("builtins")?
+                    .getattr("memoryview")?
+                    .call1((buf,))?
+                    .call_method0("toreadonly")?
+                    .call_method1("cast", ("B",))?;
+                if me.len == 0 {
+                    return mv
+                        .call_method1("__getitem__", (pyo3::types::PySlice::new(py, 0, 0, 1),));
+                }
+                Ok(mv)
+            }
+        }
+    }
 }
 
 #[pymethods]
@@ -65,44 +148,127 @@ impl Array {
     fn shape(&self) -> (usize, usize) {
         (self.count, self.components)
     }
+    /// Bytes per element.
     #[getter]
     fn itemsize(&self) -> usize {
         self.itemsize
     }
+    /// Bytes from one record to the next (`components * itemsize` when packed).
+    #[getter]
+    fn stride(&self) -> usize {
+        self.stride
+    }
+    /// Whether the data is hostloop's own memory, lent without a copy.
+    #[getter]
+    fn lent(&self) -> bool {
+        matches!(self.owner, Owner::Lent(_))
+    }
+    /// Whether new views may still be taken (inside the sink call, or made by `keep()`).
+    #[getter]
+    fn valid(&self) -> bool {
+        self.valid.load(Ordering::Acquire)
+    }
+    /// The address of the first byte (for checks and for handing to a GPU upload).
+    #[getter]
+    fn address(&self) -> PyResult<usize> {
+        self.check()?;
+        Ok(self.addr)
+    }
+    /// Records.
     fn __len__(&self) -> usize {
         self.count
     }
-    /// The data as bytes (the object this array owns; no copy).
-    fn tobytes(&self, py: Python<'_>) -> Py<PyBytes> {
-        self.data.clone_ref(py)
+    /// An Array over the same memory that stays valid after the sink call, for as long as
+    /// you hold it (no copy when `lent`).
+    fn keep(&self, py: Python<'_>) -> PyResult<Array> {
+        self.check()?;
+        Ok(Array {
+            owner: match &self.owner {
+                Owner::Lent(l) => Owner::Lent(l.clone()),
+                Owner::Copied(b) => Owner::Copied(b.clone_ref(py)),
+            },
+            addr: self.addr,
+            len: self.len,
+            format: self.format,
+            typestr: self.typestr,
+            itemsize: self.itemsize,
+            count: self.count,
+            components: self.components,
+            stride: self.stride,
+            valid: AtomicBool::new(true),
+        })
     }
-    /// A read-only memoryview of shape `(count, components)` over the owned data (no copy).
-    fn memoryview<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let mv = py
-            .import("builtins")?
-            .getattr("memoryview")?
-            .call1((self.data.bind(py),))?;
-        if self.count == 0 {
-            return mv.call_method1("cast", (self.format,));
+    /// A copy of the records as bytes (packed).
+    fn tobytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.check()?;
+        // SAFETY: `addr..addr+len` is inside `owner`, alive and unwritten while `self` lives.
+        let src = unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) };
+        pack(
+            py,
+            src,
+            self.count,
+            self.components * self.itemsize,
+            self.stride,
+        )
+    }
+    /// A read-only memoryview of shape `(count, components)` over the data, no copy (for a
+    /// strided array: a flat view of its bytes). It keeps the memory alive.
+    fn memoryview<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let me = slf.get();
+        me.check()?;
+        let mv = Array::raw_view(slf)?;
+        if !me.packed() {
+            return Ok(mv);
         }
-        mv.call_method1("cast", (self.format, (self.count, self.components)))
+        if me.count == 0 {
+            return mv.call_method1("cast", (me.format,));
+        }
+        mv.call_method1("cast", (me.format, (me.count, me.components)))
     }
-    /// numpy's array interface: `numpy.asarray(arr)` views the owned data without a copy.
+    /// numpy's array interface: `numpy.asarray(arr)` views the data without a copy; the numpy
+    /// array keeps this Array, and so the memory, alive.
     #[getter]
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.check()?;
         let d = PyDict::new(py);
         d.set_item("shape", (self.count, self.components))?;
         d.set_item("typestr", self.typestr)?;
-        d.set_item("data", self.data.bind(py))?;
+        d.set_item("data", (self.addr, true))?;
+        if !self.packed() {
+            d.set_item("strides", (self.stride, self.itemsize))?;
+        }
         d.set_item("version", 3)?;
         Ok(d)
     }
     fn __repr__(&self) -> String {
         format!(
-            "hostloop.Array(format={:?}, shape=({}, {}))",
-            self.format, self.count, self.components
+            "hostloop.Array(format={:?}, shape=({}, {}), lent={})",
+            self.format,
+            self.count,
+            self.components,
+            self.lent()
         )
     }
+}
+
+/// Packs `count` records of `record` bytes, `stride` apart, into new bytes.
+fn pack<'py>(
+    py: Python<'py>,
+    src: &[u8],
+    count: usize,
+    record: usize,
+    stride: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    if stride == record {
+        return Ok(PyBytes::new(py, &src[..count * record]));
+    }
+    PyBytes::new_with(py, count * record, |buf| {
+        for i in 0..count {
+            let at = i * stride;
+            buf[i * record..(i + 1) * record].copy_from_slice(&src[at..at + record]);
+        }
+        Ok(())
+    })
 }
 
 fn elem_info(e: hostloop::ElemType) -> (&'static str, &'static str) {
@@ -119,34 +285,45 @@ fn elem_info(e: hostloop::ElemType) -> (&'static str, &'static str) {
     }
 }
 
-fn payload_to_py<'py>(py: Python<'py>, p: &hostloop::Payload<'_>) -> PyResult<Bound<'py, PyAny>> {
-    match p {
-        hostloop::Payload::Bytes(b) => Ok(PyBytes::new(py, b).into_any()),
+/// The sink's payload for Python: `bytes`, or an Array (lent when the producer allows it,
+/// else a packed copy). Returns the Array too, to invalidate it when the call returns.
+fn payload_to_py<'py>(
+    py: Python<'py>,
+    msg: &hostloop::Message<'_>,
+) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, Array>>)> {
+    match &msg.payload {
+        hostloop::Payload::Bytes(b) => Ok((PyBytes::new(py, b).into_any(), None)),
         hostloop::Payload::Array(a) => {
-            let record = a.components() * a.elem().size();
-            let len = a.count() * record;
-            let src = a.bytes();
-            let data = if a.stride() == record {
-                PyBytes::new(py, &src[..len])
-            } else {
-                PyBytes::new_with(py, len, |buf| {
-                    for i in 0..a.count() {
-                        let at = i * a.stride();
-                        buf[i * record..(i + 1) * record].copy_from_slice(&src[at..at + record]);
-                    }
-                    Ok(())
-                })?
-            };
             let (format, typestr) = elem_info(a.elem());
-            let arr = Array {
-                data: data.unbind(),
-                format,
-                typestr,
-                itemsize: a.elem().size(),
-                count: a.count(),
-                components: a.components(),
+            let record = a.components() * a.elem().size();
+            let (owner, addr, len, stride) = match msg.lend() {
+                Some(lease) => {
+                    let bytes = lease.bytes();
+                    let (addr, len) = (bytes.as_ptr() as usize, bytes.len());
+                    (Owner::Lent(Arc::new(lease)), addr, len, a.stride())
+                }
+                None => {
+                    let b = pack(py, a.bytes(), a.count(), record, a.stride())?;
+                    let (addr, len) = (b.as_bytes().as_ptr() as usize, b.as_bytes().len());
+                    (Owner::Copied(b.unbind()), addr, len, record)
+                }
             };
-            Ok(Bound::new(py, arr)?.into_any())
+            let arr = Bound::new(
+                py,
+                Array {
+                    owner,
+                    addr,
+                    len,
+                    format,
+                    typestr,
+                    itemsize: a.elem().size(),
+                    count: a.count(),
+                    components: a.components(),
+                    stride,
+                    valid: AtomicBool::new(true),
+                },
+            )?;
+            Ok((arr.clone().into_any(), Some(arr)))
         }
     }
 }
@@ -208,10 +385,7 @@ impl Runtime {
     #[pyo3(signature = (budget_ms=2.0))]
     fn pump(&self, budget_ms: f64) -> PyResult<usize> {
         let rt = self.live()?;
-        if budget_ms <= 0.0 {
-            return Err(PyValueError::new_err("budget_ms must be > 0"));
-        }
-        let budget = duration("budget_ms", budget_ms / 1000.0, 60.0)?;
+        let budget = budget(budget_ms)?;
         // The GIL stays held: the items pump runs call Python (the sink, continuations).
         rt.pump(budget).map(|r| r.ran).map_err(to_pyerr)
     }
@@ -232,6 +406,7 @@ impl Runtime {
         budget_ms: f64,
     ) -> PyResult<bool> {
         let timeout = duration("timeout_s", timeout_s, 1.0e7)?;
+        budget(budget_ms)?;
         if !predicate.is_callable() {
             return Err(pyo3::exceptions::PyTypeError::new_err(
                 "predicate must be callable",
@@ -318,8 +493,10 @@ impl Runtime {
     }
 
     /// Sets (or with None removes) the sink: `callback(topic, payload)`, called inside pump()
-    /// on the main thread; payload is `bytes` or a `hostloop.Array` (a copy). An exception
-    /// raised by it goes to `sys.unraisablehook` and the loop keeps running.
+    /// on the main thread; payload is `bytes` (a copy) or a `hostloop.Array` — hostloop's own
+    /// memory when the producer lends it (a simulation's frames), valid for new views inside
+    /// the call, `keep()` to hold it. An exception raised by it goes to
+    /// `sys.unraisablehook` and the loop keeps running.
     fn set_sink(&self, callback: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let rt = self.live()?;
         match callback {
@@ -333,8 +510,14 @@ impl Runtime {
                 let cb = cb.unbind();
                 rt.set_sink(Some(Box::new(move |msg: &hostloop::Message<'_>| {
                     Python::attach(|py| {
-                        let r = payload_to_py(py, &msg.payload)
-                            .and_then(|p| cb.call1(py, (msg.topic, p)));
+                        let r = payload_to_py(py, msg).and_then(|(p, arr)| {
+                            let r = cb.call1(py, (msg.topic, p));
+                            // The call returned: the Array refuses new views from now on.
+                            if let Some(arr) = arr {
+                                arr.get().valid.store(false, Ordering::Release);
+                            }
+                            r
+                        });
                         if let Err(e) = r {
                             e.write_unraisable(py, Some(cb.bind(py)));
                         }
@@ -367,12 +550,25 @@ impl Runtime {
             .map_err(to_pyerr)
     }
 
-    /// Loads a plugin library. `isolation`: "in_process", "own_process" or "shared:<group>".
-    #[pyo3(signature = (path, isolation="in_process"))]
+    /// Posts a PlaybackStarted (`playing=True`) or PlaybackStopped (`False`) host event.
+    fn post_playback(&self, playing: bool) -> PyResult<()> {
+        let event = if playing {
+            hostloop::Event::PlaybackStarted
+        } else {
+            hostloop::Event::PlaybackStopped
+        };
+        self.live()?.post_event(event).map_err(to_pyerr)
+    }
+
+    /// Loads a plugin library. `isolation`: "in_process", "own_process" or "shared:<group>"
+    /// (in a worker process: a crash there is reported, not fatal). `worker`: the worker
+    /// program for isolation; default `$HOSTLOOP_WORKER`, else the one in the package.
+    #[pyo3(signature = (path, isolation="in_process", worker=None))]
     fn load_plugin(
         slf: Bound<'_, Self>,
         path: std::path::PathBuf,
         isolation: &str,
+        worker: Option<std::path::PathBuf>,
     ) -> PyResult<Plugin> {
         use hostloop::plugin::{Isolation, LoadOptions};
         let iso = match isolation {
@@ -389,7 +585,10 @@ impl Runtime {
         let rt = slf.get();
         rt.live()?;
         let handle = rt.rt.handle().clone();
-        let options = LoadOptions::new().isolation(iso);
+        let mut options = LoadOptions::new().isolation(iso);
+        if let Some(program) = worker.or_else(|| packaged_worker(py)) {
+            options = options.worker_program(program);
+        }
         let p = path.clone();
         let loaded = py
             .detach(move || handle.load_plugin_with(&p, &options).map(SendPlugin))
@@ -397,9 +596,10 @@ impl Runtime {
             .0;
         let name = loaded.info().name;
         Ok(Plugin {
-            plugin: Some(loaded),
+            plugin: Some(SendPlugin(loaded)),
             name,
             rt: slf.clone().unbind(),
+            handle: rt.rt.handle().clone(),
         })
     }
 
@@ -442,6 +642,29 @@ impl Runtime {
         Ok(())
     }
 
+    /// Runs `func(*args, **kwargs)` on the IO lane (a hostloop IO thread, with the GIL: for
+    /// GIL-bound work such as downloads and file IO) and returns a `hostloop.Task`. Inside
+    /// `func`, `hostloop.current_task()` is its cancel token and progress reporter. When it
+    /// returns, `on_main(value)` runs inside a pump on the main thread; when it raises,
+    /// `on_error(exc)` (default: `sys.unraisablehook`); a cancelled task calls
+    /// `on_error(hostloop.Cancelled(...))` if `on_error` was given. `on_progress(fraction,
+    /// message)` runs on the main thread, coalesced. `name` defaults to `func.__qualname__`.
+    #[pyo3(signature = (func, /, *args, on_main=None, on_progress=None, on_error=None, name=None, **kwargs))]
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &self,
+        func: Bound<'_, PyAny>,
+        args: Bound<'_, pyo3::types::PyTuple>,
+        on_main: Option<Bound<'_, PyAny>>,
+        on_progress: Option<Bound<'_, PyAny>>,
+        on_error: Option<Bound<'_, PyAny>>,
+        name: Option<String>,
+        kwargs: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<spawn::Task> {
+        let rt = self.live()?;
+        spawn::spawn(rt, func, args, kwargs, on_main, on_progress, on_error, name)
+    }
+
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
@@ -450,6 +673,32 @@ impl Runtime {
     fn __exit__(&self, py: Python<'_>, _args: Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
         self.shutdown(py, 5.0).map(|_| ())
     }
+}
+
+/// The worker program the wheel carries (`hostloop/bin/hostloop-worker`), unless
+/// `$HOSTLOOP_WORKER` names one.
+fn packaged_worker(py: Python<'_>) -> Option<std::path::PathBuf> {
+    if std::env::var_os("HOSTLOOP_WORKER").is_some() {
+        return None;
+    }
+    let file: std::path::PathBuf = py
+        .import("hostloop")
+        .ok()?
+        .getattr("__file__")
+        .ok()?
+        .extract()
+        .ok()?;
+    let program = file.parent()?.join("bin").join("hostloop-worker");
+    let meta = std::fs::metadata(&program).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    // Unzipped without file modes (Blender installs add-ons so): make it executable again.
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o111 == 0 {
+        let _ = std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755));
+    }
+    Some(program)
 }
 
 /// Posts `cb(arg)` (or `cb()`) to the main thread; exceptions go to `sys.unraisablehook`.
@@ -469,27 +718,48 @@ fn post_call(handle: &hostloop::Handle, cb: Py<PyAny>, arg: Option<Py<PyAny>>) -
         .map_err(to_pyerr)
 }
 
-/// Moves a LoadedPlugin across `detach` (it stays on the main thread: detach runs the closure
-/// on the calling thread).
+/// A LoadedPlugin that crosses threads only to be unloaded on the main thread: `Python::detach`
+/// runs its closure on the calling thread, [`Plugin`] touches it only after checking that it is
+/// on the main thread, and a Plugin dropped elsewhere posts its unload to the main thread.
 struct SendPlugin(hostloop::plugin::LoadedPlugin);
-// SAFETY: `Python::detach` runs its closure on the calling thread; the plugin never leaves it.
+// SAFETY: see above: the plugin is only used on the main thread.
 unsafe impl Send for SendPlugin {}
+// SAFETY: as above; no `&SendPlugin` is used off the main thread.
+unsafe impl Sync for SendPlugin {}
 
-/// A loaded plugin. Main-thread only.
-#[pyclass(unsendable, module = "hostloop._hostloop")]
+/// A loaded plugin. Its methods are main-thread only (HostloopError elsewhere); when its last
+/// reference goes on another thread (Python may free it on any thread that runs Python), the
+/// unload is posted to the main thread.
+#[pyclass(module = "hostloop._hostloop")]
 struct Plugin {
-    plugin: Option<hostloop::plugin::LoadedPlugin>,
+    plugin: Option<SendPlugin>,
     name: String,
     rt: Py<Runtime>,
+    handle: hostloop::Handle,
+}
+
+impl Plugin {
+    fn on_main(&self) -> PyResult<()> {
+        if self.handle.is_main_thread() {
+            Ok(())
+        } else {
+            Err(HostloopError::new_err(format!(
+                "plugin {:?}: its methods may only be called on the runtime's main thread",
+                self.name
+            )))
+        }
+    }
 }
 
 #[pymethods]
 impl Plugin {
+    /// The plugin's name (from its descriptor), e.g. `"particles"`.
     #[getter]
     fn name(&self) -> &str {
         &self.name
     }
 
+    /// Whether it is still loaded (False after `unload()`).
     #[getter]
     fn loaded(&self) -> bool {
         self.plugin.is_some()
@@ -499,10 +769,10 @@ impl Plugin {
     #[pyo3(signature = (deadline_s=5.0))]
     fn unload<'py>(&mut self, py: Python<'py>, deadline_s: f64) -> PyResult<Bound<'py, PyDict>> {
         let deadline = duration("deadline_s", deadline_s, 1.0e6)?;
+        self.on_main()?;
         let p = self.plugin.take().ok_or_else(|| {
             HostloopError::new_err(format!("plugin {:?} is already unloaded", self.name))
         })?;
-        let p = SendPlugin(p);
         let r = py.detach(move || p.0.unload(deadline));
         let d = PyDict::new(py);
         d.set_item("dropped", r.dropped)?;
@@ -521,29 +791,49 @@ impl Plugin {
         deadline_s: f64,
     ) -> PyResult<()> {
         let deadline = duration("deadline_s", deadline_s, 1.0e6)?;
+        self.on_main()?;
         self.rt.get().live()?;
-        let mut p = SendPlugin(self.plugin.take().ok_or_else(|| {
-            HostloopError::new_err(format!("plugin {:?} is unloaded", self.name))
-        })?);
+        let mut p = self
+            .plugin
+            .take()
+            .ok_or_else(|| HostloopError::new_err(format!("plugin {:?} is unloaded", self.name)))?;
         let path = path.unwrap_or_else(|| p.0.info().path);
         let (p, r) = py.detach(move || {
             let r = p.0.reload(&path, deadline).map_err(|e| e.to_string());
             (p, r)
         });
-        self.plugin = Some(p.0);
+        self.plugin = Some(p);
         r.map_err(HostloopError::new_err)
     }
 }
 
 impl Drop for Plugin {
     fn drop(&mut self) {
-        if let Some(p) = self.plugin.take() {
-            let p = SendPlugin(p);
+        let Some(p) = self.plugin.take() else {
+            return;
+        };
+        if self.handle.is_main_thread() {
             Python::attach(|py| {
                 py.detach(move || {
                     p.0.unload(Duration::from_secs(2));
                 })
             });
+            return;
+        }
+        // Freed on another thread: unload at the main thread's next pump. If the runtime is
+        // shut down the post is refused and hands the plugin back in its error: the plugin
+        // is then left loaded, never unloaded off the main thread.
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(p)));
+        let s = slot.clone();
+        let posted = self.handle.post(move |_main| {
+            if let Some(p) = s.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                p.0.unload(Duration::from_secs(2));
+            }
+        });
+        if posted.is_err() {
+            if let Some(p) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                std::mem::forget(p);
+            }
         }
     }
 }
@@ -556,5 +846,6 @@ fn _hostloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Runtime>()?;
     m.add_class::<Plugin>()?;
     m.add_class::<Array>()?;
+    spawn::register(m)?;
     Ok(())
 }

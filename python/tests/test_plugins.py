@@ -8,7 +8,9 @@ import hostloop
 def _frames(rt, particles, need=3):
     got = []
     main = threading.get_ident()
-    rt.set_sink(lambda topic, payload: got.append((topic, payload, threading.get_ident())))
+    # An Array is valid for new views inside its sink call only: keep() holds one.
+    keep = lambda p: p.keep() if isinstance(p, hostloop.Array) else p
+    rt.set_sink(lambda topic, payload: got.append((topic, keep(payload), threading.get_ident())))
     plugin = rt.load_plugin(particles)
     assert plugin.name == "particles"
     rt.post_event("particles/configure", b"agents=1000")
@@ -72,3 +74,34 @@ def test_reload(rt, particles):
     plugin.reload()
     assert plugin.loaded
     plugin.unload(5.0)
+
+
+def test_plugin_methods_are_main_thread_only_and_a_drop_elsewhere_unloads_on_main(
+        rt, particles, monkeypatch):
+    import sys
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_value))
+    plugin = rt.load_plugin(particles)
+    errors = []
+
+    def unload_elsewhere():
+        try:
+            plugin.unload(5.0)
+        except hostloop.HostloopError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=unload_elsewhere)
+    t.start()
+    t.join()
+    assert errors and "main thread" in errors[0], errors
+    assert plugin.loaded
+    # The last reference goes on another thread: the unload is posted to the main thread and
+    # runs at a pump (nothing leaked, nothing reported).
+    holder = [plugin]
+    del plugin
+    before = rt.stats()["main_items_run"]
+    t = threading.Thread(target=holder.clear)
+    t.start()
+    t.join()
+    assert rt.run_until(lambda: rt.stats()["main_items_run"] > before, 30.0)
+    assert reported == []
