@@ -5,17 +5,24 @@ as a user would, and checks what they would see.
         --python-exit-code 1 --python examples/hosts/blender/run_gui.py -- --out /tmp/hl-gui
 
 It turns the splash screen off (the window is checked for it), enables the add-on from the
-directory of this script, builds a scene (a ground plane), presses Start, and then, one step
-after the other, waits for what each action must lead to: frames reach the mesh; a new rate and
+directory of this script once the window has drawn (the add-on uses the hostloop Python package,
+found by its `locate.py`: from a checkout, the newest built wheel; `HOSTLOOP_WHEEL` overrides;
+enabling it registers its runtime with `hostloop.blender.register_runtime`), builds a scene (a
+ground plane), presses Start, and then, one step after the other, waits for what each action
+must lead to: frames reach the mesh; hostloop.blender's timer pumps only when the wake fd is
+readable; a callback that raises inside a pump is reported (sys.unraisablehook) and the frames
+keep coming; a pump keeps its 2 ms budget (items of 1 ms: at most two per pump); a new rate and
 Play/Pause apply without resetting the step, and the timeline's Play/Pause plays and pauses the
 simulation running free; Particles (the mesh follows) and Kernel rebuild; too many particles is
 refused and reported in Blender's UI; following the timeline, frame 30 shows step 30, scrubbing
 back to 10 shows step 10, and the particles lie on the ground (Z-up); timeline playback drives
 the steps; Reset; Export Cache writes frames start..end with progress, and Cancel stops another
-export cleanly; a bad cache folder is reported. It clicks the sidebar's hostloop tab (which
-needs --enable-event-simulate) and takes a screenshot of the panel beside the particles falling
-onto the ground plane (OUT/screenshot.png), presses Stop, disables the add-on (hostloop shuts
-down), prints `key=value` lines and quits: exit 0 only if every check held.
+export cleanly; a bad cache folder is reported; saving and opening the .blend file keeps
+hostloop's timer and the simulation running. It clicks the sidebar's hostloop tab (which needs
+--enable-event-simulate) and takes a screenshot of the panel beside the particles falling onto
+the ground plane (OUT/screenshot.png), presses Stop, disables the add-on (hostloop shuts down:
+no thread of it is left, compared by /proc/self/task before and after, Blender's own aside),
+prints `key=value` lines and quits: exit 0 only if every check held.
 
 Every wait is for a condition, with a deadline of HOSTLOOP_WAIT_S seconds (default 120) each: a
 loaded machine, where Blender's software OpenGL under Xvfb redraws at 1-5 Hz, is slow rather
@@ -25,6 +32,7 @@ HOSTLOOP_HARD_LIMIT_S seconds (default 1200).
 
 import argparse
 import array
+import collections
 import math
 import os
 import shutil
@@ -43,6 +51,9 @@ ADDON = "hostloop_particles"
 WAIT_S = float(os.environ.get("HOSTLOOP_WAIT_S", "120"))
 HARD_LIMIT_S = float(os.environ.get("HOSTLOOP_HARD_LIMIT_S", "1200"))
 AGENTS = 20_000
+# Threads that are Blender's, not hostloop's: its task pool ("blender"), Mesa's ("llvmpipe-N",
+# "blender:disk$N") and jemalloc's background threads, which more allocations may start.
+BLENDER_THREAD_PREFIXES = ("blender", "llvmpipe-", "jemalloc_bg_thd")
 
 # The splash screen would cover the viewport: off before the window opens (this script runs
 # first; --factory-startup keeps the preference from being saved).
@@ -99,6 +110,8 @@ def pause(seconds, ticks=0):
 
 
 def state_line():
+    if ADDON not in sys.modules:
+        return "the add-on is not enabled"
     s = engine().current
     if s is None:
         return "no session"
@@ -112,8 +125,35 @@ def engine():
     return sys.modules[ADDON].engine
 
 
+def hostloop():
+    return engine().hostloop
+
+
 def ui():
     return sys.modules[ADDON].ui
+
+
+def threads():
+    """{tid: name} of this process's threads."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                out[tid] = f.read().strip()
+        except OSError:
+            pass  # ended meanwhile
+    return out
+
+
+unraisable = []  # what reached sys.unraisablehook (then printed as usual)
+
+
+def _hook(u, default=sys.unraisablehook):
+    unraisable.append(u.exc_value)
+    default(u)
+
+
+sys.unraisablehook = _hook
 
 
 # -- Blender's UI, as a click would reach it
@@ -247,7 +287,7 @@ class Run:
 
     def ticks(self):
         """The add-on's timer ticks; before Start, the driver's own calls."""
-        s = engine().current
+        s = engine().current if ADDON in sys.modules else None
         return s.counters["ticks"] if s is not None else self.calls
 
     def new_reports(self, since, level):
@@ -273,6 +313,20 @@ class Run:
         check("the window was drawn (Blender's greys, not black)", drawn > 0.5)
         check("no splash screen over the viewport", splash <= 0.15)
 
+        # -- the add-on, enabled as the checkbox in Preferences does: its runtime starts
+        self.threads_before = threads()
+
+        def raise_error(e):
+            raise e
+
+        addon = addon_utils.enable(ADDON, default_set=False, handle_error=raise_error)
+        if addon is None:
+            fail(1, "the add-on did not enable")
+        att = hostloop().blender.attachment(engine().ADDON)
+        if att is None or not att.attached or not att.timer_registered:
+            fail(1, f"enabling the add-on did not attach its runtime: {att!r}")
+        r["hostloop_found_by"] = sys.modules[ADDON].locate.found_by
+
         # -- the panel's settings, then Start
         scene = window().scene
         build_scene(scene)
@@ -293,7 +347,7 @@ class Run:
             c = s.counters
             ticks = sum(1 for t in s.tick_times if t >= window_start)
             return (c["frames"] >= 3 and c["frames_written"] >= 2 and c["fd_pumps"] >= 3
-                    and ticks >= 4 and s.shown_step > first_step and not s.dirty)
+                    and ticks >= 4 and s.shown_step > first_step)
 
         yield wait(progressed, "frames, mesh writes, doorbell pumps and ticks")
         second = snapshot(mesh)
@@ -307,6 +361,40 @@ class Run:
         r["window_ticks"] = len(times)
         r["window_tick_p50_ms"] = round(engine().percentile(gaps, 50), 2)
         r["window_tick_p99_ms"] = round(engine().percentile(gaps, 99), 2)
+        # hostloop.blender's timer: every pump came from a readable wake fd
+        r["attachment_ticks"] = att.ticks
+        r["attachment_idle_ticks"] = att.idle_ticks
+        check("every pump was gated on the wake fd",
+              att.fd_pumps >= 3 and att.timer_pumps == 0 and att.ticks >= att.fd_pumps)
+        self.threads_during = threads()
+
+        # -- a callback that raises inside a pump: reported, and the loop lives
+        def boom():
+            raise RuntimeError("a callback that raises, on purpose")
+
+        since, pumps0 = len(unraisable), att.fd_pumps
+        s.rt.call_soon(boom)
+        yield wait(lambda: any("on purpose" in str(e) for e in unraisable[since:]),
+                   "the raising callback to be reported to sys.unraisablehook")
+        n, pumps1 = s.received_step, att.fd_pumps
+        yield wait(lambda: s.received_step > n + 3 and att.fd_pumps > pumps1 + 3,
+                   "frames to keep coming after the raising callback")
+        r["callback_error_reported"] = 1
+        r["frames_after_callback_error"] = s.received_step - n
+        r["attached_after_callback_error"] = int(att.attached and att.error is None)
+        check("the loop lived through a raising callback",
+              att.attached and att.fd_pumps > pumps0 and s.counters["pump_errors"] == 0)
+
+        # -- the budget: 40 items of at least 1 ms, 2 ms per pump. The clock is read after
+        #    every item, so no pump runs more than two of them; the rest wait for later ticks.
+        per_pump = []
+        for _ in range(40):
+            s.rt.call_soon(lambda: (time.sleep(0.001), per_pump.append(att.fd_pumps)))
+        yield wait(lambda: len(per_pump) == 40, "40 items of 1 ms to run")
+        most = collections.Counter(per_pump).most_common(1)[0][1]
+        r["budget_most_per_pump"] = most
+        r["budget_pumps"] = len(set(per_pump))
+        check("the budget held: at most 2 items of 1 ms per 2 ms pump", most <= 2)
 
         # -- Rate: applied to the running simulation, which keeps its step
         step0, cfg0, mark = s.received_step, s.configuration, s.frames_logged
@@ -375,7 +463,7 @@ class Run:
                    "scrubbing back to frame 10 -> step 10")
         r["frame10_step"] = s.shown_step
         scene.frame_current = 300  # as typing a frame number
-        yield wait(lambda: s.shown_step == 300 and s.received_step == 300 and not s.dirty,
+        yield wait(lambda: s.shown_step == 300 and s.received_step == 300,
                    "frame 300 -> step 300")
         # Z-up: the floor is z = 0 in Blender; the box the particles started in spans -5..5 in
         # x and y. Without the conversion, y would be the height (never below 0).
@@ -395,7 +483,7 @@ class Run:
         screen_op("animation_play")
         yield wait(lambda: s.shown_step >= 8, "playback to drive the simulation to step 8")
         screen_op("animation_cancel", restore_frame=False)
-        yield wait(lambda: s.shown_step == scene.frame_current and not s.dirty,
+        yield wait(lambda: s.shown_step == scene.frame_current,
                    "the step to settle at the frame playback stopped at")
         r["playback_stopped_at"] = scene.frame_current
         check("playback moved the frame", scene.frame_current > 1)
@@ -435,7 +523,7 @@ class Run:
         yield wait(lambda: s.shown_step == 100 and s.received_step == 100,
                    "the simulation back at the scene's frame after the export")
         scene.frame_set(24)  # the viewport shows what the file holds, bit for bit
-        yield wait(lambda: s.shown_step == 24 and not s.dirty, "frame 24")
+        yield wait(lambda: s.shown_step == 24, "frame 24")
         _, xyz = read_ply(os.path.join(cache, "frame_0024.ply"))
         r["export_matches_viewport"] = int(snapshot(s.mesh()) == xyz)
 
@@ -479,12 +567,30 @@ class Run:
         r["bad_dir_report"] = (self.new_reports(since, "ERROR") or [""])[-1]
         p.cache_dir = "//hostloop_cache/"  # the default, as a user would see it
 
-        # -- the screenshot: the panel, and the particles falling onto the ground plane
+        # -- File > Save As, then File > Open of that file: hostloop's timer is persistent (and
+        #    its load_post handler would put it back), the session runs on in the loaded file
         cfg = s.configuration
         p.follow_timeline = True
         yield wait(lambda: s.configuration > cfg, "lock-step again")
+        blend = os.path.join(self.out, "scene.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=blend)
+        loads0, pumps0, cfg = att.loads, att.fd_pumps, s.configuration
+        r["open_file"] = ",".join(bpy.ops.wm.open_mainfile(filepath=blend))
+        r["attachment_loads"] = att.loads - loads0
+        r["attached_after_open"] = int(att.attached and att.timer_registered)
+        r["addon_timer_after_open"] = int(bpy.app.timers.is_registered(ui()._tick))
+        r["session_after_open"] = int(engine().current is s)
+        scene = window().scene  # the loaded file's
+        p = scene.hostloop_particles
+        check("opening a file kept hostloop's timer and the session",
+              r["attachment_loads"] == 1 and r["attached_after_open"] == 1
+              and r["addon_timer_after_open"] == 1 and r["session_after_open"] == 1)
+
+        # -- the screenshot: the panel, and the particles falling onto the ground plane
         scene.frame_set(50)
-        yield wait(lambda: s.shown_step == 50 and not s.dirty, "frame 50")
+        yield wait(lambda: s.shown_step == 50 and s.configuration > cfg,
+                   "frame 50 in the opened file")
+        r["fd_pumps_after_open"] = att.fd_pumps - pumps0
         yield from self.show_panel()
         shot = screenshot(os.path.join(self.out, "screenshot.png"))
         r["screenshot"] = os.path.basename(shot)
@@ -492,12 +598,27 @@ class Run:
         r["screenshot_particle_fraction"] = f"{points:.4f}"
         check("the particles are visible in Object Mode", points > 0.003)
 
-        # -- Stop, then disable the add-on
+        # -- Stop (the plugin unloads; the runtime idles), then disable the add-on (the runtime
+        #    is unregistered: detached and shut down, and no thread of it is left)
         r["stop"] = op("stop")
-        report = dict(engine().last_report)
+        r["attached_after_stop"] = int(att.attached)
         addon_utils.disable(ADDON, default_set=False)
+        report = dict(engine().last_report)  # the session's, and the runtime's shutdown
         report.update(r)
         report["session_after_disable"] = int(sys.modules[ADDON].engine.current is not None)
+        report["attachment_after_disable"] = int(
+            att.attached or att.timer_registered
+            or hostloop().blender.attachment(engine().ADDON) is not None)
+        after = threads()
+        born = {t: n for t, n in self.threads_during.items() if t not in self.threads_before}
+        ours = {t: n for t, n in born.items() if not n.startswith(BLENDER_THREAD_PREFIXES)}
+        left = {t: n for t, n in after.items() if t in ours}
+        report["hostloop_threads_during"] = ",".join(sorted(set(ours.values())))
+        report["hostloop_threads_left"] = ",".join(sorted(left.values()))
+        report["hostloop_threads_left_count"] = len(left)
+        check("hostloop's threads were seen while it ran",
+              any(n.startswith("hostloop") for n in ours.values()))
+        check("no hostloop thread left after disabling", not left)
         self.finish(report)
 
     def pause_and_play(self, s, how, do_pause, do_play, paused_already=False):
@@ -582,8 +703,11 @@ class Run:
                 and "Export Cache" in report.get("bad_dir_report", ""),
             "the panel drew": report.get("panel_draws", 0) > 0,
             "Stop finished": report.get("stop") == "FINISHED",
-            "stopping unregistered the timer": report.get("timer_registered_after") == 0,
+            "stopping unregistered the add-on's timer": report.get("timer_registered_after") == 0,
+            "stopping kept the runtime attached": report.get("attached_after_stop") == 1,
             "disabling left no session": report.get("session_after_disable") == 0,
+            "disabling detached the runtime": report.get("attachment_after_disable") == 0,
+            "the raising callback was reported": report.get("callback_error_reported") == 1,
             "clean shutdown": report.get("shutdown") == "OK"
             and report.get("shutdown_stragglers") == 0,
         })
@@ -617,7 +741,7 @@ class Driver:
             return 0.05
         except Exception:
             traceback.print_exc()
-            fail(1, f"the scenario raised ({state_line() if ADDON in sys.modules else ''})")
+            fail(1, f"the scenario raised ({state_line()})")
 
 
 def main():
@@ -627,14 +751,8 @@ def main():
     if HERE not in sys.path:
         sys.path.insert(0, HERE)
     sys.dont_write_bytecode = True  # no __pycache__ in the checkout
-
-    def raise_error(e):
-        raise e
-
-    addon = addon_utils.enable(ADDON, default_set=False, handle_error=raise_error)
-    if addon is None:
-        fail(1, "the add-on did not enable")
-    bpy.app.timers.register(Driver(Run(args)), first_interval=0.1)
+    # The scenario enables the add-on once the window has drawn; persistent: it opens a file.
+    bpy.app.timers.register(Driver(Run(args)), first_interval=0.1, persistent=True)
 
 
 try:

@@ -2,13 +2,15 @@
 
     BLENDER_USER_CONFIG=$tmp/config BLENDER_USER_SCRIPTS=$tmp/scripts \
     xvfb-run -a blender --python-exit-code 1 --python examples/hosts/blender/run_zip.py -- \
-        --zip target/hostloop_particles-0.2.0.zip
+        --zip target/hostloop_particles-0.3.0.zip
 
 What Preferences > Add-ons > Install... and the add-on's checkbox do: `preferences.addon_install`
 of the zip, then `preferences.addon_enable`. Then the panel's Start, with the scene following
-the timeline: frame 20 must show step 20, from the libraries the zip put beside the add-on (the
-test runs it with no HOSTLOOP_* variable set and a user config and scripts folder of its own).
-Stop, disable, print `key=value` lines, quit; exit 0 only if every check held. Each wait has a
+the timeline: frame 20 must show step 20, with the hostloop package the zip put in the add-on's
+`vendor/` and the plugin in its `lib/` (the test runs it with no HOSTLOOP_* variable set, from a
+directory away from the checkout, with a user config and scripts folder of its own). Stop,
+disable (the runtime shuts down), print `key=value` lines, quit; exit 0 only if every check
+held. Each wait has a
 deadline of HOSTLOOP_WAIT_S seconds (default 120); a watchdog exits 3 after
 HOSTLOOP_HARD_LIMIT_S (default 600).
 """
@@ -66,7 +68,12 @@ def steps(args):
     addons_dir = bpy.utils.user_resource("SCRIPTS", path="addons")
     where = os.path.dirname(os.path.realpath(addon.__file__))
     r["installed_in_user_addons"] = int(where == os.path.realpath(os.path.join(addons_dir, ADDON)))
-    r["binding_is_a_file"] = int(not os.path.islink(os.path.join(where, "hostloop.py")))
+    r["vendor_in_addon"] = int(os.path.isfile(os.path.join(where, "vendor", "hostloop",
+                                                        "__init__.py")))
+    r["hostloop_found_by"] = addon.locate.found_by
+    hostloop = addon.engine.hostloop
+    r["hostloop_from_zip"] = int(os.path.dirname(os.path.realpath(hostloop.__file__))
+                                 == os.path.join(where, "vendor", "hostloop"))
     scene = bpy.context.window_manager.windows[0].scene
     scene.hostloop_particles.agents = 5000
     scene.hostloop_particles.follow_timeline = True
@@ -76,18 +83,19 @@ def steps(args):
     except RuntimeError as e:  # the operator reported an error: it could not start
         fail(1, f"Start: {e}")
     s = addon.engine.current
-    lib = os.path.join(where, "lib")
-    r["library_from_zip"] = int(os.path.dirname(os.path.realpath(s.library)) == lib)
-    r["plugin_from_zip"] = int(os.path.dirname(os.path.realpath(s.plugin_path)) == lib)
+    r["library_from_zip"] = int(os.path.dirname(s.library)
+                                == os.path.join(where, "vendor", "hostloop"))
+    r["plugin_from_zip"] = int(os.path.dirname(os.path.realpath(s.plugin_path))
+                               == os.path.join(where, "lib"))
     scene.frame_set(20)
     yield lambda: s.shown_step == 20 and s.shown_count == 5000
     r["shown_step"] = s.shown_step
     r["shown_count"] = s.shown_count
     with override():
         r["stop"] = ",".join(bpy.ops.hostloop_particles.stop())
-    report = dict(addon.engine.last_report)
     with override():
         r["disable"] = ",".join(bpy.ops.preferences.addon_disable(module=ADDON))
+    report = dict(addon.engine.last_report)  # the session's, and the runtime's shutdown
     report.update(r)
     for k, v in report.items():
         print(f"{k}={v}")
@@ -95,9 +103,11 @@ def steps(args):
         "no HOSTLOOP_* variable": r["hostloop_env"] == "",
         "installed": r["install"] == "FINISHED" and r["enable"] == "FINISHED",
         "in the user's add-ons folder": r["installed_in_user_addons"] == 1,
-        "the binding is a file": r["binding_is_a_file"] == 1,
+        "the package is in the add-on's vendor/": r["vendor_in_addon"] == 1,
+        "hostloop imported from vendor/": r["hostloop_found_by"] == "vendor"
+        and r["hostloop_from_zip"] == 1,
         "Start": r["start"] == "FINISHED",
-        "libhostloop from the zip": r["library_from_zip"] == 1,
+        "hostloop's extension module from the zip": r["library_from_zip"] == 1,
         "the plugin from the zip": r["plugin_from_zip"] == 1,
         "frame 20 -> step 20": r["shown_step"] == 20,
         "sink on the main thread": report.get("sink_on_main") == 1,

@@ -1,7 +1,11 @@
-"""The add-on's engine: one hostloop runtime running the `particles` plugin, the mesh its frames
-drive, and the cache export. Main thread only: everything here runs in Blender's timers,
-handlers and operators; the plugin's messages reach `Session._on_message` during a pump, on the
-main thread too.
+"""The add-on's engine: the `particles` plugin on the add-on's hostloop runtime, the mesh its
+frames drive, and the cache export. Main thread only: everything here runs in Blender's timers,
+handlers and operators; the plugin's messages reach `Session._on_message` during a pump (a tick
+of `hostloop.blender`'s timer, or an export's `run_until`), on the main thread too.
+
+The runtime is the add-on's: `hostloop.blender.register_runtime(ADDON)` makes it and attaches it
+to Blender's loop when the add-on is enabled, `unregister_runtime` shuts it down when it is
+disabled. A Session (Start .. Stop) loads the plugin on it and unloads it again.
 
 Axes: the simulation is Y-up (its floor is y = 0), Blender is Z-up. Positions are converted at
 this boundary, (x, y, z) -> (x, -z, y) (a +90 degree turn about X), so the mesh, the exported
@@ -11,9 +15,7 @@ simulation: a host there takes the positions as they are.
 
 import array
 import collections
-import ctypes
 import os
-import select
 import struct
 import threading
 import time
@@ -21,13 +23,18 @@ import time
 import bpy
 from mathutils import Matrix
 
-from . import hostloop
+from . import locate
 
+hostloop = locate.import_hostloop()
+import hostloop.blender  # noqa: E402  (a bpy.app.timers callback pumps the runtime)
+
+ADDON = __package__  # the name the add-on's runtime is registered under
 OBJECT_NAME = "hostloop_particles"
 NODES_NAME = "hostloop_particles points"
 MATERIAL_NAME = "hostloop_particles"
-TICK_S = 1.0 / 60.0
-PUMP_BUDGET_US = 2000
+TICK_S = 1.0 / 60.0  # the add-on's own timer: following the timeline, errors into the UI
+PUMP_BUDGET_MS = 2.0  # each pump of the runtime
+SHUTDOWN_DEADLINE_S = 2.0  # unloading the plugin, shutting the runtime down
 # How long an export pumps per timer event before it hands the main thread back to Blender.
 EXPORT_SLICE_S = 0.025
 # An export re-asks for the frame it waits for after this long (see `Export.poll`).
@@ -38,17 +45,60 @@ Y_UP_TO_Z_UP = Matrix(((1, 0, 0, 0), (0, 0, -1, 0), (0, 1, 0, 0), (0, 0, 0, 1)))
 
 
 def y_up_to_z_up(xyz):
-    """A copy of packed x, y, z floats (an `array('f')`) in Blender's axes."""
-    out = array.array("f", xyz)
-    out[1::3] = array.array("f", [-z for z in xyz[2::3]])
-    out[2::3] = xyz[1::3]
+    """A copy of packed x, y, z floats (an `array('f')` or a flat float buffer) in Blender's
+    axes."""
+    src = array.array("f")
+    src.frombytes(memoryview(xyz).cast("B"))
+    out = array.array("f", src)
+    out[1::3] = array.array("f", [-z for z in src[2::3]])
+    out[2::3] = src[1::3]
     return out
+
+
+def frame_f32(arr, into=None):
+    """The records of a `hostloop.Array` of f32 as one flat `array('f')`: copied, one memcpy,
+    into `into` (made again when the count changed) out of the runtime's memory, which is lent
+    for the sink call only. Blender's `foreach_set` takes an `array('f')` on its fast path (20k
+    vertices: 0.07 ms, measured with Blender 3.4); a memoryview refuses the buffer request it
+    makes (simple + format), and a ctypes array takes its slow, per-item path (5 ms)."""
+    src = arr.memoryview() if arr.stride == arr.shape[1] * arr.itemsize else None
+    raw = src.cast("B") if src is not None else memoryview(arr.tobytes())
+    if into is None or 4 * len(into) != len(raw):
+        into = array.array("f", bytes(len(raw)))
+    memoryview(into).cast("B")[:] = raw
+    return into
 
 
 current = None  # the running Session, or None
 last_report = {}  # what the last session did, kept after it stopped
 # Every message the add-on's operators reported (self.report), newest last: (level, text).
 reports = collections.deque(maxlen=200)
+
+
+def runtime():
+    """The add-on's runtime: the one `register()` made, or a new one if it was shut down
+    meanwhile (the console, say)."""
+    return hostloop.blender.register_runtime(
+        ADDON, budget_ms=PUMP_BUDGET_MS, deadline_s=SHUTDOWN_DEADLINE_S)
+
+
+def shutdown_runtime():
+    """Detaches and shuts down the add-on's runtime (the add-on is being disabled); what it did
+    goes into `last_report`. Returns the shutdown report, or None if there was no runtime."""
+    att = hostloop.blender.attachment(ADDON)
+    result = hostloop.blender.unregister_runtime(ADDON)
+    if result is not None:
+        last_report.update(
+            shutdown="OK" if result["stragglers"] == 0 else "TIMEOUT",
+            shutdown_stragglers=result["stragglers"],
+            shutdown_threads_joined=result["threads_joined"],
+            runtime_fd_pumps=att.fd_pumps if att else 0,
+            runtime_timer_pumps=att.timer_pumps if att else 0,
+            runtime_ticks=att.ticks if att else 0,
+            attachment_attached_after=int(bool(att and att.attached)),
+            attachment_timer_after=int(bool(att and att.timer_registered)),
+        )
+    return result
 
 
 def window_scene():
@@ -65,21 +115,19 @@ def timeline_playing():
 
 
 class Session:
-    """A runtime, the particles plugin and the mesh they drive, configured from the panel's
-    settings (`settings`: agents, kernel, rate, follow)."""
+    """The particles plugin on the add-on's runtime and the mesh its frames drive, configured
+    from the panel's settings (`settings`: agents, kernel, rate, follow)."""
 
     def __init__(self, settings, point_radius=0.05):
         self.main_ident = threading.get_ident()
         self.follow = bool(settings["follow"])
         self.playing = True  # running free: playing or paused (following, the timeline decides)
         self.point_radius = point_radius
-        self.rt = hostloop.Runtime(thread_name="blender-hl")
-        self.library = hostloop.library_path
-        self.fd = self.rt.wake_fd()
-        self.rt.set_sink(self._on_message)
-        # The newest frame as the plugin sent it (Y-up), copied out of the sink's borrowed memory.
-        # foreach_set takes an array('f') on its fast path (20k vertices: 0.07 ms, against 5 ms
-        # for a ctypes buffer, measured with Blender 3.4).
+        self.rt = runtime()
+        self.attachment = hostloop.blender.attachment(ADDON)
+        self.library = os.path.realpath(hostloop._hostloop.__file__)  # the extension module
+        self.found_by = locate.found_by
+        # The newest frame (Y-up), copied out of the sink's lent memory (see frame_f32)
         self.positions = array.array("f")
         self.count = 0
         self.pending_step = None
@@ -88,7 +136,6 @@ class Session:
         self.configuration = 0  # the configuration number of the newest frame
         self.shown_step = 0  # the step the mesh shows
         self.shown_count = 0
-        self.dirty = False
         self.posted_frame = None  # the scene frame last sent to the simulation (following)
         self.repost = False
         self.timeline_was_playing = None
@@ -101,24 +148,29 @@ class Session:
         self.last_error = ""  # shown in the panel until the plugin takes newer settings
         self.error_configuration = 0
         self.counters = dict(
-            ticks=0, fd_pumps=0, idle_ticks=0, pump_items=0, sink_calls=0, sink_off_main=0,
+            ticks=0, fd_pumps=0, pump_items=0, sink_calls=0, sink_off_main=0,
             frames=0, frames_other=0, frames_written=0, errors=0, pump_errors=0,
             configures=0, frame_events=0, playback_events=0, resets=0,
         )
-        # time.monotonic() of the latest ticks (the loop's cadence), and what each cost the main
-        # thread (select + pump + mesh write); bounded for long interactive sessions
+        # The runtime's and its attachment's counters when this session began
+        self._att0 = (self.attachment.fd_pumps, self.attachment.items)
+        self._rings0 = self.rt.stats()["doorbell_rings"]
+        # time.monotonic() of the latest ticks of the add-on's timer (the loop's cadence), what
+        # each cost the main thread, and what writing each frame into the mesh cost (in the
+        # sink, inside a pump); bounded for long interactive sessions
         self.tick_times = collections.deque(maxlen=100_000)
         self.tick_work_ms = collections.deque(maxlen=100_000)
+        self.frame_work_ms = collections.deque(maxlen=100_000)
         self.report = {}
+        self.rt.set_sink(self._on_message)
         try:
-            self.plugin_path = hostloop.find_artifact("libhostloop_particles.so",
-                                                      "HOSTLOOP_PARTICLES")
+            self.plugin_path = locate.find_plugin()
             self.plugin = self.rt.load_plugin(self.plugin_path)
             self.configure(
                 agents=settings["agents"], kernel=settings["kernel"], delivery="latest",
                 rate=settings["rate"], **self._mode_keys())
         except BaseException:
-            self.rt.shutdown(deadline_ms=2000)  # leave no threads behind in Blender
+            self.rt.set_sink(None)  # the runtime stays (it is the add-on's), idle
             raise
 
     # -- settings -> the plugin
@@ -139,7 +191,7 @@ class Session:
 
     def _send_configure(self, keys):
         text = " ".join(f"{k}={_text(v)}" for k, v in keys.items())
-        self.rt.post_custom("particles/configure", text.encode("ascii"))
+        self.rt.post_event("particles/configure", text.encode("ascii"))
         self.counters["configures"] += 1
 
     def set_follow(self, follow):
@@ -155,12 +207,11 @@ class Session:
         self.playing = bool(playing)
         if self.follow or (self.export is not None and self.export.running):
             return
-        kind = hostloop.EVENT_PLAYBACK_STARTED if playing else hostloop.EVENT_PLAYBACK_STOPPED
-        self.rt.post_event(kind)
+        self.rt.post_playback(self.playing)
         self.counters["playback_events"] += 1
 
     def reset(self):
-        self.rt.post_custom("particles/reset")
+        self.rt.post_event("particles/reset", b"")
         self.counters["resets"] += 1
 
     def follow_frame(self, frame, force=False):
@@ -173,33 +224,40 @@ class Session:
             self.posted_frame = frame
 
     def post_frame(self, frame):
-        self.rt.post_event(hostloop.EVENT_FRAME_CHANGED, frame=float(frame))
+        self.rt.post_frame_changed(float(frame))
         self.counters["frame_events"] += 1
 
     # -- sink: Blender's main thread, during a pump
 
-    def _on_message(self, m):
+    def _on_message(self, topic, payload):
         c = self.counters
         c["sink_calls"] += 1
         if threading.get_ident() != self.main_ident:
             c["sink_off_main"] += 1
-        if m.topic == "particles/step":
-            b = m.bytes()
-            self.pending_step = struct.unpack_from("<Q", b)[0]
+        try:
+            self._take(topic, payload)
+        except Exception as e:
+            c["pump_errors"] += 1
+            self.last_error = f"{type(e).__name__}: {e}"
+            raise  # the runtime reports it (sys.unraisablehook) and pumps on
+
+    def _take(self, topic, payload):
+        c = self.counters
+        if topic == "particles/step":
+            self.pending_step = struct.unpack_from("<Q", payload)[0]
             # Then the number of the configuration the frame belongs to: 0 is the plugin's own
             # default at load, 1 and up the configures this add-on sent and the plugin took.
-            self.pending_configuration = struct.unpack_from("<Q", b, 8)[0] if len(b) >= 16 else 1
-        elif m.topic == "particles/positions":
-            comps, count, data = m.array_f32()
+            self.pending_configuration = (
+                struct.unpack_from("<Q", payload, 8)[0] if len(payload) >= 16 else 1)
+        elif topic == "particles/positions":
+            count, comps = payload.shape
             step, configuration = self.pending_step or 0, self.pending_configuration
-            if comps != 3 or configuration == 0:
+            if comps != 3 or payload.format != "f" or configuration == 0:
                 c["frames_other"] += 1  # the plugin's default, before our configure applied
                 return
-            if len(self.positions) != 3 * count:
-                self.positions = array.array("f", bytes(12 * count))
-            if count:
-                ctypes.memmove(self.positions.buffer_info()[0], data, 12 * count)
-            self.count = count
+            # The frame's memory is lent for this call only: copied out (one memcpy) and into
+            # the mesh (and, when exporting, a file) now; the Array is not kept.
+            self.positions = xyz = frame_f32(payload, self.positions)
             c["frames"] += 1
             if configuration != self.configuration:
                 self.configuration = configuration
@@ -207,36 +265,33 @@ class Session:
                 if configuration > self.error_configuration:
                     self.last_error = ""  # settings the plugin took since: the error is past
             self.received_step = step
-            self.dirty = True
+            self.count = count
             self.frames_logged += 1
             self.frame_log.append((self.frames_logged, (step, configuration, count)))
+            self._write_mesh(xyz, count, step)
             if self.export is not None and self.export.running:
-                self.export.on_frame(step, configuration, self.positions, count)
-        elif m.topic == "particles/error":
+                self.export.on_frame(step, configuration, xyz, count)
+        elif topic == "particles/error":
             c["errors"] += 1
-            self.last_error = m.bytes().decode("utf-8", "replace")
+            self.last_error = bytes(payload).decode("utf-8", "replace")
             self.error_configuration = self.configuration
             self.errors.append(self.last_error)
 
-    # -- pumping
+    # -- the add-on's timer
 
-    def pump_if_ready(self, timeout=0.0):
-        readable, _, _ = select.select([self.fd], [], [], timeout)
-        if not readable:
-            return False
-        self.counters["fd_pumps"] += 1
-        self.counters["pump_items"] += self.rt.pump(PUMP_BUDGET_US).ran
-        return True
+    def _sync_counters(self):
+        att, c = self.attachment, self.counters
+        c["fd_pumps"] = att.fd_pumps - self._att0[0]
+        c["pump_items"] = att.items - self._att0[1]
 
     def tick(self):
-        """The add-on's timer: pump when the doorbell rang, follow the timeline, show the newest
-        frame."""
+        """The add-on's timer (the pumps are hostloop.blender's): follow the timeline, notice
+        the timeline's Play/Pause, ask an export's frame again if it is late."""
         c = self.counters
         now = time.monotonic()
         self.tick_times.append(now)
         c["ticks"] += 1
-        if not self.pump_if_ready():
-            c["idle_ticks"] += 1
+        self._sync_counters()
         exporting = self.export is not None and self.export.running
         if exporting:
             self.export.poll()
@@ -248,16 +303,14 @@ class Session:
             if self.timeline_was_playing is not None and playing != self.timeline_was_playing:
                 self.set_playing(playing)  # the timeline's Play/Pause plays/pauses it
             self.timeline_was_playing = playing
-        if self.dirty:
-            self._write_mesh()
         self.tick_work_ms.append((time.monotonic() - now) * 1000.0)
 
     # -- the mesh
 
-    def mesh(self):
+    def mesh(self, count=None):
         """The mesh (and its object) that shows the particles, with one vertex per particle of
-        the newest frame; made on first use and remade when the count changes."""
-        count = self.count
+        the newest frame (or `count`); made on first use and remade when the count changes."""
+        count = self.count if count is None else count
         me = bpy.data.meshes.get(OBJECT_NAME)
         ob = bpy.data.objects.get(OBJECT_NAME)
         if me is None or len(me.vertices) != count:
@@ -280,16 +333,19 @@ class Session:
         ensure_points_modifier(ob, self.point_radius)
         return me
 
-    def _write_mesh(self):
-        me = self.mesh()
-        if self.count:
-            me.vertices.foreach_set("co", self.positions)
+    def _write_mesh(self, xyz, count, step):
+        """Writes a frame (an array('f') of x, y, z, Y-up) into the mesh: `foreach_set` on its
+        fast path, then `transform` turns every vertex to Z-up, in C."""
+        t = time.perf_counter()
+        me = self.mesh(count)
+        if count:
+            me.vertices.foreach_set("co", xyz)
             me.transform(Y_UP_TO_Z_UP)  # in C, for every vertex: the simulation is Y-up
         me.update()
-        self.dirty = False
-        self.shown_step = self.received_step
-        self.shown_count = self.count
+        self.shown_step = step
+        self.shown_count = count
         self.counters["frames_written"] += 1
+        self.frame_work_ms.append((time.perf_counter() - t) * 1000.0)
 
     # -- export
 
@@ -310,14 +366,21 @@ class Session:
     # -- the end
 
     def close(self):
-        """Unloads the plugin and shuts hostloop down; fills and returns `report`."""
+        """Unloads the plugin (the runtime stays: it is the add-on's); fills and returns
+        `report`."""
         if self.export is not None and self.export.running:
             self.export.cancel()
-        unload = self.plugin.unload(deadline_ms=2000)
-        stats = self.rt.stats()
-        status = self.rt.shutdown(deadline_ms=2000)
+        unload = {}
+        try:
+            unload = self.plugin.unload(SHUTDOWN_DEADLINE_S)
+            rings = self.rt.stats()["doorbell_rings"] - self._rings0
+            self.rt.set_sink(None)
+        except hostloop.ShutDown:  # shut down meanwhile (the console, Blender's exit)
+            rings = 0
+        self._sync_counters()
         gaps = tick_gaps_ms(self.tick_times)
         work = sorted(self.tick_work_ms)
+        frame_work = sorted(self.frame_work_ms)
         self.report = dict(self.counters)
         self.report.update(
             agents=self.shown_count,
@@ -330,10 +393,13 @@ class Session:
             tick_work_p50_ms=round(percentile(work, 50), 2),
             tick_work_p99_ms=round(percentile(work, 99), 2),
             tick_work_max_ms=round(max(work, default=0.0), 2),
-            doorbell_rings=stats.doorbell_rings,
-            unload_stragglers=unload.stragglers,
-            shutdown_stragglers=self.rt.shutdown_report.stragglers,
-            shutdown=status.replace("HL_STATUS_", ""),
+            frame_work_p50_ms=round(percentile(frame_work, 50), 2),
+            frame_work_p99_ms=round(percentile(frame_work, 99), 2),
+            frame_work_max_ms=round(max(frame_work, default=0.0), 2),
+            doorbell_rings=rings,
+            unload_stragglers=unload.get("stragglers", ""),
+            plugin_loaded_after=int(self.plugin.loaded),
+            hostloop_found_by=self.found_by,
         )
         return self.report
 
@@ -427,13 +493,11 @@ class Export:
             self._ask()
 
     def pump(self, seconds=EXPORT_SLICE_S):
-        """Pumps for up to `seconds` (frames arrive and are written meanwhile)."""
-        end = time.monotonic() + seconds
-        while self.running:
-            left = end - time.monotonic()
-            if left <= 0:
-                break
-            self.session.pump_if_ready(min(left, 0.005))
+        """Pumps for up to `seconds`, sleeping on the wake fd between pumps, or until the export
+        ends (frames arrive and are written meanwhile): a round trip per frame needs a pump, and
+        the timer's pumps come once per turn of Blender's loop, a redraw apart."""
+        if self.running:
+            self.session.rt.run_until(lambda: not self.running, seconds, PUMP_BUDGET_MS)
         self.poll()
 
     def cancel(self):

@@ -1,5 +1,6 @@
 """The add-on's interface: the settings (on the scene), the operators, the sidebar panel
-(View3D > Sidebar > hostloop) and the handlers that tie the simulation to the timeline."""
+(View3D > Sidebar > hostloop) and the timer and handlers that tie the simulation to the
+timeline. (The runtime's pumps are not here: `hostloop.blender`'s own timer runs them.)"""
 
 import os
 
@@ -75,7 +76,7 @@ def _export_progress(_wm):
 class HOSTLOOP_PARTICLES_OT_start(bpy.types.Operator):
     bl_idname = "hostloop_particles.start"
     bl_label = "Start"
-    bl_description = "Load hostloop and the particles plugin and show its frames in the scene"
+    bl_description = "Load the particles plugin and show its frames in the scene"
 
     @classmethod
     def poll(cls, context):
@@ -92,14 +93,15 @@ class HOSTLOOP_PARTICLES_OT_start(bpy.types.Operator):
             engine.current.follow_frame(context.scene.frame_current)
         if not bpy.app.timers.is_registered(_tick):
             bpy.app.timers.register(_tick, first_interval=0.0, persistent=True)
-        report(self, "INFO", f"hostloop particles started ({engine.current.library})")
+        report(self, "INFO", f"hostloop particles started ({engine.current.plugin_path})")
         return {"FINISHED"}
 
 
 class HOSTLOOP_PARTICLES_OT_stop(bpy.types.Operator):
     bl_idname = "hostloop_particles.stop"
     bl_label = "Stop"
-    bl_description = "Unload the particles plugin and shut hostloop down (the mesh stays)"
+    bl_description = ("Unload the particles plugin (the mesh stays; hostloop's runtime idles "
+                      "until the add-on is disabled)")
 
     @classmethod
     def poll(cls, context):
@@ -194,7 +196,10 @@ class HOSTLOOP_PARTICLES_OT_export_cache(bpy.types.Operator):
             if engine.current is not e.session:
                 e.fail("the simulation was stopped")
             else:
-                e.pump()  # frames arrive and are written meanwhile
+                try:
+                    e.pump()  # frames arrive and are written meanwhile
+                except engine.hostloop.HostloopError as err:  # the runtime was shut down
+                    e.fail(str(err))
         if not self.progress or e.written != self.progress[-1]:
             self.progress.append(e.written)
             context.window_manager.progress_update(e.written)
@@ -346,6 +351,8 @@ def _redraw_panels():
 
 
 def _tick():
+    """The add-on's timer, on the main thread: the session's tick, and the plugin's errors
+    into Blender's UI (an operator's report, which a pump's sink cannot make)."""
     s = engine.current
     if s is None:
         return None
@@ -396,12 +403,11 @@ def on_load_post(*_args):
     settings = settings_of(scene)
     s.configure(agents=settings["agents"], kernel=settings["kernel"], rate=settings["rate"],
                 **s._mode_keys())
-    s.posted_frame = None
-    s.dirty = s.count > 0
+    s.posted_frame = None  # the next frame (the configure rebuilds) makes the mesh if missing
 
 
 def stop():
-    """Stops the running session (if any); returns its report."""
+    """Stops the running session (if any): unloads the plugin; returns its report."""
     if bpy.app.timers.is_registered(_tick):
         bpy.app.timers.unregister(_tick)
     s, engine.current = engine.current, None

@@ -1,1 +1,0 @@
-../../python-glib/hostloop.py
