@@ -107,8 +107,8 @@ typedef struct hl_lease_t hl_lease_t;
  * or as a plugin) and payloads sent with `hl_runtime_emit`/`hl_runtime_emit_array`. While a
  * lease is held the producer writes its next frames elsewhere (one allocation per frame while
  * you hold one across frames, none when you release it before the frame after next). A lease
- * on a plugin's frame held at unload delays the unload up to its deadline, and the library
- * then stays mapped until the lease is released.
+ * on a plugin's frame does not hold up an unload or reload of the plugin; the old library then
+ * stays mapped for good (its code releases the lease), as a retired image.
  *
  * \return the lease, or NULL: the payload is borrowed for the call only (copy what you need),
  * `message` is NULL, or the producer cannot lend now (the plugin is unloading);

@@ -562,3 +562,77 @@ fn frames_name_their_configuration_even_at_the_defaults_own_size() {
     assert!(g[at].0 > 0, "the live change kept the step: {:?}", g[at]);
     assert_eq!(plugin.unload(Duration::from_secs(10)).stragglers, 0);
 }
+
+/// A host keeps the particles plugin's frames past their sink calls (`Message::lend`): the
+/// frames are the plugin's own memory, they stay intact while the simulation plays on, and a
+/// reload or an unload neither waits for the leases nor invalidates them (the old library
+/// stays mapped; releasing the leases afterwards runs its code safely).
+#[test]
+fn leases_on_a_plugins_frames_outlive_reload_and_unload_without_holding_them_up() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    /// Each kept frame and a copy of it taken when it arrived.
+    type Kept = Arc<Mutex<Vec<(bridge::sdk::Lease, Vec<f32>)>>>;
+    let leases: Kept = Arc::default();
+    let kept = leases.clone();
+    rt.set_sink(Some(Box::new(move |m: &Message<'_>| {
+        if m.topic == "particles/positions" {
+            let lease = m.lend().expect("the plugin's frames are lendable");
+            let copy = lease
+                .bytes()
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes(c.try_into().unwrap()))
+                .collect();
+            kept.lock().unwrap().push((lease, copy));
+        }
+    })));
+    let mut plugin = rt.load_plugin(fixture("hostloop_particles")).unwrap();
+    rt.post_event(Event::Custom {
+        topic: "particles/configure".into(),
+        bytes: b"agents=1000 playing=1".to_vec(),
+        coalesce: false,
+    })
+    .unwrap();
+    let wait = |n: usize| {
+        let report = rt
+            .run_until(
+                || leases.lock().unwrap().len() >= n,
+                Duration::from_millis(2),
+                HANG_LIMIT,
+            )
+            .unwrap();
+        assert!(report.finished, "{n} frames did not arrive");
+    };
+    wait(5);
+    let intact = |what: &str| {
+        for (i, (lease, copy)) in leases.lock().unwrap().iter().enumerate() {
+            let now: Vec<f32> = lease
+                .bytes()
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(&now, copy, "{what}: kept frame {i} changed");
+        }
+    };
+    intact("while playing");
+    let started = std::time::Instant::now();
+    plugin
+        .reload(fixture("hostloop_particles"), Duration::from_secs(10))
+        .expect("a reload with leases out");
+    let n = leases.lock().unwrap().len();
+    wait(n + 3);
+    intact("after the reload");
+    let report = plugin.unload(Duration::from_secs(10));
+    assert_eq!(
+        report.stragglers, 0,
+        "leases are not stragglers: {report:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "reload and unload waited for the leases"
+    );
+    intact("after the unload");
+    // Released on another thread, after the unload.
+    let held = std::mem::take(&mut *leases.lock().unwrap());
+    std::thread::spawn(move || drop(held)).join().unwrap();
+    rt.set_sink(None);
+}

@@ -738,7 +738,7 @@ fn run(o: &Options) -> Result<(), String> {
     }
     let ran_for = start.elapsed();
     // The last frame kept, if the loop ended before its draw: copied, and its lease released
-    // before the plugin unloads (an unload waits for leases on its frames).
+    // before the plugin unloads, so its library can be unmapped (one lent out stays mapped).
     frames.upload();
     let stats_after = runtime_stats(&rt)?;
     if killed.is_some() {

@@ -164,24 +164,6 @@ impl Pass<'_> {
     }
 }
 
-impl Pass<'_> {
-    /// Keeps the call counted after this pass is gone: the owner must call [`Gate::leave`]
-    /// exactly once later (a lease on plugin memory held by the host outlives any borrow).
-    pub fn detach(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Gate {
-    /// Ends a call whose pass was [detached](Pass::detach).
-    pub fn leave(&self) {
-        drop(Pass {
-            gate: self,
-            closing: false,
-        });
-    }
-}
-
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
         let gate = self.gate;

@@ -466,8 +466,26 @@ fn instantiate(
 /// (a straggler may still call its services). A retired image without stragglers may be
 /// reused by a later load or reload of the same file.
 fn release(rt: &Handle, image: Image, desc: &hl_plugin_descriptor_t, stragglers: usize) -> bool {
-    let retire = stragglers > 0 || desc.flags & HL_PLUGIN_FLAG_RETAIN_IMAGE != 0;
-    let retired = image.release(retire, stragglers == 0);
+    release_held(rt, image, desc, stragglers, 0)
+}
+
+/// [`release`] of a shut instance's image: retired (kept mapped, not reused) too while the host
+/// still holds leases on its frames (their `release` is code of that image). Leases are not
+/// stragglers: they hold no unload or reload up.
+fn release_shut(rt: &Handle, image: Image, inst: &Instance, stragglers: usize) -> bool {
+    let held = inst.leases.load(Ordering::Acquire);
+    release_held(rt, image, &inst.desc, stragglers, held)
+}
+
+fn release_held(
+    rt: &Handle,
+    image: Image,
+    desc: &hl_plugin_descriptor_t,
+    stragglers: usize,
+    held: usize,
+) -> bool {
+    let retire = stragglers > 0 || held > 0 || desc.flags & HL_PLUGIN_FLAG_RETAIN_IMAGE != 0;
+    let retired = image.release(retire, stragglers == 0 && held == 0);
     let mut reg = lock(&rt.shared().plugins);
     if retired {
         reg.stats.images_retired += 1;
@@ -525,7 +543,7 @@ impl LocalPlugin {
         } else {
             stragglers.max(1)
         };
-        let retired = release(&self.rt, image, &inst.desc, stragglers);
+        let retired = release_shut(&self.rt, image, &inst, stragglers);
         if retired {
             retire(&inst);
         }
@@ -625,7 +643,7 @@ impl LocalPlugin {
         // Commit: the old build goes, the new one takes its place.
         let (_, stragglers) = old.shut(start + deadline, true);
         if let Some(old_image) = self.image.replace(image) {
-            if release(&self.rt, old_image, &old.desc, stragglers) {
+            if release_shut(&self.rt, old_image, &old, stragglers) {
                 retire(&old);
             }
         }

@@ -89,6 +89,9 @@ pub(super) struct Instance {
     /// Depth of the plugin's main-thread code on the main thread's stack.
     pub(super) in_main: AtomicUsize,
     pub(super) subscription: Mutex<Option<Subscription>>,
+    /// Leases the host holds on the plugin's frames ([`PluginLease`]): while any is held at
+    /// unload or reload, the image stays mapped for good.
+    pub(super) leases: AtomicUsize,
 }
 
 // SAFETY: the raw pointers are the plugin's `instance` (passed back to its `[main-thread]`
@@ -444,6 +447,7 @@ impl Instance {
             main_carry: Mutex::new(None),
             in_main: AtomicUsize::new(0),
             subscription: Mutex::new(None),
+            leases: AtomicUsize::new(0),
         })
     }
 
@@ -805,8 +809,8 @@ impl TaskRunner {
 }
 
 /// A plugin's lender, seen from the host: a lease keeps the plugin's memory through its
-/// `retain`/`release`, and counts as a call under way through the instance's gate, so an
-/// unload waits for it (up to its deadline) and a library still lent out stays mapped.
+/// `retain`/`release` and is counted in the instance's `leases`: an unload or reload does not
+/// wait for it, but a library still lent out then stays mapped (its `release` is its code).
 struct PluginLender {
     lender: crate::abi::hl_lender_t,
     inst: Arc<Instance>,
@@ -829,7 +833,10 @@ impl crate::sink::Lend for PluginLender {
         if token.is_null() {
             return None;
         }
-        pass.detach();
+        // Counted before the pass leaves, so an unload (which closes the gate, then waits for
+        // passes) sees every lease made before its close.
+        self.inst.leases.fetch_add(1, Ordering::AcqRel);
+        drop(pass);
         Some(Box::new(PluginLease {
             release,
             token,
@@ -853,9 +860,9 @@ unsafe impl Sync for PluginLease {}
 impl Drop for PluginLease {
     fn drop(&mut self) {
         let (release, token) = (self.release, self.token);
-        // SAFETY: a token from `retain`, released once; the gate pass entered in `lend` keeps
-        // the library mapped until this returns.
+        // SAFETY: a token from `retain`, released once; a library with leases out is never
+        // unmapped (`release_shut`), so `release` is still its code.
         let _ = crate::internal::panic::catch(|| unsafe { release(token) });
-        self.inst.gate.leave();
+        self.inst.leases.fetch_sub(1, Ordering::AcqRel);
     }
 }
