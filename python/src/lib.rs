@@ -765,6 +765,37 @@ impl Plugin {
         self.plugin.is_some()
     }
 
+    /// Where and how it runs: a dict with `name`, `version`, `path`, `generation` (bumped by
+    /// each reload), `isolation` ("in_process", "own_process" or "shared:<group>"), `pid` (the
+    /// worker's, None in process), `restarts`, `crashes`, `last_crash` and `down` (why an
+    /// isolated plugin stays down, or None).
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.on_main()?;
+        let p = self
+            .plugin
+            .as_ref()
+            .ok_or_else(|| HostloopError::new_err(format!("plugin {:?} is unloaded", self.name)))?;
+        let i = p.0.info();
+        let d = PyDict::new(py);
+        d.set_item("name", &i.name)?;
+        d.set_item("version", &i.version)?;
+        d.set_item("path", &i.path)?;
+        d.set_item("generation", i.generation)?;
+        let isolation = match &i.isolation {
+            hostloop::plugin::Isolation::InProcess => "in_process".to_owned(),
+            hostloop::plugin::Isolation::OwnProcess => "own_process".to_owned(),
+            hostloop::plugin::Isolation::SharedProcess(g) => format!("shared:{g}"),
+            _ => "unknown".to_owned(),
+        };
+        d.set_item("isolation", isolation)?;
+        d.set_item("pid", i.pid)?;
+        d.set_item("restarts", i.restarts)?;
+        d.set_item("crashes", i.crashes)?;
+        d.set_item("last_crash", &i.last_crash)?;
+        d.set_item("down", &i.down)?;
+        Ok(d)
+    }
+
     /// Unloads the plugin within `deadline_s` (GIL released). Returns a report dict.
     #[pyo3(signature = (deadline_s=5.0))]
     fn unload<'py>(&mut self, py: Python<'py>, deadline_s: f64) -> PyResult<Bound<'py, PyDict>> {

@@ -105,3 +105,42 @@ def test_plugin_methods_are_main_thread_only_and_a_drop_elsewhere_unloads_on_mai
     t.join()
     assert rt.run_until(lambda: rt.stats()["main_items_run"] > before, 30.0)
     assert reported == []
+
+
+def _steps(got):
+    return [int.from_bytes(p[:8], "little") for t, p, _ in got if t == "particles/step"]
+
+
+def test_info_reload_and_playback(rt, particles):
+    plugin, got, _ = _frames(rt, particles)
+    info = plugin.info()
+    assert info["name"] == "particles" and info["isolation"] == "in_process"
+    assert info["pid"] is None
+    # Hot reload from the same file: still loaded, a new generation, frames keep coming.
+    gen = info["generation"]
+    plugin.reload()
+    assert plugin.loaded and plugin.info()["generation"] > gen
+    n = len(got)
+    assert rt.run_until(lambda: len(got) > n + 3, 60.0)
+    # Playback events reach the plugin (a pause, then play again: frames resume).
+    rt.post_playback(False)
+    rt.post_playback(True)
+    n = len(_steps(got))
+    assert rt.run_until(lambda: len(_steps(got)) > n + 3, 60.0)
+    plugin.unload(5.0)
+    with pytest.raises(hostloop.HostloopError, match="unloaded"):
+        plugin.info()
+
+
+def test_a_shared_process_group_runs_two_plugins_in_one_worker(rt, particles, template):
+    got = []
+    rt.set_sink(lambda topic, payload: got.append(topic))
+    a = rt.load_plugin(particles, isolation="shared:sims")
+    b = rt.load_plugin(template, isolation="shared:sims")
+    ia, ib = a.info(), b.info()
+    assert ia["isolation"] == ib["isolation"] == "shared:sims"
+    assert ia["pid"] is not None and ia["pid"] == ib["pid"]
+    assert rt.run_until(lambda: "particles/positions" in got
+                        and any(t.startswith("orbits/") for t in got), 60.0), set(got)
+    a.unload(10.0)
+    b.unload(10.0)

@@ -90,6 +90,9 @@ class Plugin:
     def name(self) -> str: ...
     @property
     def loaded(self) -> bool: ...
+    def info(self) -> dict[str, Any]:
+        """name, version, path, generation, isolation, pid (worker), restarts, crashes,
+        last_crash, down."""
     def unload(self, deadline_s: float = 5.0) -> dict[str, Any]:
         """Unload (GIL released). A second unload raises HostloopError."""
     def reload(self, path: str | PathLike[str] | None = None, deadline_s: float = 5.0) -> None: ...
