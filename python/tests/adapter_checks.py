@@ -280,3 +280,23 @@ def plugin_frames_reach_sink(h, particles):
     assert plugin.unload(5.0)["stragglers"] == 0
     rt.shutdown(5.0)
     base.check_clean()
+
+
+class AdapterContract:
+    """The checks every adapter passes, as tests: a test module subclasses it as
+    ``class TestContract(checks.AdapterContract)`` and provides the ``h`` fixture."""
+
+    def test_raising_callback_is_reported(self, h, monkeypatch):
+        raising_callback_is_reported(h, monkeypatch)
+
+    def test_budgets_hold(self, h):
+        budgets_hold(h)
+
+    def test_detach_stops_pumping(self, h):
+        detach_stops_pumping(h)
+
+    def test_shutdown_detaches(self, h):
+        shutdown_detaches(h)
+
+    def test_plugin_frames_reach_sink(self, h, particles):
+        plugin_frames_reach_sink(h, particles)

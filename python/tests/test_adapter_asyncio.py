@@ -53,22 +53,6 @@ def test_results_on_main_thread(h):
     assert att.loop is h.loop
 
 
-def test_raising_callback_is_reported(h, monkeypatch):
-    checks.raising_callback_is_reported(h, monkeypatch)
-
-
-def test_budgets_hold(h):
-    checks.budgets_hold(h)
-
-
-def test_detach_stops_pumping(h):
-    checks.detach_stops_pumping(h)
-
-
-def test_shutdown_detaches(h):
-    checks.shutdown_detaches(h)
-
-
 def test_one_attachment_per_runtime(h):
     checks.one_attachment_per_runtime(h)
 
@@ -89,10 +73,6 @@ def test_attach_in_coroutine_uses_running_loop_and_old_callable_api(rt):
     att, loop = asyncio.run(main())
     assert att.loop is loop and not att.attached and att.fd_pumps >= 1
     assert isinstance(att, hostloop._attach.Attachment)
-
-
-def test_plugin_frames_reach_sink(h, particles):
-    checks.plugin_frames_reach_sink(h, particles)
 
 
 def test_pump_that_cannot_run_is_reported_and_detaches(rt, monkeypatch):
@@ -126,3 +106,7 @@ def test_pump_that_cannot_run_is_reported_and_detaches(rt, monkeypatch):
     assert not att.attached and isinstance(att.error, hostloop.HostloopError)
     assert len(seen) == 1 and seen[0].exc_value is att.error
     assert rt.pump(2.0) == 1  # the item is still there for the right thread
+
+
+class TestContract(checks.AdapterContract):
+    """raising callbacks, budgets, detach, shutdown, plugin frames (adapter_checks)."""

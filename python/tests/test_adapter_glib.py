@@ -66,22 +66,6 @@ def test_results_on_main_thread(h):
     assert att.timer_pumps == 0 and att.source_id is None
 
 
-def test_raising_callback_is_reported(h, monkeypatch):
-    checks.raising_callback_is_reported(h, monkeypatch)
-
-
-def test_budgets_hold(h):
-    checks.budgets_hold(h)
-
-
-def test_detach_stops_pumping(h):
-    checks.detach_stops_pumping(h)
-
-
-def test_shutdown_detaches(h):
-    checks.shutdown_detaches(h)
-
-
 def test_one_attachment_per_runtime(h, rt):
     checks.one_attachment_per_runtime(h)
     with pytest.raises(TypeError):
@@ -101,5 +85,5 @@ def test_source_is_removed_on_detach(h, rt):
     assert GLib.MainContext.default().find_source_by_id(sid) is None
 
 
-def test_plugin_frames_reach_sink(h, particles):
-    checks.plugin_frames_reach_sink(h, particles)
+class TestContract(checks.AdapterContract):
+    """raising callbacks, budgets, detach, shutdown, plugin frames (adapter_checks)."""

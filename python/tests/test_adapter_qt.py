@@ -72,22 +72,6 @@ def test_results_on_main_thread(h):
     assert att.QtCore is QtCore
 
 
-def test_raising_callback_is_reported(h, monkeypatch):
-    checks.raising_callback_is_reported(h, monkeypatch)
-
-
-def test_budgets_hold(h):
-    checks.budgets_hold(h)
-
-
-def test_detach_stops_pumping(h):
-    checks.detach_stops_pumping(h)
-
-
-def test_shutdown_detaches(h):
-    checks.shutdown_detaches(h)
-
-
 def test_one_attachment_per_runtime(h):
     checks.one_attachment_per_runtime(h)
 
@@ -152,5 +136,5 @@ def test_no_timer_and_bad_arguments(h, rt):
     att.detach()
 
 
-def test_plugin_frames_reach_sink(h, particles):
-    checks.plugin_frames_reach_sink(h, particles)
+class TestContract(checks.AdapterContract):
+    """raising callbacks, budgets, detach, shutdown, plugin frames (adapter_checks)."""

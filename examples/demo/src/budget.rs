@@ -20,6 +20,18 @@ pub struct Copies {
     pub bytes: u64,
 }
 
+impl Copies {
+    /// Counts one more copy of `bytes` that took `ms`.
+    pub fn add(self, ms: f64, bytes: u64) -> Copies {
+        Copies {
+            count: self.count + 1,
+            ms: self.ms + ms,
+            longest_ms: self.longest_ms.max(ms),
+            bytes,
+        }
+    }
+}
+
 /// One `hl_runtime_pump` of the host loop.
 #[derive(Debug, Clone, Copy)]
 pub struct PumpSample {

@@ -320,13 +320,11 @@ impl Frames {
             }
         }
         drop(out);
-        let copy_ms = ms(copy_started.elapsed());
-        let mut c = self.copies.get();
-        c.count += 1;
-        c.ms += copy_ms;
-        c.longest_ms = c.longest_ms.max(copy_ms);
-        c.bytes = a.count * record;
-        self.copies.set(c);
+        self.copies.set(
+            self.copies
+                .get()
+                .add(ms(copy_started.elapsed()), a.count * record),
+        );
     }
 
     /// The draw: copies the lent frame, if one waits, into `positions` (a viewer would upload
@@ -342,13 +340,9 @@ impl Frames {
         // allocated and unchanged until it is released, when `frame` drops below.
         out.extend_from_slice(unsafe { std::slice::from_raw_parts(frame.data, frame.floats) });
         drop(frame);
-        let took = ms(started.elapsed());
-        let mut c = self.uploads.get();
-        c.count += 1;
-        c.ms += took;
-        c.longest_ms = c.longest_ms.max(took);
-        c.bytes = 4 * out.len() as u64;
-        self.uploads.set(c);
+        let bytes = 4 * out.len() as u64;
+        self.uploads
+            .set(self.uploads.get().add(ms(started.elapsed()), bytes));
     }
 
     /// Bookkeeping for a frame of `count` particles that reached the sink.
