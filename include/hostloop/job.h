@@ -63,7 +63,8 @@ typedef void (*hl_job_done_fn)(void *user_data, hl_status_t status, int32_t code
  * \brief The job's progress, on the main thread at a pump: the latest `fraction` (0 to 1) the
  * job reported with `hl_job_ctx_progress`, coalesced — however often the job reports between
  * two pumps, this runs at most once per pump, with the newest value, so a progress bar costs
- * the main thread one call per frame. Never called after `done`. It must not throw.
+ * the main thread one call per frame. The job's last report arrives before `done` (which
+ * waits a pump for it if need be); never called after `done`. It must not throw.
  *
  * [main-thread]
  */

@@ -146,12 +146,13 @@ hl_status_t hl_runtime_shutdown(hl_runtime_t *rt, uint32_t deadline_ms,
 
 /**
  * \brief The doorbell: a file descriptor that becomes readable when main-thread work arrives
- * and is cleared by `hl_runtime_pump`. Watch it for readability with `QSocketNotifier`,
- * `g_unix_fd_add`, `select` or `poll`; never read, write or close it. Valid until
- * `hl_runtime_free`.
+ * and is cleared by the `hl_runtime_pump` that finds the queue empty. Watch it for readability
+ * with `QSocketNotifier`, `g_unix_fd_add`, `select` or `poll`; never read, write or close it.
+ * Valid until `hl_runtime_free`.
  *
- * It is rung once per empty → non-empty transition of the main queue (a burst of results wakes
- * the host once) and stays readable while a pump leaves work behind.
+ * It is rung by the first post after a pump found the queue empty (a burst of results wakes the
+ * host once; posts that arrive while a pump drains ring nothing), and again by a pump that
+ * leaves work behind, so it stays readable while work is queued.
  *
  * \param fd  receives the descriptor on success; not NULL.
  * \return NULL_ARG; INVALID_HANDLE; WRONG_THREAD; SHUT_DOWN.

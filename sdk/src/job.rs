@@ -15,7 +15,7 @@ use crate::handle::Handle;
 use crate::internal::scheduler::{self, Work};
 use crate::internal::stats::Outcome as Counted;
 use crate::internal::sync::lock;
-use crate::main_thread::{post_progress, post_task, Main, MainTask};
+use crate::main_thread::{post_after_progress, post_progress, post_task, Main, MainItem, MainTask};
 use crate::shared::Shared;
 
 /// Which queue a CPU job waits in. Workers always take the highest non-empty lane first.
@@ -410,6 +410,15 @@ where
         let header = &self.state.header;
         if header.superseded.load(Ordering::Acquire) {
             return;
+        }
+        // The job's last report reaches its listener before its result: if a progress entry
+        // is still queued (the job reported, then finished, while a pump was past its progress
+        // entries), the result goes behind it, to the next pump's progress entries.
+        if header.progress.queued.load(Ordering::Acquire) {
+            let item = MainItem::Task(MainTask::Deliver(self.clone()));
+            if post_after_progress(main.handle().shared(), item).is_ok() {
+                return;
+            }
         }
         let taken = {
             let mut slot = lock(&self.state.slot);
@@ -837,7 +846,8 @@ impl<T: Send + 'static> Job<T> {
 
     /// Runs `f(progress, main)` on the main thread when the job reports progress, coalesced:
     /// however often the job reports between two pumps, `f` runs at most once per pump with the
-    /// latest value.
+    /// latest value. The job's last report reaches `f` before its result reaches `on_main`
+    /// (the result waits a pump for it if need be).
     pub fn on_progress<F>(mut self, f: F) -> Self
     where
         F: FnMut(&Progress, &mut Main<'_>) + Send + 'static,

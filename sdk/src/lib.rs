@@ -37,7 +37,8 @@
 // The mechanisms (internal/): they import only each other, std and crossbeam, never a
 // concept, and their protocols are model-checked with loom (sdk/tests/loom.rs).
 //   internal/scheduler/  work-stealing pool, generic over its work type; sleep.rs: parking
-//   internal/doorbell.rs the coalesced wake-up (eventfd/pipe + request_pump)
+//   internal/mainq.rs    the main queue's intrusive list and the doorbell's park protocol
+//   internal/doorbell.rs the wake-up fd (eventfd/pipe + request_pump)
 //   internal/latest.rs   the latest-value triple buffer (public as hostloop::latest)
 //   internal/stats.rs    counters and the public Stats types
 //   internal/sync.rs     std or loom primitives, poison-free lock
@@ -233,8 +234,9 @@ pub use crate::farm::openjd::openjd_main as farm_openjd_main;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_models {
-    pub use crate::internal::doorbell::Coalescer;
+    pub use crate::internal::doorbell::Rings;
     pub use crate::internal::latest::{latest, LatestReader, LatestWriter};
+    pub use crate::internal::mainq::{Link, Peek, Queue};
     pub use crate::internal::scheduler::sleep::{Sleep, Sleepy};
     pub use crate::plugin::gate::{Gate, Pass};
 }

@@ -4,7 +4,7 @@
 use crate::internal::panic::catch;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -12,8 +12,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::{Error, Result};
 use crate::handle::Handle;
+use crate::internal::clock::{Calibration, Deadline, Stamp};
 use crate::internal::doorbell::Doorbell;
-use crate::internal::sync::lock;
+use crate::internal::mainq::{Link, Peek, Queue};
 use crate::job::JobRef;
 use crate::shared::Shared;
 
@@ -134,14 +135,132 @@ impl MainItem {
     }
 }
 
-/// The main-thread queue of a local runtime and the pump's state: FIFO items, progress
-/// listeners to run at the next pump, and the doorbell rung on the empty → non-empty
-/// transition.
+/// How a queued item runs, is dropped unrun, and is freed: one table per item type.
+struct NodeVt {
+    /// Runs the item; `Step::Continue` leaves it in the node, to run again.
+    run: unsafe fn(*mut Link, &mut Main<'_>) -> Step,
+    /// Drops the item unrun, as [`MainItem::release`] does (no-op if it is gone).
+    release: unsafe fn(*mut Link),
+    /// Frees the node, with an item still in it.
+    free: unsafe fn(*mut Link),
+}
+
+/// One queued main-thread item: one allocation holding the link, its table and the item.
+#[repr(C)]
+struct Node<T> {
+    link: Link,
+    vt: &'static NodeVt,
+    item: Option<T>,
+}
+
+/// What a node can hold.
+trait Queued: Send + Sized + 'static {
+    /// Runs the item in `slot`, taking it when it is done.
+    fn run(slot: &mut Option<Self>, main: &mut Main<'_>) -> Step;
+    /// Drops it unrun.
+    fn release(self) {}
+}
+
+impl<T: Queued> Node<T> {
+    const VT: NodeVt = NodeVt {
+        run: Self::run,
+        release: Self::release,
+        free: Self::free,
+    };
+
+    fn alloc(item: Option<T>) -> *mut Link {
+        Box::into_raw(Box::new(Node {
+            link: Link::new(),
+            vt: &Self::VT,
+            item,
+        }))
+        .cast()
+    }
+
+    /// # Safety (the three below)
+    ///
+    /// `link` is the link of a live `Node<T>` that only the caller (the queue's consumer)
+    /// touches.
+    unsafe fn run(link: *mut Link, main: &mut Main<'_>) -> Step {
+        // SAFETY: a live `Node<T>`, the caller's alone.
+        T::run(unsafe { &mut (*link.cast::<Self>()).item }, main)
+    }
+
+    unsafe fn release(link: *mut Link) {
+        // SAFETY: a live `Node<T>`, the caller's alone.
+        if let Some(item) = unsafe { (*link.cast::<Self>()).item.take() } {
+            item.release();
+        }
+    }
+
+    unsafe fn free(link: *mut Link) {
+        // SAFETY: made by `Box::into_raw` in `alloc`, and no longer reachable from the queue.
+        drop(unsafe { Box::from_raw(link.cast::<Self>()) });
+    }
+}
+
+/// The vtable of a node, read through its link.
+///
+/// # Safety
+///
+/// `link` is the link of a live node.
+unsafe fn vt(link: *mut Link) -> &'static NodeVt {
+    // SAFETY: every node is a `#[repr(C)] Node<T>`: `vt` follows the link whatever `T` is.
+    unsafe { (*link.cast::<Node<()>>()).vt }
+}
+
+/// The queue's first stub, and nodes whose item is gone.
+impl Queued for () {
+    fn run(_: &mut Option<()>, _: &mut Main<'_>) -> Step {
+        Step::Done
+    }
+}
+
+/// A closure posted with `post`: in the node itself, no second allocation.
+struct OnceFn<F>(F);
+
+impl<F: FnOnce(&mut Main<'_>) + Send + 'static> Queued for OnceFn<F> {
+    fn run(slot: &mut Option<Self>, main: &mut Main<'_>) -> Step {
+        if let Some(OnceFn(f)) = slot.take() {
+            f(main);
+        }
+        Step::Done
+    }
+}
+
+impl Queued for MainItem {
+    fn run(slot: &mut Option<Self>, main: &mut Main<'_>) -> Step {
+        if let Some(MainItem::Task(MainTask::Chunked(f))) = slot {
+            let step = f(main);
+            if step == Step::Done {
+                *slot = None;
+            }
+            return step;
+        }
+        match slot.take() {
+            Some(MainItem::Task(task)) => {
+                // Not chunked (handled above), so it does not continue.
+                let _ = task.run(main);
+            }
+            Some(MainItem::Progress(job)) => job.deliver_progress(main),
+            None => {}
+        }
+        Step::Done
+    }
+
+    fn release(self) {
+        MainItem::release(self);
+    }
+}
+
+/// The main-thread queue of a local runtime and the pump's state: the FIFO list of items (its
+/// protocol, with the doorbell's, in `internal/mainq.rs`), the progress listeners to run at the
+/// next pump, and the doorbell.
 pub(crate) struct MainQueue {
-    main_tx: Sender<MainTask>,
-    main_rx: Receiver<MainTask>,
-    progress_tx: Sender<JobRef>,
-    progress_rx: Receiver<JobRef>,
+    list: Queue,
+    /// Progress entries, and what must run after them (see [`post_after_progress`]).
+    progress_tx: Sender<MainItem>,
+    progress_rx: Receiver<MainItem>,
     pub(crate) doorbell: Doorbell,
     /// What producers that can be told no may leave waiting (see [`MainQueue::admit`]).
     pub(crate) limits: Limits,
@@ -149,21 +268,45 @@ pub(crate) struct MainQueue {
     pump: CachePadded<PumpSide>,
 }
 
-/// What only the pump writes.
+/// What only the pump (or shutdown, which claims the consumer side the same way) writes.
 struct PumpSide {
+    /// The consumer side is claimed: by a pump, or by shutdown dropping what is queued.
     in_pump: AtomicBool,
     /// `run_until` is asking its `until` condition: `pump` and `run_until` are refused there.
     in_until: AtomicBool,
-    state: Mutex<PumpState>,
+    /// The list's stub holds a chunked item that asked to continue: it runs first next time.
+    carrying: AtomicBool,
+    /// Items taken off the list (published at the end of each pump: `pushed - taken` is the
+    /// length).
+    taken: AtomicUsize,
+    /// A pump met a large backlog: return its memory once the queue is empty. (Here, not in
+    /// [`Limits`], which every post reads.)
+    trim_due: AtomicBool,
+    /// The TSC's rate, for the per-item deadline check.
+    clock: Calibration,
+}
+
+// SAFETY: the list's nodes hold `Send` items; the consumer side is used by one thread at a
+// time (whoever claimed `in_pump`).
+unsafe impl Send for MainQueue {}
+// SAFETY: as above.
+unsafe impl Sync for MainQueue {}
+
+/// How a drain of the list ended.
+enum Drained {
+    /// The list was empty and is parked: the next post rings.
+    Parked,
+    /// Work is left (the budget ran out, or a producer is between its two steps).
+    Left,
+    /// The runtime is shutting down (an item shut it down): everything left was dropped.
+    ShutDown,
 }
 
 impl MainQueue {
     pub(crate) fn new(doorbell: Doorbell) -> Self {
-        let (main_tx, main_rx) = crossbeam_channel::unbounded();
         let (progress_tx, progress_rx) = crossbeam_channel::unbounded();
         MainQueue {
-            main_tx,
-            main_rx,
+            list: Queue::new(Node::<()>::alloc(None)),
             progress_tx,
             progress_rx,
             doorbell,
@@ -171,24 +314,57 @@ impl MainQueue {
             pump: CachePadded::new(PumpSide {
                 in_pump: AtomicBool::new(false),
                 in_until: AtomicBool::new(false),
-                state: Mutex::new(PumpState::default()),
+                carrying: AtomicBool::new(false),
+                taken: AtomicUsize::new(0),
+                trim_due: AtomicBool::new(false),
+                clock: Calibration::default(),
             }),
         }
     }
 
-    /// Queues `item` and rings the doorbell (coalesced: once per empty → non-empty).
+    /// Queues `item` and rings the doorbell if the pump had parked.
     pub(crate) fn push(&self, item: MainItem) -> Result<()> {
         match item {
-            MainItem::Task(task) => self.main_tx.send(task).map_err(|_| Error::ShutDown)?,
-            MainItem::Progress(job) => self.progress_tx.send(job).map_err(|_| Error::ShutDown)?,
+            MainItem::Progress(_) => self.push_side(item)?,
+            item => self.push_node(Node::alloc(Some(item))),
         }
-        self.doorbell.notify();
         Ok(())
+    }
+
+    /// Queues `item` with the progress entries, which the next pump runs first.
+    pub(crate) fn push_side(&self, item: MainItem) -> Result<()> {
+        self.progress_tx.send(item).map_err(|_| Error::ShutDown)?;
+        if self.list.unpark() {
+            self.doorbell.ring();
+        }
+        Ok(())
+    }
+
+    /// Queues `f` in one allocation.
+    pub(crate) fn push_fn<F>(&self, f: F)
+    where
+        F: FnOnce(&mut Main<'_>) + Send + 'static,
+    {
+        self.push_node(Node::alloc(Some(OnceFn(f))));
+    }
+
+    fn push_node(&self, node: *mut Link) {
+        // SAFETY: a fresh node, handed to the queue.
+        if unsafe { self.list.push(node) } {
+            self.doorbell.ring();
+        }
     }
 
     /// Items waiting (not counting a chunked item carried over).
     pub(crate) fn len(&self) -> usize {
-        self.main_rx.len() + self.progress_rx.len()
+        self.list_len() + self.progress_rx.len()
+    }
+
+    /// Items waiting in the list: what the backlog limit counts for a post (progress entries,
+    /// one per job at most, are left out: a post reads two counters, no channel).
+    pub(crate) fn list_len(&self) -> usize {
+        let taken = self.pump.taken.load(Ordering::Relaxed);
+        self.list.pushed().saturating_sub(taken)
     }
 
     /// Main-thread work waiting for a pump, as [`PumpReport::remaining`] and
@@ -202,19 +378,73 @@ impl MainQueue {
 
     /// Whether a chunked item is carried over to the next pump.
     pub(crate) fn is_carrying(&self) -> bool {
-        lock(&self.pump.state).carry.is_some()
+        self.pump.carrying.load(Ordering::Relaxed)
     }
 
-    /// Shutdown: everything queued, the carried chunked item first.
-    pub(crate) fn take_all(&self) -> Vec<MainItem> {
-        let carry = lock(&self.pump.state).carry.take();
-        let mut items: Vec<MainItem> = carry
-            .into_iter()
-            .chain(self.main_rx.try_iter())
-            .map(MainItem::Task)
-            .collect();
-        items.extend(self.progress_rx.try_iter().map(MainItem::Progress));
-        items
+    /// Shutdown: everything queued, the carried chunked item first, released. If a pump is
+    /// running (an item it runs shut the runtime down, or shutdown came from another thread),
+    /// that pump drops what is left itself, when its item returns.
+    pub(crate) fn release_all(&self) -> usize {
+        if self.pump.in_pump.swap(true, Ordering::Acquire) {
+            return 0;
+        }
+        // SAFETY: the consumer side is ours (`in_pump`).
+        let n = unsafe { self.release_queued() };
+        self.pump.in_pump.store(false, Ordering::Release);
+        n
+    }
+
+    /// Releases the carried item and everything queued; returns how many.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the consumer side (`in_pump`).
+    unsafe fn release_queued(&self) -> usize {
+        let mut n = 0;
+        if self.pump.carrying.swap(false, Ordering::Relaxed) {
+            // SAFETY: the stub is live; the consumer's.
+            let _ = catch(|| unsafe { release_node(self.list.stub()) });
+            n += 1;
+        }
+        let mut popped = 0;
+        // SAFETY: the consumer side is the caller's.
+        while let Some((node, old)) = unsafe { self.list.pop() } {
+            // SAFETY: `old` is the previous stub, no longer in the list; `node` is live.
+            unsafe {
+                (vt(old).free)(old);
+                let _ = catch(|| release_node(node));
+            }
+            popped += 1;
+        }
+        self.pump.taken.fetch_add(popped, Ordering::Relaxed);
+        n += popped;
+        for item in self.progress_rx.try_iter() {
+            let _ = catch(|| item.release());
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Releases a node's item (the node stays).
+///
+/// # Safety
+///
+/// `node` is live and the caller's.
+unsafe fn release_node(node: *mut Link) {
+    // SAFETY: as the caller promised.
+    unsafe { (vt(node).release)(node) }
+}
+
+impl Drop for MainQueue {
+    fn drop(&mut self) {
+        // What producers raced into the queue after shutdown swept it.
+        // SAFETY: `&mut self`: nobody else touches the queue.
+        unsafe {
+            self.release_queued();
+            let stub = self.list.stub();
+            (vt(stub).free)(stub);
+        }
     }
 }
 
@@ -245,8 +475,6 @@ pub(crate) struct Limits {
     pub(crate) queued_bytes: AtomicUsize,
     /// Calls refused at the limit.
     pub(crate) refused: AtomicU64,
-    /// A pump drained a large backlog: return its memory once the queue is empty.
-    trim_due: AtomicBool,
 }
 
 impl Default for Limits {
@@ -256,7 +484,6 @@ impl Default for Limits {
             bytes: AtomicUsize::new(DEFAULT_MAIN_BACKLOG_BYTES),
             queued_bytes: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
-            trim_due: AtomicBool::new(false),
         }
     }
 }
@@ -336,6 +563,20 @@ pub(crate) fn post_progress(shared: &Arc<Shared>, job: JobRef) -> Result<()> {
     post_item(shared, MainItem::Progress(job))
 }
 
+/// Queues `item` behind the progress entries already queued: it runs after them, at the start
+/// of the next pump (a plugin's: in its host's queue, which is one FIFO). A job's result waits
+/// there for its last progress report.
+pub(crate) fn post_after_progress(shared: &Arc<Shared>, item: MainItem) -> Result<()> {
+    if shared.is_shutting_down() {
+        return Err(Error::ShutDown);
+    }
+    if shared.backend.local().is_some() {
+        shared.main.push_side(item)
+    } else {
+        shared.backend.post_main(shared, item)
+    }
+}
+
 fn post_item(shared: &Arc<Shared>, item: MainItem) -> Result<()> {
     if shared.is_shutting_down() {
         return Err(Error::ShutDown);
@@ -343,11 +584,194 @@ fn post_item(shared: &Arc<Shared>, item: MainItem) -> Result<()> {
     shared.backend.post_main(shared, item)
 }
 
-/// Main-thread-only state kept across pumps.
-#[derive(Default)]
-struct PumpState {
-    /// A chunked item that asked to continue.
-    carry: Option<MainTask>,
+/// Queues `f` to run once on the main thread: on a local runtime in one allocation (the queue's
+/// node holds the closure), through its host's services for a plugin's.
+fn post_fn<F>(shared: &Arc<Shared>, f: F) -> Result<()>
+where
+    F: FnOnce(&mut Main<'_>) + Send + 'static,
+{
+    if shared.is_shutting_down() {
+        return Err(Error::ShutDown);
+    }
+    if shared.backend.local().is_some() {
+        shared.main.push_fn(f);
+        Ok(())
+    } else {
+        shared
+            .backend
+            .post_main(shared, MainItem::Task(MainTask::Once(Box::new(f))))
+    }
+}
+
+impl MainQueue {
+    /// Runs items off the list until it is empty (then parks it), the budget is spent, or the
+    /// runtime shuts down; counts what ran and what panicked.
+    ///
+    /// One `catch` covers a run of items rather than each item: a panic ends the run, the
+    /// panicked item is dropped, and the loop goes on with the next one.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the consumer side (`in_pump`).
+    unsafe fn drain(
+        &self,
+        handle: &Handle,
+        deadline: &mut Deadline,
+        ran: &mut usize,
+        panicked: &mut u64,
+    ) -> Drained {
+        let at = deadline.at();
+        let mut carrying = self.pump.carrying.load(Ordering::Relaxed);
+        let mut taken = 0usize;
+        let outcome = loop {
+            let run = catch(|| loop {
+                let node = if carrying {
+                    // SAFETY: the stub holds the carried item; the consumer side is ours.
+                    unsafe { self.list.stub() }
+                } else {
+                    // SAFETY: the consumer side is ours.
+                    match unsafe { self.next() } {
+                        Next::Node(node) => {
+                            taken += 1;
+                            node
+                        }
+                        Next::Parked => break Drained::Parked,
+                        Next::Busy => break Drained::Left,
+                    }
+                };
+                let mut main = Main::new(handle, at);
+                // SAFETY: `node` is the live stub, ours.
+                carrying = unsafe { (vt(node).run)(node, &mut main) } == Step::Continue;
+                *ran += 1;
+                // SAFETY: the consumer side is ours.
+                if let Some(end) = unsafe { self.after_item(handle, deadline, carrying) } {
+                    break end;
+                }
+            });
+            match run {
+                Ok(end) => break end,
+                Err(_) => {
+                    // The stub holds what panicked: drop what is left of it.
+                    *panicked += 1;
+                    *ran += 1;
+                    carrying = false;
+                    // SAFETY: the stub is live, ours.
+                    let _ = catch(|| unsafe { release_node(self.list.stub()) });
+                    // SAFETY: the consumer side is ours.
+                    if let Some(end) = unsafe { self.after_item(handle, deadline, false) } {
+                        break end;
+                    }
+                }
+            }
+        };
+        self.pump.taken.fetch_add(taken, Ordering::Relaxed);
+        self.pump.carrying.store(carrying, Ordering::Relaxed);
+        if matches!(outcome, Drained::ShutDown) {
+            // Everything left goes, the carried item first: a chunked item holding the runtime
+            // (the event dispatcher does) kept in the list would keep it alive for good.
+            // SAFETY: the consumer side is ours.
+            unsafe { self.release_queued() };
+        }
+        outcome
+    }
+
+    /// After an item: whether the pump stops (shut down by the item, or budget spent), and how.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the consumer side.
+    unsafe fn after_item(
+        &self,
+        handle: &Handle,
+        deadline: &mut Deadline,
+        carrying: bool,
+    ) -> Option<Drained> {
+        // If the item shut the runtime down (a host callback called `hl_runtime_shutdown` or
+        // `_free`), nothing else may run: shutdown left what is queued to this pump.
+        if handle.shared().is_shutting_down() {
+            return Some(Drained::ShutDown);
+        }
+        if !deadline.passed() {
+            return None;
+        }
+        // Budget spent: no item starts now, but an empty list still parks.
+        if carrying {
+            return Some(Drained::Left);
+        }
+        // SAFETY: the caller holds the consumer side.
+        let empty = unsafe { self.list.peek() } == Peek::Empty;
+        // SAFETY: as above.
+        Some(if empty && unsafe { self.settle() } {
+            Drained::Parked
+        } else {
+            Drained::Left
+        })
+    }
+
+    /// The list's next item, taken (the old stub freed); or, found empty, parked.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the consumer side.
+    unsafe fn next(&self) -> Next {
+        loop {
+            // SAFETY: the caller holds the consumer side.
+            if let Some((node, old)) = unsafe { self.list.pop() } {
+                // SAFETY: `old` left the list: nobody else can reach it.
+                unsafe { (vt(old).free)(old) };
+                return Next::Node(node);
+            }
+            // SAFETY: (this and below) the caller holds the consumer side.
+            match unsafe { self.list.peek() } {
+                Peek::Ready => {}
+                Peek::Empty => {
+                    // SAFETY: as above.
+                    if unsafe { self.settle() } {
+                        return Next::Parked;
+                    }
+                    // Items arrived between the look and the park: take them.
+                }
+                Peek::Busy => {
+                    // A producer is between its swap and its link, two instructions apart,
+                    // unless it was preempted there: wait a little, then leave it to the next
+                    // pump (the pump rings when it leaves work).
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                        // SAFETY: as above.
+                        if unsafe { self.list.peek() } != Peek::Busy {
+                            break;
+                        }
+                    }
+                    // SAFETY: as above.
+                    if unsafe { self.list.peek() } == Peek::Busy {
+                        return Next::Busy;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The list was found empty: clears the fd (if a ring landed since the last clear), *then*
+    /// parks. Returns `false` if items arrived meanwhile (see `internal/mainq.rs`).
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the consumer side.
+    unsafe fn settle(&self) -> bool {
+        self.doorbell.acknowledge();
+        // SAFETY: the caller holds the consumer side.
+        unsafe { self.list.park() }
+    }
+}
+
+/// What the list gave the pump.
+enum Next {
+    /// An item to run: the list's stub now.
+    Node(*mut Link),
+    /// It was empty, and is parked.
+    Parked,
+    /// A producer is between its two steps.
+    Busy,
 }
 
 impl Handle {
@@ -357,11 +781,16 @@ impl Handle {
     ///
     /// At least one item runs per call, so `Duration::ZERO` runs exactly one item (in C,
     /// `hl_runtime_pump` with `budget_us == 0` means the options' `default_budget_us` instead,
-    /// since C has no "no budget given"; a C host passes 1 µs to run one item). The clock is read
-    /// after every item, so no item starts once the budget is spent: a pump takes at most its
-    /// budget plus the item that was running when the budget ran out. (Reading it only once per
-    /// batch of cheap items saved a few tens of ns per item, but let a pump that met slow items
-    /// in a batch run them all, tens of milliseconds past a 1 ms budget.)
+    /// since C has no "no budget given"; a C host passes 1 µs to run one item). The deadline is
+    /// checked after every item, so no item starts once the budget is spent: a pump takes at most
+    /// its budget plus the item that was running when the budget ran out. (Checking only once
+    /// per batch of cheap items let a pump that met slow items in a batch run them all, tens of
+    /// milliseconds past a 1 ms budget. The check reads the CPU's time-stamp counter where it is
+    /// invariant, a third of the cost of the clock, and the clock itself before it ends a pump
+    /// and at least every 32 items: see `internal/clock.rs`.)
+    ///
+    /// The doorbell is cleared when the pump finds the queue empty (not when it starts), so
+    /// posts that arrive while it drains ring nothing; a pump that leaves work behind rings it.
     /// Panics in items are caught and counted in [`Stats::main_items_panicked`](crate::Stats).
     ///
     /// # Errors
@@ -384,56 +813,52 @@ impl Handle {
         }
         let _reset = Reset(&q.pump.in_pump);
 
-        let start = Instant::now();
+        let stamp = Stamp::now();
+        q.pump.clock.learn(stamp);
+        let start = stamp.at;
         let deadline = start + budget;
-        q.doorbell.acknowledge();
-        let mut carry = lock(&q.pump.state).carry.take();
         let mut ran = 0usize;
         let mut panicked = 0u64;
-        if q.main_rx.len() >= TRIM_AFTER {
-            q.limits.trim_due.store(true, Ordering::Relaxed);
+        if q.len() >= TRIM_AFTER {
+            q.pump.trim_due.store(true, Ordering::Relaxed);
         }
         // Progress slots first, each at most once per pump: only those queued before this pump
         // started, so a job reporting non-stop cannot keep the pump busy.
-        for job in q.progress_rx.try_iter().take(q.progress_rx.len()) {
+        for item in q.progress_rx.try_iter().take(q.progress_rx.len()) {
             let mut main = Main::new(self, deadline);
-            if catch(|| job.deliver_progress(&mut main)).is_err() {
+            let run = catch(|| match item {
+                MainItem::Progress(job) => job.deliver_progress(&mut main),
+                // Run once: what waits for progress (a job's result) is never chunked.
+                MainItem::Task(task) => drop(task.run(&mut main)),
+            });
+            if run.is_err() {
                 panicked += 1;
             }
             ran += 1;
         }
-        let now = loop {
-            let Some(task) = carry.take().or_else(|| q.main_rx.try_recv().ok()) else {
-                break Instant::now();
-            };
-            let mut main = Main::new(self, deadline);
-            match catch(|| task.run(&mut main)) {
-                Ok(next) => carry = next,
-                Err(_) => panicked += 1,
-            }
-            ran += 1;
-            // Only a carried item needs the check (an atomic load kept off the per-item path):
-            // if the item shut the runtime down (a host callback called `hl_runtime_shutdown`
-            // or `_free`), shutdown has dropped the queue already, so the next `try_recv` ends
-            // the loop, but an item carried over would never run nor be dropped, and a chunked
-            // one holds the runtime (the event dispatcher does): a cycle that leaked it.
-            if carry.is_some() && self.shared().is_shutting_down() {
-                if let Some(task) = carry.take() {
-                    let _ = catch(|| MainItem::Task(task).release());
+        let mut check = q.pump.clock.deadline(stamp, deadline);
+        // SAFETY: `in_pump` is ours: so is the consumer side of the list.
+        let drained = unsafe { q.drain(self, &mut check, &mut ran, &mut panicked) };
+        let end = Stamp::now();
+        q.pump.clock.learn(end);
+        let now = end.at;
+        let remaining = match drained {
+            Drained::Parked => {
+                // Progress that came during the pump waits for the next one: say so.
+                if !q.progress_rx.is_empty() && q.list.unpark() {
+                    q.doorbell.ring();
                 }
-                break Instant::now();
+                q.backlog(self.shared(), false)
             }
-            let now = Instant::now();
-            if now >= deadline {
-                break now;
+            Drained::Left => {
+                // Budget spent with work left: ring, so the host comes back.
+                q.doorbell.ring();
+                q.backlog(self.shared(), q.is_carrying()).max(1)
             }
+            Drained::ShutDown => 0,
         };
-        let remaining = q.backlog(self.shared(), carry.is_some());
-        lock(&q.pump.state).carry = carry;
-        if remaining > 0 {
-            // Budget spent with work left: keep the doorbell rung so the host comes back.
-            q.doorbell.notify();
-        } else if q.limits.trim_due.swap(false, Ordering::Relaxed) {
+        if remaining == 0 && q.pump.trim_due.load(Ordering::Relaxed) {
+            q.pump.trim_due.store(false, Ordering::Relaxed);
             // A large backlog is drained: give its memory back, off the main thread.
             self.shared().submit_internal(crate::job::Lane::Io, trim);
         }
@@ -558,7 +983,7 @@ impl Handle {
     {
         let shared = self.shared();
         shared.main.admit(shared, 0)?;
-        post_task(shared, MainTask::Once(Box::new(f)))
+        post_fn(shared, f)
     }
 
     /// `post` for hostloop's own deliveries, which the API promised: never refused for the
@@ -567,7 +992,7 @@ impl Handle {
     where
         F: FnOnce(&mut Main<'_>) + Send + 'static,
     {
-        post_task(self.shared(), MainTask::Once(Box::new(f)))
+        post_fn(self.shared(), f)
     }
 
     /// Queues chunked main-thread work: `f` is called, at later pumps, until it returns

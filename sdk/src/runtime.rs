@@ -1,7 +1,6 @@
 //! The runtime: its [`Builder`], the [`Runtime`] that owns shutdown, and shutdown itself. The
 //! top of the crate: nothing but `lib.rs` imports this file.
 
-use crate::internal::panic::catch;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -359,11 +358,8 @@ fn shutdown(shared: &Arc<Shared>, deadline: Duration) -> ShutdownReport {
             }
         }
     }
-    for item in shared.main.take_all() {
-        // A captured value's `Drop` may panic; the host must still get its report.
-        let _ = catch(|| item.release());
-        report.main_items_dropped += 1;
-    }
+    // A captured value's `Drop` may panic; the host still gets its report (each is caught).
+    report.main_items_dropped += shared.main.release_all();
     shared.latest.clear();
     if report.main_items_dropped >= crate::main_thread::TRIM_AFTER {
         // A large backlog was dropped: its memory goes back to the system, not at the next

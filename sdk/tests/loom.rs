@@ -1,7 +1,9 @@
 //! Loom model checks of hostloop's two wake-up protocols:
 //!
-//! * the doorbell [`Coalescer`] (`sdk/src/internal/doorbell.rs`): no main-thread item is left queued
-//!   while the doorbell fd is quiet, and a burst of notifies rings once;
+//! * the main queue and its doorbell ([`Queue`] in `sdk/src/internal/mainq.rs`, [`Rings`] in
+//!   `sdk/src/internal/doorbell.rs`): no main-thread item (nor progress entry) is left queued
+//!   while the doorbell fd is quiet, the fd does not stay readable with nothing queued, and a
+//!   burst of posts rings once;
 //! * the worker parking protocol [`Sleep`] (`sdk/src/internal/scheduler/sleep.rs`, design in
 //!   `sdk/src/internal/scheduler/README.md`): a posted job is never left queued while every worker sleeps,
 //!   and `terminate` releases every sleeper;
@@ -10,7 +12,7 @@
 //! * a plugin's unload gate (`sdk/src/plugin/gate.rs`): once unload has closed the gate, drained and
 //!   waited for idle, no plugin code runs and nothing stays queued.
 //!
-//! A lost wake-up shows up either as a failed assertion (doorbell: an item is queued and the fake
+//! A lost wake-up shows up either as a failed assertion (main queue: an item is queued and the fake
 //! fd is not readable) or as a loom deadlock (sleep: the worker blocks forever on its condvar with
 //! a job still queued), and fails the test. The `mutant_*` tests run the same models against a
 //! deliberately broken protocol or caller and expect that failure, so they show the models are
@@ -31,10 +33,11 @@
 
 use std::collections::VecDeque;
 
-use hostloop::loom_models::{Coalescer, Gate, Sleep};
+use hostloop::loom_models::{Gate, Link, Peek, Queue, Rings, Sleep};
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Runs `f` under loom, exploring interleavings with at most `preemptions` preemptions per
 /// execution (`None`: unbounded, i.e. exhaustive). `LOOM_MAX_PREEMPTIONS` overrides the bound.
@@ -47,96 +50,210 @@ fn model(preemptions: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Doorbell
+// Main queue and doorbell
 // ---------------------------------------------------------------------------------------------
 
-/// The coalescing protocol as the doorbell uses it; implemented by the real [`Coalescer`] and by
-/// the mutant below.
-trait Coalesce: Send + Sync + 'static {
-    fn notify(&self) -> bool;
-    fn rang(&self) {}
+/// How the pump acknowledges the fd: the real [`Rings`], or a mutant.
+trait Ack: Send + Sync + 'static {
+    fn begin(&self);
+    fn rang(&self);
     fn acknowledge(&self, clear: impl FnOnce()) -> bool;
 }
 
-impl Coalesce for Coalescer {
-    fn notify(&self) -> bool {
-        Coalescer::notify(self)
+impl Ack for Rings {
+    fn begin(&self) {
+        Rings::begin(self)
     }
     fn rang(&self) {
-        Coalescer::rang(self)
+        Rings::rang(self)
     }
     fn acknowledge(&self, clear: impl FnOnce()) -> bool {
-        Coalescer::acknowledge(self, clear)
+        Rings::acknowledge(self, clear)
     }
 }
 
-/// A doorbell around coalescer `C`: the main queue and a fake fd. Mirrors `Runtime::post_main`
-/// (push, then notify) and `Handle::pump` (acknowledge, drain up to a budget, notify again if
-/// items are left).
-struct Bell<C> {
-    coalescer: C,
-    queue: Mutex<Queue>,
+/// Deliberate breakages of the pump's side, for the `mutant_*` tests.
+#[derive(Clone, Copy, Default)]
+struct Mutation {
+    /// Park first, then clear the fd (`mainq.rs` says why the order matters).
+    clear_after_park: bool,
+    /// Leave with work left without ringing.
+    no_ring_on_leave: bool,
+}
+
+/// A node as the model queues it: the link first, as `Node<T>` in `main_thread.rs`.
+#[repr(C)]
+struct N {
+    link: Link,
+    value: u32,
+}
+
+fn node(value: u32) -> *mut Link {
+    Box::into_raw(Box::new(N {
+        link: Link::new(),
+        value,
+    }))
+    .cast()
+}
+
+/// # Safety
+///
+/// `link` came from [`node`] and is no longer reachable from the queue.
+unsafe fn free(link: *mut Link) {
+    drop(unsafe { Box::from_raw(link.cast::<N>()) });
+}
+
+/// The real main-queue protocol ([`Queue`], [`Rings`]) with a fake fd and a side queue (the
+/// progress entries). `post` mirrors `MainQueue::push_node`, `post_side` `MainQueue::push` of a
+/// progress entry, and `pump` mirrors `Handle::pump` (`MainQueue::drain`, `next`, `after_item`,
+/// `settle`), except that the list's brief spin while a producer is between its two steps is
+/// left out (it only delays the same outcome: the pump leaves with work, and rings).
+struct Bell<A> {
+    queue: Queue,
+    ack: A,
+    mutation: Mutation,
+    /// Progress entries.
+    side: Mutex<VecDeque<u32>>,
+    /// Items the pumps ran (only the model's main thread pumps: a `std` atomic, not a loom one,
+    /// so it adds no interleavings).
+    drained: std::sync::atomic::AtomicUsize,
     /// The fake fd. A mutex, like the kernel's own lock around the eventfd/epoll state: a ring
     /// (eventfd write) and a clear (the zero-timeout poll that consumes the event) are atomic and
     /// totally ordered.
     fd: Mutex<Fd>,
 }
 
-#[derive(Default)]
-struct Queue {
-    items: VecDeque<u32>,
-    drained: usize,
-}
+// SAFETY: the queue's consumer side is used only by the model's main thread (`pump`, `drop`).
+unsafe impl<A: Send> Send for Bell<A> {}
+// SAFETY: as above.
+unsafe impl<A: Sync> Sync for Bell<A> {}
 
 #[derive(Default)]
 struct Fd {
     readable: bool,
     rings: usize,
+    /// An fd write landed since the pump last began to settle (found the queue empty).
+    written_since_settle: bool,
 }
 
-impl<C: Coalesce> Bell<C> {
-    fn new(coalescer: C) -> Arc<Self> {
+/// How a model pump's drain ended.
+#[derive(PartialEq)]
+enum End {
+    Parked,
+    Left,
+}
+
+impl<A: Ack> Bell<A> {
+    fn new(ack: A, mutation: Mutation) -> Arc<Self> {
         Arc::new(Bell {
-            coalescer,
-            queue: Mutex::default(),
+            queue: Queue::new(node(u32::MAX)),
+            ack,
+            mutation,
+            side: Mutex::default(),
+            drained: std::sync::atomic::AtomicUsize::new(0),
             fd: Mutex::default(),
         })
     }
 
-    fn notify(&self) {
-        if self.coalescer.notify() {
-            {
-                let mut fd = self.fd.lock().unwrap();
-                fd.rings += 1;
-                fd.readable = true;
-            }
-            self.coalescer.rang();
+    fn ring(&self) {
+        self.ack.begin();
+        {
+            let mut fd = self.fd.lock().unwrap();
+            fd.rings += 1;
+            fd.readable = true;
+            fd.written_since_settle = true;
+        }
+        self.ack.rang();
+    }
+
+    /// A producer: one swap; it rings if it found the queue parked.
+    fn post(&self, value: u32) {
+        // SAFETY: a fresh node, handed to the queue.
+        if unsafe { self.queue.push(node(value)) } {
+            self.ring();
         }
     }
 
-    /// A producer: push onto the main queue, then notify.
-    fn post(&self, item: u32) {
-        self.queue.lock().unwrap().items.push_back(item);
-        self.notify();
+    /// A progress producer: its side queue, then unpark.
+    fn post_side(&self, value: u32) {
+        self.side.lock().unwrap().push_back(value);
+        if self.queue.unpark() {
+            self.ring();
+        }
     }
 
-    /// One pump that runs at most `budget` items.
+    /// The queue was found empty: clear, then park (or, mutated, the other way round).
+    fn settle(&self) -> bool {
+        self.fd.lock().unwrap().written_since_settle = false;
+        let clear = || self.fd.lock().unwrap().readable = false;
+        if self.mutation.clear_after_park {
+            // SAFETY: only the model's main thread is the consumer.
+            let parked = unsafe { self.queue.park() };
+            self.ack.acknowledge(clear);
+            parked
+        } else {
+            self.ack.acknowledge(clear);
+            // SAFETY: as above.
+            unsafe { self.queue.park() }
+        }
+    }
+
+    /// One pump that runs at most `budget` list items (at least one if any is ready).
     fn pump(&self, budget: usize) {
-        self.coalescer
-            .acknowledge(|| self.fd.lock().unwrap().readable = false);
-        let remaining = {
-            let mut queue = self.queue.lock().unwrap();
-            for _ in 0..budget {
-                if queue.items.pop_front().is_none() {
-                    break;
+        let ready = self.side.lock().unwrap().len();
+        for _ in 0..ready {
+            self.side.lock().unwrap().pop_front();
+            self.drained.fetch_add(1, Relaxed);
+        }
+        let mut ran = 0;
+        let end = loop {
+            // SAFETY: only the model's main thread is the consumer.
+            if let Some((_, old)) = unsafe { self.queue.pop() } {
+                // SAFETY: `old` left the queue.
+                unsafe { free(old) };
+                self.drained.fetch_add(1, Relaxed);
+                ran += 1;
+                if ran < budget {
+                    continue;
                 }
-                queue.drained += 1;
+                // Budget spent: an empty queue still parks.
+                // SAFETY: as above.
+                break match unsafe { self.queue.peek() } {
+                    Peek::Empty if self.settle() => End::Parked,
+                    _ => End::Left,
+                };
             }
-            queue.items.len()
+            // SAFETY: as above.
+            match unsafe { self.queue.peek() } {
+                Peek::Ready => {}
+                Peek::Empty => {
+                    if self.settle() {
+                        break End::Parked;
+                    }
+                }
+                Peek::Busy => break End::Left,
+            }
         };
-        if remaining > 0 {
-            // Budget spent with work left: keep the doorbell rung so the host comes back.
-            self.notify();
+        match end {
+            End::Parked => {
+                // A pump that parks leaves the fd quiet, unless a ring wrote it after the pump
+                // found the queue empty (its count then makes the next pump clear).
+                {
+                    let fd = self.fd.lock().unwrap();
+                    assert!(
+                        !fd.readable || fd.written_since_settle,
+                        "stale wake-up: a parked pump left the fd readable from an earlier ring"
+                    );
+                }
+                if !self.side.lock().unwrap().is_empty() && self.queue.unpark() {
+                    self.ring();
+                }
+            }
+            End::Left => {
+                if !self.mutation.no_ring_on_leave {
+                    self.ring();
+                }
+            }
         }
     }
 
@@ -151,11 +268,7 @@ impl<C: Coalesce> Bell<C> {
     /// The no-lost-wake-up property, checked once every thread has finished: an item still
     /// queued means the fd is readable, so the host will pump again.
     fn check_no_lost_wakeup(&self, posted: usize) {
-        let (queued, drained) = {
-            let queue = self.queue.lock().unwrap();
-            (queue.items.len(), queue.drained)
-        };
-        assert_eq!(queued + drained, posted);
+        let queued = posted - self.drained.load(Relaxed);
         if queued > 0 {
             assert!(
                 self.readable(),
@@ -165,25 +278,43 @@ impl<C: Coalesce> Bell<C> {
     }
 }
 
-/// `producers[i]` is how many items producer thread `i` posts; `budgets[j]` is the budget of the
-/// `j`-th pump, run in order on the model's main thread (like the host's main thread).
-fn doorbell_model<C: Coalesce>(
-    make: fn() -> C,
-    producers: &'static [usize],
+impl<A> Drop for Bell<A> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: the consumer side is ours; every node came from `node`.
+        unsafe {
+            while let Some((_, old)) = self.queue.pop() {
+                free(old);
+            }
+            free(self.queue.stub());
+        }
+    }
+}
+
+/// `producers[i]` is how many items producer thread `i` posts (`side` of them, the last ones,
+/// as progress entries on the side queue); `budgets[j]` is the budget of the `j`-th pump, run
+/// in order on the model's main thread (like the host's main thread).
+fn doorbell_model<A: Ack>(
+    make: fn() -> A,
+    mutation: Mutation,
+    producers: &'static [(usize, usize)],
     budgets: &'static [usize],
     preemptions: Option<usize>,
 ) {
     model(preemptions, move || {
-        let bell = Bell::new(make());
+        let bell = Bell::new(make(), mutation);
         let mut handles = Vec::new();
         let mut next = 0u32;
-        for &n in producers {
+        for &(n, side) in producers {
             let bell = bell.clone();
             let first = next;
             next += n as u32;
             handles.push(thread::spawn(move || {
-                for item in first..first + n as u32 {
-                    bell.post(item);
+                for (i, value) in (first..first + n as u32).enumerate() {
+                    if i >= n - side {
+                        bell.post_side(value);
+                    } else {
+                        bell.post(value);
+                    }
                 }
             }));
         }
@@ -193,10 +324,16 @@ fn doorbell_model<C: Coalesce>(
         for h in handles {
             h.join().unwrap();
         }
-        bell.check_no_lost_wakeup(producers.iter().sum());
+        let posted = producers.iter().map(|p| p.0).sum();
+        bell.check_no_lost_wakeup(posted);
         // Once the producers are done, a pump that drains everything leaves the fd quiet: a
         // host watching it does not spin on empty pumps.
         bell.pump(usize::MAX);
+        assert_eq!(
+            bell.drained.load(Relaxed),
+            posted,
+            "a pump left items queued"
+        );
         assert!(
             !bell.readable(),
             "stale wake-up: the queue is empty but the doorbell fd stays readable"
@@ -204,138 +341,211 @@ fn doorbell_model<C: Coalesce>(
     });
 }
 
+const REAL: Mutation = Mutation {
+    clear_after_park: false,
+    no_ring_on_leave: false,
+};
+
 #[test]
 fn doorbell_two_producers_one_pump() {
-    doorbell_model(Coalescer::new, &[1, 1], &[usize::MAX], None);
+    doorbell_model(Rings::new, REAL, &[(1, 0), (1, 0)], &[usize::MAX], Some(4));
 }
 
 #[test]
 fn doorbell_three_producers_one_pump() {
-    doorbell_model(Coalescer::new, &[1, 1, 1], &[usize::MAX], Some(4));
+    doorbell_model(
+        Rings::new,
+        REAL,
+        &[(1, 0), (1, 0), (1, 0)],
+        &[usize::MAX],
+        Some(2),
+    );
 }
 
 #[test]
 fn doorbell_two_producers_two_pumps() {
-    doorbell_model(Coalescer::new, &[1, 1], &[usize::MAX, usize::MAX], None);
+    doorbell_model(
+        Rings::new,
+        REAL,
+        &[(1, 0), (1, 0)],
+        &[usize::MAX, usize::MAX],
+        Some(3),
+    );
 }
 
 /// A producer that posts twice around a pump: the second post must ring again after the pump
-/// cleared the fd, even if another producer's ring landed while the pump was acknowledging.
+/// parked, even if another producer's ring landed while the pump was clearing.
 #[test]
 fn doorbell_producer_posts_twice_around_pump() {
-    doorbell_model(Coalescer::new, &[2, 1], &[usize::MAX], None);
+    doorbell_model(Rings::new, REAL, &[(2, 0), (1, 0)], &[usize::MAX], Some(3));
 }
 
-/// A pump whose budget runs out with items left re-notifies: the fd stays (or becomes) readable.
+/// Progress entries (the side queue) wake the host too, and are not lost to a pump parking
+/// while they arrive.
+#[test]
+fn doorbell_side_queue_entries_wake_the_host() {
+    doorbell_model(Rings::new, REAL, &[(1, 1), (1, 0)], &[usize::MAX], Some(3));
+    doorbell_model(
+        Rings::new,
+        REAL,
+        &[(2, 1)],
+        &[usize::MAX, usize::MAX],
+        Some(3),
+    );
+}
+
+/// A pump whose budget runs out with items left rings: the fd stays (or becomes) readable.
 #[test]
 fn doorbell_budget_spent_keeps_fd_readable() {
-    doorbell_model(Coalescer::new, &[1, 1], &[1], None);
-    doorbell_model(Coalescer::new, &[2], &[1, 1], None);
+    doorbell_model(Rings::new, REAL, &[(1, 0), (1, 0)], &[1], Some(3));
+    doorbell_model(Rings::new, REAL, &[(2, 0)], &[1, 1], Some(3));
 }
 
 #[test]
 fn doorbell_budget_spent_sequential() {
     model(None, || {
-        let bell = Bell::new(Coalescer::new());
+        let bell = Bell::new(Rings::new(), REAL);
         bell.post(1);
         bell.post(2);
         bell.post(3);
-        assert_eq!(bell.rings(), 1);
-        bell.pump(1);
-        assert!(bell.readable(), "items left, fd must stay readable");
         assert_eq!(
             bell.rings(),
-            2,
-            "the pump cleared the fd, so it rings again"
+            1,
+            "only the first post found the queue parked"
         );
+        bell.pump(1);
+        assert!(bell.readable(), "items left, fd must stay readable");
+        assert_eq!(bell.rings(), 2, "a pump leaving work rings");
         bell.pump(2);
         assert!(!bell.readable(), "queue drained, fd cleared");
-        assert_eq!(bell.queue.lock().unwrap().drained, 3);
-        // Nothing rung: acknowledge does not call `clear`.
+        assert_eq!(bell.drained.load(Relaxed), 3);
+        assert!(bell.queue.is_parked());
+        // Nothing rang since: the next empty pump makes no syscall.
         assert!(!bell
-            .coalescer
-            .acknowledge(|| panic!("cleared an fd that was not rung")));
+            .ack
+            .acknowledge(|| panic!("cleared an fd no ring reached")));
+        bell.post(4);
+        assert_eq!(bell.rings(), 3, "the post after a park rings");
     });
 }
 
-/// With no pump in between, any number of concurrent notifies ring exactly once.
+/// With no pump in between, any number of concurrent posts to a parked queue ring exactly once.
 #[test]
-fn doorbell_coalesces_concurrent_notifies() {
+fn doorbell_coalesces_concurrent_posts() {
     model(None, || {
-        let coalescer = Arc::new(Coalescer::new());
-        let rings = Arc::new(AtomicUsize::new(0));
+        let bell = Bell::new(Rings::new(), REAL);
         let handles: Vec<_> = (0..2)
-            .map(|_| {
-                let (coalescer, rings) = (coalescer.clone(), rings.clone());
-                thread::spawn(move || {
-                    if coalescer.notify() {
-                        rings.fetch_add(1, SeqCst);
-                    }
-                })
+            .map(|i| {
+                let bell = bell.clone();
+                thread::spawn(move || bell.post(i))
             })
             .collect();
-        if coalescer.notify() {
-            rings.fetch_add(1, SeqCst);
-        }
+        bell.post(2);
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(rings.load(SeqCst), 1);
+        assert_eq!(bell.rings(), 1);
     });
 }
 
-/// The coalescer as it was before `rang`: it clears only while the flag is up, so a ring that
-/// lands after a pump cleared and lowered leaves the fd readable with nothing queued.
-#[derive(Default)]
-struct ClearOnlyWhenRung(loom::sync::atomic::AtomicBool);
+/// The model catches the broken order: a producer rings between the pump's park and its clear,
+/// the clear erases that ring, and nobody rings again.
+#[test]
+#[should_panic(expected = "lost wake-up")]
+fn mutant_mainq_clear_after_park_is_caught() {
+    let mutation = Mutation {
+        clear_after_park: true,
+        ..REAL
+    };
+    doorbell_model(Rings::new, mutation, &[(2, 0)], &[usize::MAX], None);
+}
 
-impl Coalesce for ClearOnlyWhenRung {
-    fn notify(&self) -> bool {
-        !self.0.swap(true, std::sync::atomic::Ordering::AcqRel)
+/// The model catches a pump that leaves work without ringing (it used to re-notify).
+#[test]
+#[should_panic(expected = "lost wake-up")]
+fn mutant_mainq_no_ring_on_leave_is_caught() {
+    let mutation = Mutation {
+        no_ring_on_leave: true,
+        ..REAL
+    };
+    doorbell_model(Rings::new, mutation, &[(2, 0)], &[1], None);
+}
+
+/// [`Rings`] with the counts read after the clear instead of before: a ring whose fd write
+/// lands between the clear and those reads is taken as cleared, and the fd stays readable.
+#[derive(Default)]
+struct CountAfterClear {
+    begun: AtomicUsize,
+    rang: AtomicUsize,
+    cleared: AtomicUsize,
+}
+
+impl Ack for CountAfterClear {
+    fn begin(&self) {
+        self.begun.fetch_add(1, SeqCst);
+    }
+    fn rang(&self) {
+        self.rang.fetch_add(1, SeqCst);
     }
     fn acknowledge(&self, clear: impl FnOnce()) -> bool {
-        if !self.0.load(std::sync::atomic::Ordering::Acquire) {
+        let seen = || self.begun.load(SeqCst) + self.rang.load(SeqCst);
+        if seen() == self.cleared.load(SeqCst) {
             return false;
         }
         clear();
-        self.0.swap(false, std::sync::atomic::Ordering::AcqRel);
+        self.cleared.store(seen(), SeqCst);
         true
     }
+}
+
+/// [`Rings`] as first written, counting only finished rings: a producer preempted between its
+/// fd write and its count leaves the fd readable through any number of empty pumps.
+#[derive(Default)]
+struct RangOnly {
+    rang: AtomicUsize,
+    cleared: AtomicUsize,
+}
+
+impl Ack for RangOnly {
+    fn begin(&self) {}
+    fn rang(&self) {
+        self.rang.fetch_add(1, SeqCst);
+    }
+    fn acknowledge(&self, clear: impl FnOnce()) -> bool {
+        let rang = self.rang.load(SeqCst);
+        if rang == self.cleared.load(SeqCst) {
+            return false;
+        }
+        clear();
+        self.cleared.store(rang, SeqCst);
+        true
+    }
+}
+
+/// The model catches the first version's stale fd (seen in the C host test under load).
+#[test]
+#[should_panic(expected = "stale wake-up")]
+fn mutant_mainq_rang_only_is_caught() {
+    doorbell_model(
+        RangOnly::default,
+        REAL,
+        &[(1, 0)],
+        &[usize::MAX, usize::MAX],
+        None,
+    );
 }
 
 /// The model catches the stale ring: a producer preempted between its swap and its fd write.
 #[test]
 #[should_panic(expected = "stale wake-up")]
-fn mutant_doorbell_clear_only_when_rung_is_caught() {
-    doorbell_model(ClearOnlyWhenRung::default, &[1], &[usize::MAX], None);
-}
-
-/// The coalescer with the steps of `acknowledge` swapped (lower the flag, *then* clear the fd):
-/// the order `doorbell.rs` warns against.
-#[derive(Default)]
-struct ClearAfterLowering(loom::sync::atomic::AtomicBool);
-
-impl Coalesce for ClearAfterLowering {
-    fn notify(&self) -> bool {
-        !self.0.swap(true, std::sync::atomic::Ordering::AcqRel)
-    }
-    fn acknowledge(&self, clear: impl FnOnce()) -> bool {
-        if !self.0.load(std::sync::atomic::Ordering::Acquire) {
-            return false;
-        }
-        self.0.swap(false, std::sync::atomic::Ordering::AcqRel);
-        clear();
-        true
-    }
-}
-
-/// The model catches the broken order: producer B rings between the pump's lowering and its
-/// clear, the clear erases that ring while the flag stays up, and producer A's second post does
-/// not ring.
-#[test]
-#[should_panic(expected = "lost wake-up")]
-fn mutant_doorbell_clear_after_lowering_is_caught() {
-    doorbell_model(ClearAfterLowering::default, &[2, 1], &[usize::MAX], Some(3));
+fn mutant_mainq_count_after_clear_is_caught() {
+    doorbell_model(
+        CountAfterClear::default,
+        REAL,
+        &[(2, 0)],
+        &[usize::MAX, usize::MAX],
+        None,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

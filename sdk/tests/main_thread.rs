@@ -218,6 +218,70 @@ fn a_burst_of_100k_results_rings_the_doorbell_once() {
     assert_eq!(rt.stats().doorbell_rings - before, 2);
 }
 
+/// The bell is acknowledged when the pump finds the queue empty, not when it starts: what items
+/// post while the pump drains rings nothing, and the pump leaves the fd quiet.
+#[test]
+fn posts_during_a_pump_ring_nothing() {
+    let rt = runtime(1);
+    let fd = rt.doorbell_fd();
+    let before = rt.stats().doorbell_rings;
+    let ran = Arc::new(AtomicUsize::new(0));
+    {
+        let ran = ran.clone();
+        rt.post(move |main| {
+            // A worker posting while the pump runs (here: the pump's own item, and a thread
+            // that finishes before the item returns).
+            let h = main.handle().clone();
+            let r = ran.clone();
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    let r = r.clone();
+                    h.post(move |_| {
+                        r.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .unwrap();
+                }
+            })
+            .join()
+            .unwrap();
+        })
+        .unwrap();
+    }
+    assert_eq!(rt.stats().doorbell_rings - before, 1);
+    let report = rt.pump(Duration::from_secs(60)).unwrap();
+    assert_eq!((report.ran, report.remaining), (1001, 0));
+    assert_eq!(ran.load(Ordering::Relaxed), 1000);
+    assert_eq!(
+        rt.stats().doorbell_rings - before,
+        1,
+        "posts that the running pump drained rang again"
+    );
+    assert!(!is_readable(fd));
+}
+
+/// A pump that stops with work left rings (so a `request_pump` host is asked again), and the
+/// fd stays readable until a pump drains everything.
+#[test]
+fn a_pump_that_leaves_work_rings_and_the_fd_stays_readable() {
+    let rt = runtime(1);
+    let fd = rt.doorbell_fd();
+    for _ in 0..3 {
+        rt.post(|_| {}).unwrap();
+    }
+    let before = rt.stats().doorbell_rings;
+    let report = rt.pump(Duration::ZERO).unwrap();
+    assert_eq!((report.ran, report.remaining), (1, 2));
+    assert!(is_readable(fd));
+    assert_eq!(rt.stats().doorbell_rings - before, 1);
+    let report = rt.pump(Duration::from_secs(60)).unwrap();
+    assert_eq!((report.ran, report.remaining), (2, 0));
+    assert!(!is_readable(fd));
+    // An empty pump on a quiet fd changes nothing.
+    let report = rt.pump(Duration::from_secs(60)).unwrap();
+    assert_eq!((report.ran, report.remaining), (0, 0));
+    assert!(!is_readable(fd));
+}
+
 #[test]
 fn a_worker_wakes_a_host_blocked_on_the_doorbell() {
     let rt = runtime(2);
@@ -347,6 +411,78 @@ fn a_panicking_main_item_is_isolated() {
     assert_eq!(rt.stats().main_items_panicked, 1);
 }
 
+/// A chunked item that panics is dropped at once (what it captured too), and the pump goes on
+/// with the items after it; so do the items after a panicking one-shot item.
+#[test]
+fn a_panicking_chunked_item_is_dropped_and_the_pump_goes_on() {
+    let rt = runtime(1);
+    let captured = Arc::new(());
+    let calls = Arc::new(AtomicUsize::new(0));
+    {
+        let captured = captured.clone();
+        let calls = calls.clone();
+        rt.post_chunked(move |_| {
+            let _keep = &captured;
+            if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                panic!("chunk boom");
+            }
+            Step::Continue
+        })
+        .unwrap();
+    }
+    let after = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let after = after.clone();
+        rt.post(move |_| {
+            after.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    rt.post(|_| panic!("once boom")).unwrap();
+    {
+        let after = after.clone();
+        rt.post(move |_| {
+            after.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    let report = rt.pump(Duration::from_secs(60)).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(after.load(Ordering::SeqCst), 4);
+    assert_eq!((report.ran, report.remaining), (7, 0));
+    assert_eq!(rt.stats().main_items_panicked, 2);
+    assert_eq!(
+        Arc::strong_count(&captured),
+        1,
+        "the panicked chunked item was kept"
+    );
+}
+
+/// What is still queued when a runtime goes away is dropped with it, posts that raced its
+/// shutdown included: nothing leaks.
+#[test]
+fn items_queued_at_shutdown_are_dropped() {
+    let captured = Arc::new(());
+    let rt = runtime(1);
+    for _ in 0..100 {
+        let c = captured.clone();
+        rt.post(move |_| drop(c)).unwrap();
+    }
+    {
+        let c = captured.clone();
+        rt.post_chunked(move |_| {
+            let _keep = &c;
+            Step::Continue
+        })
+        .unwrap();
+    }
+    rt.pump(Duration::ZERO).unwrap();
+    let report = rt.shutdown(Duration::from_secs(10));
+    assert_eq!(report.main_items_dropped, 100);
+    assert_eq!(Arc::strong_count(&captured), 1);
+    assert!(rt.post(|_| {}).is_err());
+}
+
 #[test]
 fn stream_applies_back_pressure_and_delivers_everything_in_order() {
     let rt = runtime(1);
@@ -430,6 +566,48 @@ fn ten_million_progress_reports_cost_the_main_thread_a_few_reads() {
     let p = job.progress();
     assert_eq!(p.fraction, 1.0);
     assert_eq!(p.message.as_deref(), Some("done"));
+}
+
+/// A job that reports, then finishes, while a pump is past its progress entries: its result
+/// waits for the last report (delivered first, at the next pump), never the other way round.
+#[test]
+fn a_jobs_last_progress_reaches_its_listener_before_its_result() {
+    let rt = runtime(1);
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let go = Arc::new(AtomicBool::new(false));
+    let job = {
+        let go = go.clone();
+        rt.spawn(move |ctx| {
+            while !go.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            ctx.progress(1.0);
+            Ok(())
+        })
+        .unwrap()
+    };
+    let (l1, l2) = (log.clone(), log.clone());
+    let _job = job
+        .on_progress(move |p, _| l1.lock().unwrap().push(format!("progress {}", p.fraction)))
+        .on_main(move |_: hostloop::Result<()>, _| l2.lock().unwrap().push("done".into()));
+    // An item that lets the job run and waits, inside the pump, until its progress entry and
+    // its result are both queued behind the pump's progress phase.
+    rt.post(move |main| {
+        go.store(true, Ordering::Release);
+        let start = Instant::now();
+        while main.handle().stats().queued.main < 2 && start.elapsed() < HANG {
+            std::thread::yield_now();
+        }
+    })
+    .unwrap();
+    rt.pump(Duration::from_secs(60)).unwrap();
+    assert!(
+        !log.lock().unwrap().contains(&"done".to_owned()),
+        "the result ran ahead of the queued progress report: {:?}",
+        log.lock().unwrap()
+    );
+    pump_until(&rt, || log.lock().unwrap().len() == 2);
+    assert_eq!(*log.lock().unwrap(), ["progress 1", "done"]);
 }
 
 #[test]

@@ -92,7 +92,7 @@ impl Backend {
     pub(crate) fn main_backlog(&self, shared: &Shared) -> usize {
         match self {
             // Without the events (counted where an event is posted): no lock on a post.
-            Backend::Local(_) => shared.main.len(),
+            Backend::Local(_) => shared.main.list_len(),
             Backend::Proxy(p) => p.outstanding(),
         }
     }

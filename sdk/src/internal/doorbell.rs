@@ -6,96 +6,81 @@
 //! without an fd-watching loop register a `request_pump` callback instead; it is called at exactly
 //! the moments the fd would be rung.
 //!
-//! # The protocol (checked by `sdk/tests/loom.rs`)
+//! # Who rings, and when the fd is cleared
 //!
-//! One flag, `rung`, says "the doorbell has been rung and not yet acknowledged by a pump".
+//! Who rings is decided by the main queue (`internal/mainq.rs`, where the protocol and its
+//! proof live): the producer that finds the queue parked rings, and a pump that stops with work
+//! left rings. The pump clears the fd when it finds the queue empty, just before it parks. This
+//! module keeps one more counter, for the other direction:
 //!
-//! * **Producer** (any thread), after pushing an item onto the main queue:
-//!   `if !rung.swap(true, AcqRel) { ring() }`.
-//! * **Pump** (main thread), before draining the queue:
-//!   `if rung.load(Acquire) { clear(); rung.swap(false, AcqRel) }` — the fd is cleared *before*
-//!   the flag is lowered. When a pump stops with items left over (budget spent) it rings again
-//!   through the producer path, so the host knows to come back.
+//! **Why the fd does not stay readable with nothing queued.** A ring is two steps apart from
+//! the post that decided it (the swap that found the queue parked, then the fd write), and a
+//! pump may drain that post's item in between and park. So a pump clears only when a ring
+//! happened since its last clear, and two counters say when: `begun`, counted by a ring before
+//! its fd write, and `rang`, counted after it. The pump reads both before it clears, and clears
+//! if either moved since its last clear or they differ (a ring is between its two counts).
 //!
-//! Only the producer that moves `rung` from `false` to `true` rings: a burst of 100k results
-//! between two pumps rings the fd once.
+//! - A ring whose write landed before the pump's reads is seen: either its `begun` is new, or
+//!   it was counted by an earlier clear and is still unfinished (`begun != rang`), or it
+//!   finished and its `rang` is new. The clear, after the reads, erases its write. So a pump
+//!   that parks leaves the fd readable only from a write that landed after it found the queue
+//!   empty (the property the loom model checks).
+//! - A ring whose write lands after the clear leaves the fd readable; its `rang` count follows
+//!   the write, so the next pump sees it moved and clears. Such a stale readable fd lasts until
+//!   that count lands: a pump or two, never until the next ring.
 //!
-//! **Why no wake-up is lost.** Take any item pushed by producer P that a completed pump did not
-//! drain. P's swap either
-//!
-//! 1. read `false`: the value stored by the last pump's lowering swap (or the initial value).
-//!    Acquire/release on that swap makes the pump's `clear()` happen-before P's `ring()`, so the
-//!    fd is readable after that clear and the host pumps again; or
-//! 2. read `true`, written by a producer Q (or a re-ring) that rang or is about to ring. If no pump
-//!    has lowered the flag since, Q's ring is still unacknowledged and the fd is (or will be)
-//!    readable. If a pump lowers it later, that pump's `swap(false)` reads P's `true` (or a later
-//!    value in the same release sequence), so P's push happens-before that pump's drain, which
-//!    therefore sees the item.
-//!
-//! Either way the item is drained by a pump that has not yet run its drain, or the fd is
-//! readable. Clearing the fd *after* lowering the flag would break case 2: a ring between the
-//! lowering and the clear would be erased while `rung` stays `true`, and later producers would
-//! not ring again.
-//!
-//! **Why the fd does not stay readable with nothing queued.** A producer can be preempted
-//! between its swap and its fd write; a pump meanwhile sees `rung`, clears an fd that is not
-//! readable yet, lowers the flag and drains the item. The late write then leaves the fd
-//! readable with `rung` false, and a host watching the fd would spin on empty pumps until the
-//! next ring. So each producer counts its finished rings (`rang`, after the fd write), and a
-//! pump also clears when the count moved since its last clear (read before that clear). Clearing
-//! more often loses nothing: a ring erased by a clear wrote the fd before it, so its swap came
-//! earlier still, and the pump's lowering swap (after the clear) reads that `true` or a later
-//! value, so its drain sees the item — the argument of case 2. A stale readable fd lasts until
-//! the late producer's count lands: a pump or two, never until the next ring.
+//! Counting only `rang` (the first version of this protocol) missed the first case: a producer
+//! preempted between its write and its count left the fd readable through any number of empty
+//! pumps (loom mutant `mutant_mainq_rang_only_is_caught`). A clear erases only rings whose write
+//! came before it, whose items were pushed before them, so the park after the clear fails if
+//! they are still queued (see `mainq.rs`): clearing loses nothing. An empty pump with no ring
+//! since the last clear costs no syscall.
 
-use crate::internal::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::internal::sync::{AtomicU64, Ordering};
 
-/// The coalescing part of the doorbell: decides who rings and when the fd may be cleared.
+/// Counts rings, so a pump clears the fd only when one happened since its last clear.
 #[derive(Debug, Default)]
-pub struct Coalescer {
-    rung: AtomicBool,
-    /// Rings whose fd write has finished (producers, after ringing).
+pub struct Rings {
+    /// Rings begun (counted before the fd write).
+    begun: AtomicU64,
+    /// Rings whose fd write has finished.
     rang: AtomicU64,
-    /// `rang` as the last clear saw it (the consumer's own).
-    cleared: AtomicU64,
+    /// `(begun, rang)` as the last clear saw them (the consumer's own).
+    cleared: (AtomicU64, AtomicU64),
 }
 
-impl Coalescer {
+impl Rings {
     pub fn new() -> Self {
-        Coalescer {
-            rung: AtomicBool::new(false),
-            rang: AtomicU64::new(0),
-            cleared: AtomicU64::new(0),
-        }
+        Rings::default()
     }
 
-    /// Called after pushing work. Returns `true` if the caller must ring the doorbell.
-    pub fn notify(&self) -> bool {
-        !self.rung.swap(true, Ordering::AcqRel)
+    /// Called by whoever rings, before its fd write.
+    pub fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::Release);
     }
 
-    /// Whether the bell is rung (work arrived since the last `acknowledge`).
-    pub fn is_rung(&self) -> bool {
-        self.rung.load(Ordering::Acquire)
-    }
-
-    /// Called by a producer once its ring (the fd write) has finished.
+    /// Called by whoever rang, once its fd write has finished.
     pub fn rang(&self) {
         self.rang.fetch_add(1, Ordering::Release);
     }
 
-    /// Called by the consumer before draining. If the bell was rung, or a ring finished since
-    /// the last clear (it may have landed after that clear), runs `clear` (which must make the
-    /// fd non-readable) and then lowers the flag. Returns whether it cleared.
+    /// Called by the consumer when it found the queue empty, before it parks: if a ring began
+    /// or finished since the last clear, runs `clear` (which must make the fd non-readable).
+    /// Returns whether it cleared.
     pub fn acknowledge(&self, clear: impl FnOnce()) -> bool {
+        let begun = self.begun.load(Ordering::Acquire);
         let rang = self.rang.load(Ordering::Acquire);
-        let late = rang != self.cleared.load(Ordering::Relaxed);
-        if !late && !self.rung.load(Ordering::Acquire) {
+        // Quiet only if no ring began or finished since the last clear, and none is between
+        // the two (it may have written already).
+        if begun == rang
+            && begun == self.cleared.0.load(Ordering::Relaxed)
+            && rang == self.cleared.1.load(Ordering::Relaxed)
+        {
             return false;
         }
         clear();
-        self.cleared.store(rang, Ordering::Relaxed);
-        self.rung.swap(false, Ordering::AcqRel);
+        self.cleared.0.store(begun, Ordering::Relaxed);
+        self.cleared.1.store(rang, Ordering::Relaxed);
         true
     }
 }
@@ -105,7 +90,7 @@ pub(crate) use real::Doorbell;
 
 #[cfg(not(loom))]
 mod real {
-    use super::Coalescer;
+    use super::Rings;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -115,10 +100,10 @@ mod real {
     /// A host callback asked to schedule a pump, called from any thread.
     pub(crate) type RequestPump = Arc<dyn Fn() + Send + Sync>;
 
-    /// The doorbell: a coalescer, an fd that becomes readable, and an optional callback.
+    /// The doorbell: an fd that becomes readable, an optional callback, and the count of
+    /// rings that decides when the pump clears the fd.
     pub(crate) struct Doorbell {
-        /// Swapped by every producer's notify: on a line of its own.
-        coalescer: crossbeam_utils::CachePadded<Coalescer>,
+        rings_done: Rings,
         waker: mio::Waker,
         /// Only the main thread touches the poll (in `acknowledge`); the mutex makes that safe
         /// without requiring it.
@@ -144,7 +129,7 @@ mod real {
             #[cfg(unix)]
             let fd = std::os::unix::io::AsRawFd::as_raw_fd(&poll);
             Ok(Doorbell {
-                coalescer: crossbeam_utils::CachePadded::new(Coalescer::new()),
+                rings_done: Rings::new(),
                 waker,
                 poll: Mutex::new((poll, mio::Events::with_capacity(4))),
                 request_pump: Mutex::new(None),
@@ -167,20 +152,16 @@ mod real {
             drop(old);
         }
 
-        /// Called after work was pushed: rings once per empty → non-empty transition.
-        pub(crate) fn notify(&self) {
-            if self.coalescer.notify() {
-                self.ring();
-            }
-        }
-
-        fn ring(&self) {
+        /// Makes the fd readable and calls the host's `request_pump` callback: called by the
+        /// producer that found the main queue parked, and by a pump that stops with work left.
+        pub(crate) fn ring(&self) {
             self.rings.fetch_add(1, Ordering::Relaxed);
             // A failed eventfd write leaves the host to its fallback (the next idle pump); there
             // is nobody to report it to on a worker thread, and it cannot happen short of fd
             // exhaustion, because mio resets a saturated counter itself.
+            self.rings_done.begin();
             let _ = self.waker.wake();
-            self.coalescer.rang();
+            self.rings_done.rang();
             let cb = crate::internal::sync::lock(&self.request_pump).clone();
             if let Some(cb) = cb {
                 // The host callback must not take a worker down with it.
@@ -188,9 +169,10 @@ mod real {
             }
         }
 
-        /// Called by `pump` before draining: clears the fd if it was rung.
+        /// Called by `pump` when it found the queue empty, before it parks: clears the fd if a
+        /// ring landed since the last clear.
         pub(crate) fn acknowledge(&self) {
-            self.coalescer.acknowledge(|| {
+            self.rings_done.acknowledge(|| {
                 let mut guard = crate::internal::sync::lock(&self.poll);
                 let (poll, events) = &mut *guard;
                 // Consumes the edge-triggered waker event, so the epoll fd stops being readable.
@@ -205,12 +187,10 @@ mod real {
         }
 
         /// Blocks the main thread until the doorbell rings or `timeout` passes (a runtime
-        /// driving its own pump). A ring after the last `acknowledge` is seen: the waker's
-        /// event stays queued in the poll until it is consumed, here or by `acknowledge`.
+        /// driving its own pump, after a pump that parked the queue). A ring after the last
+        /// `acknowledge` is seen: the waker's event stays queued in the poll until it is
+        /// consumed, here or by `acknowledge`.
         pub(crate) fn wait(&self, timeout: Duration) {
-            if self.coalescer.is_rung() {
-                return;
-            }
             let mut guard = crate::internal::sync::lock(&self.poll);
             let (poll, events) = &mut *guard;
             // An interrupted or failed wait only ends the wait early; the caller re-checks.

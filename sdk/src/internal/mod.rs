@@ -3,9 +3,12 @@
 //! with loom (`sdk/tests/loom.rs`).
 
 #[cfg(not(loom))]
+pub(crate) mod clock;
+#[cfg(not(loom))]
 pub(crate) mod crc32c;
 pub(crate) mod doorbell;
 pub mod latest;
+pub(crate) mod mainq;
 pub(crate) mod panic;
 #[cfg(not(loom))]
 pub(crate) mod scheduler;

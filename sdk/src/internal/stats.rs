@@ -172,7 +172,8 @@ pub struct Stats {
     pub main_backlog_limit: usize,
     /// Bytes of payloads emitted from other threads waiting for a pump.
     pub main_queued_bytes: usize,
-    /// Times the doorbell was rung (once per empty → non-empty transition).
+    /// Times the doorbell was rung: by the first post after a pump parked the queue, and by a
+    /// pump that left work behind.
     pub doorbell_rings: u64,
     /// CPU workers currently parked.
     pub sleeping_workers: usize,
