@@ -365,7 +365,7 @@ fn measure(config: &Config) -> Result<Results, Box<dyn Error>> {
     rows.extend(frametime.rows());
     rows.extend(cancel.rows());
     rows.extend(memory.rows());
-    rows.extend(oversub.rows(drain.hostloop_1p()));
+    rows.extend(oversub.rows());
     if let Some(iso) = isolation.as_mut() {
         rows.extend(iso.rows());
     }

@@ -100,8 +100,6 @@ pub enum Target {
     None,
     /// `hostloop / peer >= x`.
     RatioAtLeast(f64),
-    /// `hostloop / peer > x`.
-    RatioAbove(f64),
     /// `hostloop / peer <= x`.
     RatioAtMost(f64),
     /// `hostloop <= x`.
@@ -117,7 +115,6 @@ impl Target {
         match self {
             Target::None => None,
             Target::RatioAtLeast(x) => ratio.map(|r| r >= x),
-            Target::RatioAbove(x) => ratio.map(|r| r > x),
             Target::RatioAtMost(x) => ratio.map(|r| r <= x),
             Target::AtMost(x) => Some(hostloop <= x),
             Target::AtLeast(x) => Some(hostloop >= x),
@@ -129,7 +126,6 @@ impl Target {
         match self {
             Target::None => "-".to_owned(),
             Target::RatioAtLeast(x) => format!(">= {x:.2}x"),
-            Target::RatioAbove(x) => format!("> {x:.2}x"),
             Target::RatioAtMost(x) => format!("<= {x:.2}x"),
             Target::AtMost(x) => format!("<= {}", format_target(x, unit)),
             Target::AtLeast(x) => format!(">= {}", format_target(x, unit)),
