@@ -264,7 +264,17 @@ fn the_crowd_plugin_moves_its_camera_live_and_keeps_its_agents_across_a_reload()
         .iter()
         .any(|(_, g)| matches!(g, Got::Error(e) if e.contains("view"))));
 
+    // The live change's edit waits in the driver while it is blocked on the full `every`
+    // stream (4 frames), and a blocked driver cannot be saved with it pending: `save_state`
+    // would time out. So wait until the driver has published past it: the edit arrived before
+    // the refusal was handled, when at most 4 frames waited and a 5th was being published, so a
+    // step beyond `before + 5` was taken after the edit was applied. (Steps after the live
+    // change do not prove that: a pump can deliver the stream's backlog before the event.)
     let before = steps(&got).into_iter().max().unwrap_or(0);
+    host.pump_until("a step taken after the live edit", |got| {
+        steps(got).iter().any(|&s| s > before + 5)
+    });
+    let before = steps(&host.take()).into_iter().max().unwrap_or(before);
     reload(&mut plugin, "hostloop_crowd");
     host.pump_until("frames of the reloaded build", |got| {
         last_frame(got, "crowd/positions").is_some()
