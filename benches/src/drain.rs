@@ -306,8 +306,8 @@ impl Contender {
         }
     }
 
-    /// hostloop's target against this peer, for every producer count.
-    fn target(self) -> Target {
+    /// hostloop's target against this peer (the same in every producer count and placement).
+    pub fn target(self) -> Target {
         match self {
             Contender::Hostloop | Contender::Mpsc => Target::None,
             // The fair peer wakes the host as hostloop does: hostloop must at least match it.

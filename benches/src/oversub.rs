@@ -45,15 +45,6 @@ const DRAIN: [drain::Contender; 4] = [
     drain::Contender::Mutex,
 ];
 
-/// hostloop's target against a drain peer, in either placement.
-fn drain_target(peer: drain::Contender) -> Target {
-    match peer {
-        drain::Contender::Coalesced | drain::Contender::Mutex => Target::RatioAtLeast(1.0),
-        drain::Contender::Crossbeam => Target::RatioAtLeast(0.9),
-        drain::Contender::Hostloop | drain::Contender::Mpsc => Target::None,
-    }
-}
-
 /// The oversubscription benchmark's configuration and samples.
 #[derive(Debug)]
 pub struct Bench {
@@ -138,7 +129,7 @@ impl Bench {
                     Unit::Rate,
                     &drain[0],
                     &drain[k],
-                    drain_target(peer),
+                    peer.target(),
                 ));
             }
             rows.push(Row::versus(
